@@ -1,0 +1,52 @@
+"""The training data order: the recipe's packing, with a global order that a step number alone fixes.
+
+The Model Zoo cuts the token stream into non-overlapping 2049-token chunks (input = chunk[:-1],
+labels = chunk[1:]) and shuffles them globally (spec section 3). Here chunk ``i`` is
+``stream[i*(T+1) : (i+1)*(T+1)]`` and epoch ``e`` visits the chunks in a permutation drawn from
+``seed + e``. The batch of update ``s`` is a pure function of (seed, s, batch size), so a resumed
+run sees exactly the batches an uninterrupted run would have seen, and :func:`batch_indices`
+tells what any step trained on (as OLMo's data-order tool does).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from cgpt.errors import DataError
+
+
+class ChunkSampler:
+    def __init__(self, stream: object, seq_len: int, seed: int) -> None:
+        self.stream = stream
+        self.chunk = seq_len + 1
+        self.seed = seed
+        self.num_chunks = len(stream) // self.chunk  # type: ignore[arg-type]
+        if self.num_chunks == 0:
+            raise DataError(
+                f"the train split has {len(stream)} tokens, fewer than one window of seq_len + 1 = {self.chunk}; "  # type: ignore[arg-type]
+                "use a larger corpus or a smaller train.seq_len"
+            )
+
+    @lru_cache(maxsize=2)
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.num_chunks)
+
+    def batch_indices(self, step: int, batch_size: int) -> list[int]:
+        """Chunk indices of update ``step`` (global position step*batch_size onwards)."""
+        out = []
+        start = step * batch_size
+        for pos in range(start, start + batch_size):
+            epoch, offset = divmod(pos, self.num_chunks)
+            out.append(int(self._permutation(epoch)[offset]))
+        return out
+
+    def batch(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [self.stream.read(i * self.chunk, self.chunk) for i in self.batch_indices(step, batch_size)]  # type: ignore[attr-defined]
+        data = torch.from_numpy(np.stack(rows).astype(np.int64, copy=False))
+        return data[:, :-1], data[:, 1:]
+
+    def epochs(self, step: int, batch_size: int) -> float:
+        return step * batch_size / self.num_chunks
