@@ -1,0 +1,177 @@
+"""MLflow helpers: the one place that knows where runs live and how they are named.
+
+* Store: ``MLFLOW_TRACKING_URI`` if set, else MLflow 3's sqlite file ``<project>/mlflow.db`` with
+  artifacts in ``<project>/mlartifacts`` — exactly what ``mlflow ui --backend-store-uri
+  sqlite:///mlflow.db`` shows.
+* One run per trained model (experiment ``tracking.experiment``, run name = ``train.run_name``):
+  train creates it and records its id in ``runs/<name>/mlflow_run.json``; evaluate and export log
+  into the same run, so the run holds the curves, the evaluation and the exported folder.
+* Data stages log their statistics as one run each in ``<experiment>-data``.
+* Metrics are buffered and sent with ``log_batch`` (one request per flush, not one per value).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+RUN_FILE = "mlflow_run.json"
+
+
+def tracking_uri(root: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def flatten(d: dict[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{sep}{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(flatten(v, key, sep))
+        else:
+            out[key] = v
+    return out
+
+
+def numeric_items(d: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers of a (nested) stats dict, flattened, ready to be MLflow metrics."""
+    out = {}
+    for k, v in flatten(d).items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if math.isfinite(v):
+            out[k] = float(v)
+    return out
+
+
+class Tracker:
+    """A thin handle on one MLflow run; every method is a no-op when tracking is disabled."""
+
+    def __init__(self, client: Any | None, run_id: str | None, flush_every: int = 200, fresh: bool = False) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.fresh = fresh  # created by this process (not reopened): earlier history may need re-logging
+        self._buffer: list[Any] = []
+        self._flush_every = flush_every
+
+    @property
+    def enabled(self) -> bool:
+        return self.client is not None and self.run_id is not None
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(self.run_id).data.params
+        items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items() if k not in existing]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if self.enabled:
+            from mlflow.entities import RunTag
+
+            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Buffer metrics; they are sent in batches of ``flush_every`` values."""
+        if not self.enabled:
+            return
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        self._buffer.extend(Metric(k, float(v), ts, step or 0) for k, v in metrics.items() if math.isfinite(v))
+        if len(self._buffer) >= self._flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.enabled or not self._buffer:
+            return
+        for i in range(0, len(self._buffer), 1000):
+            self.client.log_batch(self.run_id, metrics=self._buffer[i : i + 1000])
+        self._buffer.clear()
+
+    def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None:
+        if self.enabled:
+            self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        if self.enabled:
+            self.client.log_text(self.run_id, text, artifact_file)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        if self.enabled:
+            self.flush()
+            self.client.set_terminated(self.run_id, status=status)
+
+
+def _client(root: Path) -> Any:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def _experiment_id(client: Any, name: str, root: Path) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    artifact_location = None
+    if tracking_uri(root).startswith("sqlite:"):
+        artifact_location = (root / "mlartifacts").resolve().as_uri()
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def disabled() -> Tracker:
+    return Tracker(None, None)
+
+
+def model_run(root: Path, marker: Path, experiment: str, run_name: str, *, enabled: bool = True, new: bool = False) -> Tracker:
+    """The MLflow run recorded in ``marker`` (a ``mlflow_run.json``): reopened when it exists in
+    the current store, created (and recorded) otherwise; ``new=True`` always creates one."""
+    if not enabled:
+        return disabled()
+    client = _client(root)
+    if marker.is_file() and not new:
+        info = json.loads(marker.read_text())
+        if info.get("tracking_uri") == tracking_uri(root):
+            try:
+                run = client.get_run(info["run_id"])
+                if run.info.lifecycle_stage == "active":
+                    client.update_run(run.info.run_id, status="RUNNING")
+                    return Tracker(client, run.info.run_id)
+            except Exception:  # run deleted or store replaced: start a fresh run below
+                pass
+    exp_id = _experiment_id(client, experiment, root)
+    run = client.create_run(exp_id, run_name=run_name, tags={"cgpt.kind": "model"})
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"run_id": run.info.run_id, "experiment": experiment, "tracking_uri": tracking_uri(root)}, indent=2))
+    return Tracker(client, run.info.run_id, fresh=True)
+
+
+def stage_run(root: Path, experiment: str, stage: str, *, enabled: bool = True) -> Tracker:
+    """A fresh run in ``<experiment>-data`` for one data-stage execution."""
+    if not enabled:
+        return disabled()
+    client = _client(root)
+    exp_id = _experiment_id(client, f"{experiment}-data", root)
+    run = client.create_run(exp_id, run_name=stage, tags={"cgpt.kind": "data", "cgpt.stage": stage})
+    return Tracker(client, run.info.run_id)
+
+
+def log_stats(tracker: Tracker, stats: dict[str, Any], prefix: str = "") -> None:
+    metrics = numeric_items({prefix: stats} if prefix else stats)
+    tracker.log_metrics(metrics)
+    tracker.flush()
+
+
+def read_run_id(marker: Path) -> str | None:
+    return json.loads(marker.read_text())["run_id"] if marker.is_file() else None
+

@@ -1,0 +1,78 @@
+"""The training loop on a real token directory: learning, exact resume, superseded checkpoints."""
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cgpt.data.loader import HEADER_BYTES, pack_header
+from cgpt.presets import ModelConfig, TrainRecipe
+from cgpt.train.checkpoint import list_checkpoints
+from cgpt.train.loop import RunSetup, train
+
+VOCAB = 32
+
+
+def write_tokens(root: Path, splits: dict[str, np.ndarray]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    index = {"format_version": 1, "vocab_size": VOCAB, "eos_token_id": VOCAB - 1, "dtype": "uint16", "tokenizer_sha256": "x", "splits": {}}
+    for split, arr in splits.items():
+        path = root / f"{split}-00000.bin"
+        path.write_bytes(pack_header(2, len(arr)) + arr.astype("<u2").tobytes())
+        assert path.stat().st_size == HEADER_BYTES + 2 * len(arr)
+        index["splits"][split] = {"tokens": len(arr), "documents": 1, "shards": [{"path": path.name, "tokens": len(arr)}]}
+    (root / "index.json").write_text(json.dumps(index))
+    return root
+
+
+def pattern(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.permutation(VOCAB - 1)  # a fixed cycle: next token is a deterministic function of the current one
+    return np.tile(base, n // len(base) + 1)[:n]
+
+
+def setup(steps: int = 12, **kw) -> RunSetup:
+    cfg = ModelConfig(n_layer=1, d_model=32, n_head=2, d_ffn=64, vocab_size=VOCAB, n_positions=32)
+    recipe = TrainRecipe(peak_lr=1e-2, end_lr=1e-3, batch_size=4, warmup_steps=2, decay="linear", decay_steps=steps - 2, seq_len=16)
+    base = RunSetup(cfg, recipe, seed=5, tokenizer_sha256="x", log_interval=3, eval_interval=6, eval_tokens=256, checkpoint_interval=6, keep_checkpoints=5)
+    return replace(base, **kw)
+
+
+def test_loss_falls_on_learnable_data(tmp_path):
+    tokens = write_tokens(tmp_path / "tok", {"train": pattern(20_000, 0), "val": pattern(2_000, 0)})
+    out = train(setup(steps=60), tokens, tmp_path / "run", progress=False)
+    losses = [r["loss"] for r in out["history"] if "loss" in r]
+    assert losses[-1] < 0.5 * losses[0]
+    assert out["metrics"]["val_loss"] < np.log(VOCAB) / 2
+
+
+def test_resume_is_exact(tmp_path):
+    tokens = write_tokens(tmp_path / "tok", {"train": pattern(5_000, 1), "val": pattern(500, 1)})
+    full = train(setup(), tokens, tmp_path / "a", progress=False)
+    train(setup(), tokens, tmp_path / "b", progress=False)
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "step-00000012")  # as if killed after step 6
+    resumed = train(setup(), tokens, tmp_path / "b", progress=False)
+    assert resumed["metrics"]["resumed_from_step"] == 6
+    for k, v in full["model"].state_dict().items():
+        assert torch.equal(v, resumed["model"].state_dict()[k]), k
+    assert [r for r in full["history"] if "loss" in r] != []
+
+
+def test_finished_run_is_not_retrained(tmp_path):
+    tokens = write_tokens(tmp_path / "tok", {"train": pattern(5_000, 2), "val": pattern(500, 2)})
+    train(setup(), tokens, tmp_path / "a", progress=False)
+    again = train(setup(), tokens, tmp_path / "a", progress=False)
+    assert again["metrics"]["resumed_from_step"] == 12 and np.isfinite(again["metrics"]["val_loss"])
+
+
+def test_checkpoints_of_another_model_are_set_aside_not_deleted(tmp_path):
+    tokens = write_tokens(tmp_path / "tok", {"train": pattern(5_000, 3), "val": pattern(500, 3)})
+    train(setup(), tokens, tmp_path / "a", progress=False)
+    other = setup(seed=99)
+    out = train(other, tokens, tmp_path / "a", progress=False)
+    assert out["metrics"]["resumed_from_step"] == 0
+    superseded = list((tmp_path / "a" / "checkpoints").glob("superseded-*"))
+    assert len(superseded) == 1 and list_checkpoints(superseded[0])
