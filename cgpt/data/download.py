@@ -1,0 +1,106 @@
+"""The download stage's work: every source in ``download.sources`` -> ``data/raw/`` + ``manifest.json``.
+
+Output layout (``out_dir``, normally ``data/raw/``)::
+
+    <source>/...                 the source's files, in their original supported format
+                                 (built-in corpus: <source>/shakespeare.jsonl)
+    manifest.json                {"version": 1, "files": [...], "sources": {name: stats}}
+
+Each ``files`` entry: ``{"path": <relative to out_dir>, "source", "pile_set_name", "split"
+(null | train | val | test), "format", "bytes", "sha256"}``; the clean stage reads only this.
+
+The folder is built as a temporary sibling (``.raw.tmp``) and renamed into place at the end, so a
+failure never leaves a ``data/raw`` that looks finished. Large files are fetched into the download
+cache (``download.cache_dir``, default ``<out_dir>/../.download-cache``) and hard-linked into the
+output, so a rerun after a failure resumes the partial file and skips finished ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from cgpt.data.params_download import DownloadParams
+from cgpt.data.sources import HashCache, RawFile, materialize_local, materialize_shakespeare, materialize_url
+from cgpt.fsutil import atomic_dir, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+def cache_dir_for(params: DownloadParams, out_dir: Path) -> Path:
+    """Where partial and finished downloads live between runs."""
+    if params.cache_dir:
+        return Path(params.cache_dir).expanduser()
+    return Path(out_dir).parent / ".download-cache"
+
+
+def download(params: DownloadParams, out_dir: Path, *, progress: bool = True) -> dict[str, Any]:
+    """Materialize every source into ``out_dir`` atomically; return json-serializable statistics:
+    ``{"sources": {name: {files, bytes, seconds, bytes_per_s, ...}}, "total": {...}}``."""
+    out_dir = Path(out_dir)
+    cache = cache_dir_for(params, out_dir)
+    t_all = time.perf_counter()
+    per_source: dict[str, dict[str, Any]] = {}
+    files: list[RawFile] = []
+    hashes = HashCache(cache / "local-sha256.json")
+    try:
+        with atomic_dir(out_dir) as tmp:
+            for source in params.sources:
+                t0 = time.perf_counter()
+                if source.kind == "shakespeare":
+                    res = materialize_shakespeare(source, tmp, cache)
+                elif source.kind == "local":
+                    res = materialize_local(source, tmp, hashes, progress=progress)
+                else:
+                    res = materialize_url(source, tmp, cache, params, progress=progress)
+                seconds = time.perf_counter() - t0
+                nbytes = sum(f.bytes for f in res.files)
+                stats = {
+                    "kind": source.kind,
+                    "pile_set_name": source.tag,
+                    "split": source.split,
+                    "files": len(res.files),
+                    "bytes": nbytes,
+                    "seconds": round(seconds, 3),
+                    "bytes_per_s": round(nbytes / seconds, 1) if seconds > 0 else 0.0,
+                    **res.stats,
+                }
+                if stats.get("downloaded_bytes"):
+                    stats["download_bytes_per_s"] = round(stats["downloaded_bytes"] / seconds, 1) if seconds > 0 else 0.0
+                per_source[source.name] = stats
+                files.extend(res.files)
+                log.info("download: %s: %d files, %.1f MB in %.1fs", source.name, len(res.files), nbytes / 1e6, seconds)
+            manifest = {
+                "version": MANIFEST_VERSION,
+                "files": [f.entry() for f in files],
+                "sources": per_source,
+            }
+            write_json_atomic(tmp / MANIFEST, manifest)
+    finally:
+        hashes.save()
+    seconds = time.perf_counter() - t_all
+    total_bytes = sum(f.bytes for f in files)
+    downloaded = sum(int(s.get("downloaded_bytes", 0)) for s in per_source.values())
+    return {
+        "sources": {k: {kk: vv for kk, vv in v.items() if isinstance(vv, (int, float))} for k, v in per_source.items()},
+        "total": {
+            "sources": len(per_source),
+            "files": len(files),
+            "bytes": total_bytes,
+            "downloaded_bytes": downloaded,
+            "seconds": round(seconds, 3),
+            "bytes_per_s": round(total_bytes / seconds, 1) if seconds > 0 else 0.0,
+        },
+    }
+
+
+def read_manifest(out_dir: Path) -> dict[str, Any]:
+    """The manifest written by :func:`download` (no validation; the clean stage validates)."""
+    import json
+
+    return json.loads((Path(out_dir) / MANIFEST).read_text(encoding="utf-8"))
