@@ -1,0 +1,297 @@
+"""The tokenize stage: data/clean/ -> data/tokens/ (tokenizer.json, token shards, index.json).
+
+* Tokenizer: trained on the train split of the cleaned corpus (``kind: train``) or loaded
+  (``kind: pretrained``, e.g. the GPT-2 files = the Cerebras-GPT tokenizer).
+* Split: a part of the clean output with an official split (the Pile's val/test files) keeps it.
+  Otherwise each document longer than ``split.chunk_chars`` is cut on paragraph boundaries into
+  pieces of about ``chunk_chars`` characters, and each piece goes to val/test/train by a hash of
+  (seed, piece text). Consecutive pieces of one document that land in the same split are joined
+  again; each such run is one "document" of its split. So the split depends only on the text and
+  the seed, never on workers, shards or ``shard_tokens``.
+* Packing: every document is encoded and followed by ``<|endoftext|>`` (no BOS), and the documents
+  of a split are concatenated into shards ``{split}-{k:05d}.bin`` of at most ``shard_tokens``
+  tokens (see :mod:`cgpt.data.loader` for the header). The 2049-token chunking of the recipe
+  happens at read time (:func:`cgpt.data.loader.iter_windows`, the trainer's sampler).
+* Speed: ``tokenizers.Tokenizer.encode_batch_fast`` encodes batches of ``batch_docs`` documents
+  on its own Rust thread pool (all cores, or ``workers`` threads); a reader thread decompresses
+  and parses the next batches meanwhile (the encoder releases the GIL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cgpt.data.clean import iter_clean_documents, read_clean_manifest
+from cgpt.data.loader import FORMAT_VERSION, HEADER_BYTES, SPLITS, dtype_for_vocab, pack_header
+from cgpt.data.params_clean import SplitParams, TokenizeParams
+from cgpt.data.tokenizer import eos_token_id, load_tokenizer, save_tokenizer, tokenizer_sha256, train_tokenizer
+from cgpt.errors import DataError
+from cgpt.fsutil import atomic_dir, write_json_atomic
+
+log = logging.getLogger(__name__)
+_QUEUE_BATCHES = 4
+
+
+# ----------------------------------------------------------------------------------------------
+# split assignment
+
+
+def split_pieces(text: str, chunk_chars: int) -> list[str]:
+    """Cut ``text`` after a blank line (else after a newline) once a piece reaches ``chunk_chars``.
+    ``"".join(pieces) == text``; a text without newlines stays whole."""
+    if chunk_chars <= 0 or len(text) <= chunk_chars:
+        return [text]
+    pieces, pos, n = [], 0, len(text)
+    while n - pos > chunk_chars:
+        cut = text.find("\n\n", pos + chunk_chars)
+        if cut < 0:
+            cut = text.find("\n", pos + chunk_chars)
+        if cut < 0:
+            break
+        while cut < n and text[cut] == "\n":
+            cut += 1
+        if cut >= n:
+            break
+        pieces.append(text[pos:cut])
+        pos = cut
+    pieces.append(text[pos:])
+    return pieces
+
+
+def assign_split(text: str, split: SplitParams) -> str:
+    """val / test / train for one piece, from a keyed 64-bit hash of its text."""
+    h = hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8, key=str(split.seed).encode()).digest()
+    u = int.from_bytes(h, "little") / 2.0**64
+    if u < split.val:
+        return "val"
+    if u < split.val + split.test:
+        return "test"
+    return "train"
+
+
+def document_units(text: str, official: str | None, split: SplitParams) -> list[tuple[str, str]]:
+    """The (split, text) units one cleaned document contributes, in order."""
+    if official is not None:
+        return [(official, text)]
+    units: list[tuple[str, str]] = []
+    for piece in split_pieces(text, split.chunk_chars):
+        s = assign_split(piece, split)
+        if units and units[-1][0] == s:
+            units[-1] = (s, units[-1][1] + piece)
+        else:
+            units.append((s, piece))
+    return units
+
+
+def _iter_units(clean_dir: Path, manifest: dict[str, Any], split: SplitParams) -> Iterator[tuple[int, list[tuple[str, str]]]]:
+    """(1, units) per cleaned document, in corpus order."""
+    for part in manifest["files"]:
+        official = part.get("split")
+        for doc in iter_clean_documents(clean_dir, part):
+            yield 1, document_units(doc["text"], official, split)
+
+
+# ----------------------------------------------------------------------------------------------
+# writing shards
+
+
+class _SplitWriter:
+    """Appends tokens to ``{split}-{k:05d}.bin`` files of at most ``shard_tokens`` tokens."""
+
+    def __init__(self, out_dir: Path, split: str, dtype: np.dtype, shard_tokens: int) -> None:
+        self.out_dir, self.split, self.dtype, self.cap = out_dir, split, dtype, shard_tokens
+        self.shards: list[dict[str, Any]] = []
+        self.tokens = 0
+        self.documents = 0
+        self._fh = None
+        self._count = 0
+
+    def _open(self) -> None:
+        name = f"{self.split}-{len(self.shards):05d}.bin"
+        self._fh = open(self.out_dir / name, "wb")
+        self._fh.write(pack_header(self.dtype.itemsize, 0))
+        self._count = 0
+        self.shards.append({"path": name, "tokens": 0})
+
+    def _close(self) -> None:
+        if self._fh is None:
+            return
+        self._fh.seek(0)
+        self._fh.write(pack_header(self.dtype.itemsize, self._count))
+        self._fh.close()
+        self.shards[-1]["tokens"] = self._count
+        self._fh = None
+
+    def write(self, tokens: np.ndarray) -> None:
+        tokens = tokens.astype(self.dtype, copy=False)
+        i = 0
+        while i < len(tokens):
+            if self._fh is None or self._count >= self.cap:
+                self._close()
+                self._open()
+            n = min(len(tokens) - i, self.cap - self._count)
+            self._fh.write(tokens[i : i + n].tobytes())
+            self._count += n
+            self.tokens += n
+            i += n
+
+    def close(self) -> None:
+        self._close()
+
+
+# ----------------------------------------------------------------------------------------------
+# the stage
+
+
+def _background(it: Iterator, maxsize: int) -> Iterator:
+    """Run ``it`` in a thread, ``maxsize`` items ahead; errors re-raise in the consumer."""
+    q: queue.Queue = queue.Queue(maxsize=maxsize)
+    done = object()
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for item in it:
+                if stop.is_set():
+                    return
+                q.put(item)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put(("__error__", exc))
+            return
+        q.put(done)
+
+    t = threading.Thread(target=run, daemon=True, name="cgpt-tokenize-reader")
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, tuple) and len(item) == 2 and item[0] == "__error__":
+                raise item[1]
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                t.join(0.05)
+
+
+def _batches(clean_dir: Path, manifest: dict[str, Any], split: SplitParams, batch_docs: int) -> Iterator[tuple[int, list[tuple[str, str]]]]:
+    """(documents, units) batches of about ``batch_docs`` units."""
+    docs, units = 0, []
+    for n, u in _iter_units(clean_dir, manifest, split):
+        docs += n
+        units.extend(u)
+        if len(units) >= batch_docs:
+            yield docs, units
+            docs, units = 0, []
+    if units or docs:
+        yield docs, units
+
+
+def _set_threads(workers: int) -> None:
+    """Best effort: the tokenizers (Rayon) pool size is fixed the first time it is used in a process."""
+    if workers > 0 and "RAYON_NUM_THREADS" not in os.environ:
+        os.environ["RAYON_NUM_THREADS"] = str(workers)
+
+
+def _get_tokenizer(params: TokenizeParams, clean_dir: Path, manifest: dict[str, Any]):
+    tp = params.tokenizer
+    if tp.kind == "pretrained":
+        return load_tokenizer(tp.path)
+
+    def train_texts() -> Iterator[str]:
+        for _, units in _iter_units(clean_dir, manifest, params.split):
+            for s, text in units:
+                if s == "train":
+                    yield text
+
+    return train_tokenizer(train_texts(), tp.vocab_size, tp.min_frequency)
+
+
+def tokenize_corpus(params: TokenizeParams, clean_dir: Path, out_dir: Path, *, progress: bool = True) -> dict[str, Any]:
+    """Tokenize and pack ``clean_dir`` into ``out_dir``; return stats (tokens/documents per split, rates)."""
+    clean_dir, out_dir = Path(clean_dir), Path(out_dir)
+    manifest = read_clean_manifest(clean_dir)
+    _set_threads(params.workers)
+    t0 = time.perf_counter()
+    tok = _get_tokenizer(params, clean_dir, manifest)
+    t_tok = time.perf_counter() - t0
+    eos = eos_token_id(tok)
+    vocab_size = tok.get_vocab_size()
+    dtype = dtype_for_vocab(vocab_size)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="tokenize", unit="doc", dynamic_ncols=True)
+    t1 = time.perf_counter()
+    docs_in = 0
+    with atomic_dir(out_dir) as tmp:
+        writers = {s: _SplitWriter(tmp, s, dtype, params.shard_tokens) for s in SPLITS}
+        for n_docs, units in _background(_batches(clean_dir, manifest, params.split, params.batch_docs), _QUEUE_BATCHES):
+            encs = tok.encode_batch_fast([t for _, t in units], add_special_tokens=False)
+            by_split: dict[str, list[int]] = {}
+            for (s, _), enc in zip(units, encs):
+                buf = by_split.setdefault(s, [])
+                buf.extend(enc.ids)
+                buf.append(eos)
+                writers[s].documents += 1
+            for s in SPLITS:  # fixed order: the bytes do not depend on dict order
+                if s in by_split:
+                    writers[s].write(np.asarray(by_split[s], dtype=np.int64))
+            docs_in += n_docs
+            if bar is not None:
+                bar.update(n_docs)
+        for w in writers.values():
+            w.close()
+        if bar is not None:
+            bar.close()
+        if writers["train"].tokens == 0:
+            raise DataError(f"{clean_dir}: the train split is empty after tokenizing {docs_in} documents; "
+                            "lower tokenize.split.val/test or add training data")
+        for s in ("val", "test"):
+            if writers[s].tokens == 0:
+                log.warning("tokenize: the %s split is empty; raise tokenize.split.%s or lower split.chunk_chars", s, s)
+        save_tokenizer(tok, tmp)
+        index = {
+            "format_version": FORMAT_VERSION,
+            "header_bytes": HEADER_BYTES,
+            "vocab_size": vocab_size,
+            "eos_token_id": eos,
+            "dtype": dtype.name,
+            "tokenizer_sha256": tokenizer_sha256(tok),
+            "split_params": params.split.model_dump(mode="json"),
+            "splits": {
+                s: {"tokens": w.tokens, "documents": w.documents, "shards": w.shards} for s, w in writers.items()
+            },
+        }
+        write_json_atomic(tmp / "index.json", index)
+
+    t_enc = max(time.perf_counter() - t1, 1e-9)
+    total = sum(w.tokens for w in writers.values())
+    return {
+        "vocab_size": vocab_size,
+        "tokens": {s: w.tokens for s, w in writers.items()},
+        "documents": {s: w.documents for s, w in writers.items()},
+        "documents_in": docs_in,
+        "tokens_total": total,
+        "tokenizer_seconds": round(t_tok, 3),
+        "seconds": round(t_enc, 3),
+        "tokens_per_s": round(total / t_enc, 1),
+        "docs_per_s": round(docs_in / t_enc, 1),
+    }
