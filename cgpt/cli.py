@@ -1,0 +1,114 @@
+"""The ``cgpt`` command: one subcommand per pipeline stage, plus generate, presets, import-hf, check.
+
+Stage subcommands run the project's ``stages/<stage>.py`` (as ``python -m stages.<stage>``) in the project root, exactly the code
+``dvc repro`` runs, but without DVC's bookkeeping (use ``dvc repro`` for reproducible runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import sys
+from pathlib import Path
+
+from cgpt.errors import CgptError
+from cgpt.runtime import run_main
+
+STAGES = ("download", "clean", "tokenize", "train", "evaluate", "export")
+
+
+def _run_stage(stage: str, project: Path) -> None:
+    script = project / "stages" / f"{stage}.py"
+    if not script.is_file():
+        raise CgptError(f"{script}: not found; run inside a cgpt project (the folder holding dvc.yaml) or pass --project")
+    os.chdir(project)
+    sys.path.insert(0, str(project))
+    runpy.run_module(f"stages.{stage}", run_name="__main__", alter_sys=True)
+
+
+def _generate(args: argparse.Namespace) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = Path(args.model)
+    if not (model_dir / "config.json").is_file():
+        raise CgptError(f"{model_dir}: not a Hugging Face model folder (no config.json); pass runs/<name>/hf")
+    torch.manual_seed(args.seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    inputs = tokenizer(args.prompt, return_tensors="pt")
+    sample = args.temperature > 0
+    with torch.no_grad():
+        out = model.generate(
+            **inputs, max_new_tokens=args.max_new_tokens, do_sample=sample,
+            temperature=args.temperature if sample else None, top_k=args.top_k if sample else None,
+            num_beams=args.num_beams, no_repeat_ngram_size=args.no_repeat_ngram_size,
+            pad_token_id=tokenizer.eos_token_id,
+        )
+    print(tokenizer.decode(out[0], skip_special_tokens=True))
+
+
+def _presets(args: argparse.Namespace) -> None:
+    from cgpt.family_table import format_family_table
+    from cgpt.presets import PRESETS
+
+    print(format_family_table())
+    print("\nCPU presets (vocabulary from the tokenizer; params shown for vocab 8192):")
+    for p in PRESETS.values():
+        if not p.family:
+            m = p.model
+            print(f"  {p.name:10s} {m.n_layer} x {m.d_model}, {m.n_head} heads, seq {p.recipe.seq_len}, "
+                  f"batch {p.recipe.batch_size}, {p.recipe.total_steps} steps - {p.description}")
+
+
+def _import_hf(args: argparse.Namespace) -> None:
+    from cgpt.export.hf import import_hf_to_checkpoint
+
+    path = import_hf_to_checkpoint(Path(args.src), Path(args.out))
+    print(f"imported {args.src} -> {path}; set model.* to its shape and run the train stage to continue pretraining")
+
+
+def _check(args: argparse.Namespace) -> None:
+    from cgpt.config import load_params
+
+    p = load_params(args.params)
+    r = p.recipe()
+    print(f"{args.params}: ok (preset {p.model.preset}, {r.optimizer_steps()} steps of {r.batch_size} x {r.seq_len} tokens)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="cgpt", description="Cerebras-GPT recipe pipeline")
+    sub = ap.add_subparsers(dest="command", required=True)
+    for stage in STAGES:
+        sp = sub.add_parser(stage, help=f"run the {stage} stage (as dvc repro would, without DVC bookkeeping)")
+        sp.add_argument("--project", default=".", help="project root (default: current directory)")
+    g = sub.add_parser("generate", help="generate text with an exported Hugging Face folder")
+    g.add_argument("prompt")
+    g.add_argument("--model", required=True, help="exported folder, e.g. runs/default/hf")
+    g.add_argument("--max-new-tokens", type=int, default=50)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    g.add_argument("--top-k", type=int, default=50)
+    g.add_argument("--num-beams", type=int, default=1)
+    g.add_argument("--no-repeat-ngram-size", type=int, default=2)
+    g.add_argument("--seed", type=int, default=0)
+    sub.add_parser("presets", help="print the Cerebras-GPT family table and the CPU presets")
+    i = sub.add_parser("import-hf", help="import a GPT2LMHeadModel folder as a checkpoint the train stage resumes from")
+    i.add_argument("src", help="folder with config.json and model weights (e.g. a downloaded cerebras/Cerebras-GPT-111M)")
+    i.add_argument("--out", default="runs/default/checkpoints", help="checkpoint folder of the run to continue")
+    c = sub.add_parser("check", help="validate params.yaml and print the resolved run")
+    c.add_argument("params", nargs="?", default="params.yaml")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command in STAGES:
+        _run_stage(args.command, Path(args.project).resolve())
+        return
+    handlers = {"generate": _generate, "presets": _presets, "import-hf": _import_hf, "check": _check}
+    run_main(lambda: handlers[args.command](args))
+
+
+if __name__ == "__main__":
+    main()

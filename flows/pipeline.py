@@ -1,0 +1,113 @@
+"""Prefect flow: the DVC pipeline as one task per stage.
+
+Each task asks DVC to reproduce exactly one stage (``dvc repro --single-item <stage>``), so stages
+that are up to date are skipped and ``dvc.lock`` stays the truth whether you ran ``dvc repro`` or
+this flow. The stage's output is streamed into the Prefect log, downloads retry, and the flow ends
+with a markdown artifact holding ``dvc metrics show --md``.
+
+    python flows/pipeline.py                       # run once (Prefect's ephemeral local server)
+    python flows/pipeline.py --serve --cron "0 3 * * *"   # a served deployment on a schedule
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+PROJECT = Path(__file__).resolve().parents[1]
+RETRIED_STAGES = {"download": 3}
+
+
+def stage_names(project: Path) -> list[str]:
+    """Stage names in dvc.yaml order (written in dependency order)."""
+    spec = yaml.safe_load((project / "dvc.yaml").read_text())
+    return list(spec["stages"])
+
+
+def _dvc(project: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "TQDM_MININTERVAL": "5", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "dvc", *args], cwd=project, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+    )
+
+
+@task(task_run_name="dvc repro {stage}")
+def reproduce_stage(stage: str, project: str, force: bool = False) -> str:
+    """Run one DVC stage, streaming its log; returns 'ran' or 'up to date'."""
+    logger = get_run_logger()
+    args = ["repro", "--single-item", stage] + (["--force"] if force else [])
+    proc = _dvc(Path(project), *args)
+    ran = False
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        for line in re.split(r"[\r\n]+", raw):
+            if line.strip():
+                logger.info(line.rstrip())
+                ran = ran or line.startswith("Running stage")
+    if proc.wait() != 0:
+        raise RuntimeError(f"dvc repro {stage} failed with exit status {proc.returncode} (see the log above)")
+    return "ran" if ran else "up to date"
+
+
+@task
+def metrics_markdown(project: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", "metrics", "show", "--md"], cwd=project, capture_output=True, text=True, check=True
+    )
+    return out.stdout
+
+
+@flow(name="cgpt-pipeline", log_prints=True)
+def pipeline(project: str = str(PROJECT), stages: list[str] | None = None, force: bool = False) -> dict[str, Any]:
+    """Validate params.yaml, then reproduce each stage in dependency order."""
+    from cgpt.config import load_params
+
+    load_params(Path(project) / "params.yaml")  # one clear line before any stage runs
+    outcome: dict[str, str] = {}
+    for stage in stages or stage_names(Path(project)):
+        runner = reproduce_stage.with_options(retries=RETRIED_STAGES.get(stage, 0), retry_delay_seconds=10)
+        outcome[stage] = runner(stage, project, force)
+    table = metrics_markdown(project)
+    summary = "\n".join(f"| {s} | {o} |" for s, o in outcome.items())
+    create_markdown_artifact(
+        key="cgpt-metrics",
+        markdown=f"# cgpt pipeline\n\n| stage | result |\n|---|---|\n{summary}\n\n## Metrics\n\n{table}",
+        description="Stage outcomes and `dvc metrics show`",
+    )
+    return {"stages": outcome, "metrics_markdown": table}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--project", default=str(PROJECT), help="project root (holds dvc.yaml and params.yaml)")
+    ap.add_argument("--force", action="store_true", help="re-run stages even when up to date")
+    ap.add_argument("--serve", action="store_true", help="serve a deployment on a schedule instead of running once")
+    ap.add_argument("--cron", default="0 3 * * *", help="schedule for --serve (default: daily at 03:00)")
+    ap.add_argument("--name", default="cgpt-scheduled", help="deployment name for --serve")
+    args = ap.parse_args(argv)
+    from cgpt.config import load_params
+    from cgpt.errors import CgptError
+    from cgpt.runtime import fail
+
+    try:
+        load_params(Path(args.project) / "params.yaml")
+    except CgptError as exc:
+        fail(str(exc))
+    if args.serve:
+        pipeline.serve(name=args.name, cron=args.cron, parameters={"project": args.project, "force": args.force})
+    else:
+        pipeline(project=args.project, force=args.force)
+
+
+if __name__ == "__main__":
+    main()

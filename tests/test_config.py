@@ -1,0 +1,79 @@
+import pytest
+
+from cgpt.config import load_params, parse_params
+from cgpt.errors import ConfigError
+from cgpt.presets import get_preset
+
+
+def _err(raw) -> str:
+    with pytest.raises(ConfigError) as exc:
+        parse_params(raw)
+    msg = str(exc.value)
+    assert "\n" not in msg, "errors must be one line"
+    return msg
+
+
+def test_defaults_are_the_cpu_preset():
+    p = parse_params({})
+    assert p.model.preset == "cpu-small"
+    r = p.recipe()
+    assert r == get_preset("cpu-small").recipe
+
+
+def test_unknown_key_names_key_and_value():
+    msg = _err({"train": {"max_step": 3}})
+    assert "unknown key train.max_step" in msg and "3" in msg
+
+
+def test_heads_must_divide_width():
+    msg = _err({"model": {"n_head": 5}})
+    assert msg.startswith("params.yaml: model.n_head = 5: must divide model.d_model = 192"), msg
+
+
+def test_negative_learning_rate():
+    msg = _err({"train": {"lr": -0.1}})
+    assert "train.lr = -0.1" in msg and "greater than 0" in msg
+
+
+def test_unknown_preset_lists_choices():
+    msg = _err({"model": {"preset": "gpt5"}})
+    assert "model.preset = 'gpt5'" in msg and "cerebras-111m" in msg
+
+
+def test_seq_len_beyond_positions():
+    msg = _err({"train": {"seq_len": 4096}})
+    assert "train.seq_len = 4096" in msg and "n_positions = 256" in msg
+
+
+def test_bad_yaml_names_line(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("train:\n  lr: [1,\n")
+    with pytest.raises(ConfigError, match=r"params.yaml:\d+: not valid YAML"):
+        load_params(f)
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such params file"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_max_steps_scales_warmup_share_unless_given():
+    r = parse_params({"train": {"max_steps": 20}}).recipe()
+    assert (r.total_steps, r.warmup_steps) == (20, 2)  # cpu-small warms up 30 of 300 steps
+    r = parse_params({"train": {"max_steps": 20, "warmup_steps": 5}}).recipe()
+    assert (r.total_steps, r.warmup_steps) == (20, 5)
+    msg = _err({"train": {"max_steps": 20, "warmup_steps": 30}})
+    assert "train.warmup_steps = 30: must be at most train.max_steps = 20" in msg
+
+
+def test_family_recipe_kept_and_13b_switch_survives_without_overrides():
+    p = parse_params({"model": {"preset": "cerebras-13b"}, "train": {"seq_len": 2048}})
+    r = p.recipe()
+    assert r.batch_switch is not None and r.eps == 1e-9
+    assert p.build_model_config(50257).num_params() == 12_853_386_240
+
+
+def test_shape_override_sets_ffn_to_4d():
+    p = parse_params({"model": {"d_model": 256, "n_head": 4}})
+    cfg = p.build_model_config(1000)
+    assert cfg.d_ffn == 1024 and cfg.vocab_size == 1000
