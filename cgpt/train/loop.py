@@ -92,7 +92,7 @@ def setup_from_params(params: Params, tokens_dir: Path) -> RunSetup:
     if t.threads:
         torch.set_num_threads(t.threads)
     return RunSetup(
-        model_config=params.model_config(int(index["vocab_size"])),
+        model_config=params.build_model_config(int(index["vocab_size"])),
         recipe=params.recipe(),
         seed=t.seed,
         tokenizer_sha256=str(index.get("tokenizer_sha256", "")),
