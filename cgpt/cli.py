@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command in STAGES:
-        _run_stage(args.command, Path(args.project).resolve())
+        run_main(lambda: _run_stage(args.command, Path(args.project).resolve()))
         return
     handlers = {"generate": _generate, "presets": _presets, "import-hf": _import_hf, "check": _check}
     run_main(lambda: handlers[args.command](args))

@@ -194,10 +194,13 @@ def _format_error(err: dict[str, Any], source: str) -> str:
     return f"{source}: {loc} = {value!r}: {msg}"
 
 
-def parse_params(raw: dict[str, Any] | None, source: str = "params.yaml") -> Params:
-    """Validate a params mapping; raise :class:`ConfigError` with one line on the first problem."""
+def parse_params(raw: dict[str, Any] | None, source: str = "params.yaml", root: Path | None = None) -> Params:
+    """Validate a params mapping; raise :class:`ConfigError` with one line on the first problem.
+
+    ``root`` is where relative paths in the params start (default: the working directory).
+    """
     try:
-        return Params.model_validate(raw or {})
+        return Params.model_validate(raw or {}, context={"root": root or Path.cwd()})
     except ValidationError as exc:
         errors = exc.errors()
         line = _format_error(errors[0], source)
@@ -218,4 +221,4 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (download, clean, ...), got {type(raw).__name__}")
-    return parse_params(raw, str(path))
+    return parse_params(raw, str(path), root=path.resolve().parent)

@@ -13,7 +13,7 @@ from typing import Any
 
 from cgpt.config import Params, load_params
 from cgpt.fsutil import write_json_atomic
-from cgpt.tracking import log_stats, stage_run
+from cgpt.tracking import publish_stage_stats
 
 ROOT = Path.cwd()
 DATA = ROOT / "data"
@@ -31,7 +31,5 @@ def run_dir(p: Params) -> Path:
 def publish_data_stats(p: Params, stage: str, stats: dict[str, Any]) -> None:
     """Write ``metrics/<stage>.json`` (a DVC metrics file) and log the same numbers to MLflow."""
     write_json_atomic(METRICS / f"{stage}.json", stats)
-    tracker = stage_run(ROOT, p.tracking.experiment, stage, enabled=p.tracking.enabled)
-    tracker.log_params({stage: getattr(p, stage).model_dump(mode="json")})
-    log_stats(tracker, stats)
-    tracker.finish()
+    section = getattr(p, stage).model_dump(mode="json")
+    publish_stage_stats(ROOT, p.tracking.experiment, stage, section, stats, enabled=p.tracking.enabled)

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from cgpt.data.formats import FORMATS, SUFFIXES, format_for_name
 
@@ -106,7 +106,7 @@ class SourceParams(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _by_kind(self) -> "SourceParams":
+    def _by_kind(self, info: ValidationInfo) -> "SourceParams":
         given = {k for k in ("paths", "urls", "base_url", "files") if getattr(self, k) is not None}
         if self.sha256 or self.size:
             given |= {k for k in ("sha256", "size") if getattr(self, k)}
@@ -118,18 +118,19 @@ class SourceParams(BaseModel):
         if self.kind == "shakespeare" and self.format not in ("auto", "jsonl"):
             raise ValueError(f"format = {self.format!r}: the built-in corpus is written as jsonl; remove format")
         if self.kind == "local":
-            self._check_local()
+            self._check_local(Path((info.context or {}).get("root") or Path.cwd()))
         if self.kind == "url":
             self._check_urls()
         return self
 
-    def _check_local(self) -> None:
+    def _check_local(self, root: Path) -> None:
+        """``root``: where relative paths start (the params file's folder, via the validation context)."""
         if not self.paths:
             raise ValueError("paths = []: a local source needs paths: [files, folders or globs]")
         for pat in self.paths:
-            matched = expand_local(pat)
+            matched = expand_local(pat, root)
             if not matched:
-                raise ValueError(f"paths = {pat!r}: matches no file (relative to {Path.cwd()}); check the path or glob")
+                raise ValueError(f"paths = {pat!r}: matches no file (relative to {root}); check the path or glob")
             if self.format == "auto":
                 unknown = [p for p in matched if format_for_name(p.name) is None]
                 if unknown:
