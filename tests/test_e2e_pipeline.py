@@ -161,6 +161,23 @@ def test_changing_max_steps_reruns_only_train_evaluate_export(project, first_rep
     assert tm["resumed_from_step"] == 60  # resumed from the persisted checkpoint, not from scratch
 
 
+def test_prefect_flow_runs_one_task_per_stage(project, first_repro):
+    from prefect.testing.utilities import prefect_test_harness
+
+    sys.path.insert(0, str(project / "flows"))
+    try:
+        import importlib
+
+        pipeline_mod = importlib.import_module("pipeline")
+        with prefect_test_harness():
+            result = pipeline_mod.pipeline(project=str(project))
+    finally:
+        sys.path.remove(str(project / "flows"))
+    assert list(result["stages"]) == ["download", "clean", "tokenize", "train", "evaluate", "export"]
+    assert set(result["stages"].values()) == {"up to date"}, result["stages"]
+    assert "eval_metrics.json" in result["metrics_markdown"]
+
+
 def test_bad_params_stop_before_any_stage_with_one_line(project, first_repro):
     good = (project / "params.yaml").read_text()
     try:
@@ -178,21 +195,4 @@ def test_bad_params_stop_before_any_stage_with_one_line(project, first_repro):
         assert checked.returncode == 2 and checked.stderr.strip().count("\n") == 0
     finally:
         (project / "params.yaml").write_text(good)
-        dvc("checkout", cwd=project)
-
-
-def test_prefect_flow_runs_one_task_per_stage(project, first_repro):
-    from prefect.testing.utilities import prefect_test_harness
-
-    sys.path.insert(0, str(project / "flows"))
-    try:
-        import importlib
-
-        pipeline_mod = importlib.import_module("pipeline")
-        with prefect_test_harness():
-            result = pipeline_mod.pipeline(project=str(project))
-    finally:
-        sys.path.remove(str(project / "flows"))
-    assert list(result["stages"]) == ["download", "clean", "tokenize", "train", "evaluate", "export"]
-    assert set(result["stages"].values()) == {"up to date"}
-    assert "eval_metrics.json" in result["metrics_markdown"]
+        dvc("checkout", cwd=project)  # DVC removed the failed stage's outputs before running it
