@@ -76,3 +76,36 @@ def test_checkpoints_of_another_model_are_set_aside_not_deleted(tmp_path):
     assert out["metrics"]["resumed_from_step"] == 0
     superseded = list((tmp_path / "a" / "checkpoints").glob("superseded-*"))
     assert len(superseded) == 1 and list_checkpoints(superseded[0])
+
+
+def test_continues_from_an_imported_hugging_face_folder(tmp_path):
+    from cgpt.export.hf import export_hf, import_hf_to_checkpoint
+    from cgpt.model.gpt import GPT
+
+    tokens = write_tokens(tmp_path / "tok", {"train": pattern(5_000, 4), "val": pattern(500, 4)})
+    base = setup(steps=2)
+    torch.manual_seed(123)
+    source = GPT(replace(base.model_config, init_std=0.05))  # different init settings, same architecture
+    export_hf(source.state_dict(), source.config, tmp_path / "hf", tokenizer_json=None, eos_token_id=VOCAB - 1)
+    import_hf_to_checkpoint(tmp_path / "hf", tmp_path / "run" / "checkpoints")
+    frozen = replace(base, recipe=replace(base.recipe, peak_lr=0.0, end_lr=0.0))  # lr 0: weights must stay the imported ones
+    out = train(frozen, tokens, tmp_path / "run", progress=False)
+    assert out["metrics"]["resumed_from_step"] == 0
+    for k, v in source.state_dict().items():
+        assert torch.allclose(out["model"].state_dict()[k], v, atol=1e-6), k
+
+
+def test_imported_model_of_another_shape_is_a_clear_error(tmp_path):
+    import pytest
+
+    from cgpt.errors import CgptError
+    from cgpt.export.hf import export_hf, import_hf_to_checkpoint
+    from cgpt.model.gpt import GPT
+
+    tokens = write_tokens(tmp_path / "tok", {"train": pattern(5_000, 5), "val": pattern(500, 5)})
+    base = setup(steps=2)
+    other = GPT(replace(base.model_config, n_layer=2))
+    export_hf(other.state_dict(), other.config, tmp_path / "hf", tokenizer_json=None, eos_token_id=VOCAB - 1)
+    import_hf_to_checkpoint(tmp_path / "hf", tmp_path / "run" / "checkpoints")
+    with pytest.raises(CgptError, match="does not match the configured model"):
+        train(base, tokens, tmp_path / "run", progress=False)

@@ -109,6 +109,17 @@ def setup_from_params(params: Params, tokens_dir: Path) -> RunSetup:
     )
 
 
+_ARCHITECTURE_KEYS = (
+    "n_layer", "d_model", "n_head", "d_ffn", "vocab_size", "n_positions", "layer_norm_eps",
+    "parameterization", "embeddings_scale", "mup_base_width",
+)
+
+
+def same_architecture(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Same function given the same weights (init settings do not matter once weights exist)."""
+    return all(a.get(k) == b.get(k) for k in _ARCHITECTURE_KEYS)
+
+
 def set_aside_incompatible(ckpt_dir: Path, setup: RunSetup) -> bool:
     """Move checkpoints this run cannot continue (and their history and MLflow run marker) into
     ``superseded-<time>/``; True when something was moved."""
@@ -117,8 +128,8 @@ def set_aside_incompatible(ckpt_dir: Path, setup: RunSetup) -> bool:
         return False
     state = json.loads((found[-1] / "state.json").read_text())
     fp = setup.fingerprint()
-    if "imported_from" in state:  # an imported model only has to match the configured shape
-        if state["model_config"] != fp["model_config"]:
+    if "imported_from" in state:  # an imported model only has to compute the same function
+        if not same_architecture(state["model_config"], fp["model_config"]):
             raise CgptError(
                 f"{found[-1]}: the imported model {state['model_config']} does not match the configured model "
                 f"{fp['model_config']}; set model.* in params.yaml to the imported shape"
