@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 
 pipeline: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc metrics show
+	$(BIN)/cgpt summary
 
 flow: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python flows/pipeline.py

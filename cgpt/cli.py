@@ -77,6 +77,39 @@ def _check(args: argparse.Namespace) -> None:
     print(f"{args.params}: ok (preset {p.model.preset}, {r.optimizer_steps()} steps of {r.batch_size} x {r.seq_len} tokens)")
 
 
+def _summary(args: argparse.Namespace) -> None:
+    """A compact view of the last run; `dvc metrics show` has every number."""
+    import json
+
+    from cgpt.config import load_params
+
+    root = Path(args.project)
+    p = load_params(root / "params.yaml")
+    run = root / "runs" / p.train.run_name
+
+    def read(path: Path) -> dict:
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    clean, tok = read(root / "metrics/clean.json"), read(root / "metrics/tokenize.json")
+    train, ev, ex = read(run / "train_metrics.json"), read(run / "eval_metrics.json"), read(run / "export_metrics.json")
+    if clean:
+        t = clean["total"]
+        print(f"clean     {t['documents_in']:,} documents in, {t['documents_out']:,} out, {t['characters_out']:,} characters")
+    if tok:
+        print(f"tokenize  vocab {tok['vocab_size']:,}; tokens train {tok['tokens']['train']:,}, val {tok['tokens']['val']:,}, "
+              f"test {tok['tokens']['test']:,}; {tok['tokens_per_s']:,.0f} tokens/s")
+    if train:
+        print(f"train     {train['steps']} steps, {train['tokens_seen']:,} tokens, {train['tokens_per_s']:,.0f} tokens/s, "
+              f"{train['seconds']:.0f} s; final train loss {train['train_loss']:.3f}, val loss {train['val_loss']:.3f}")
+    for split, m in sorted(ev.items(), key=lambda kv: kv[0] != "val"):
+        print(f"evaluate  {split}: {m['loss']:.4f} nats/token, perplexity {m['perplexity']:.2f} ({m['tokens']:,} tokens)")
+    if ex:
+        print(f"export    {run / 'hf'}: max |logit diff| vs cgpt {ex['max_abs_logit_diff']:.1e}")
+    sample = run / "sample.txt"
+    if sample.is_file():
+        print(f"sample    {sample.read_text(encoding='utf-8').strip()!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cgpt", description="Cerebras-GPT recipe pipeline")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -98,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", default="runs/default/checkpoints", help="checkpoint folder of the run to continue")
     c = sub.add_parser("check", help="validate params.yaml and print the resolved run")
     c.add_argument("params", nargs="?", default="params.yaml")
+    sm = sub.add_parser("summary", help="a compact summary of the last pipeline run's metrics")
+    sm.add_argument("--project", default=".", help="project root (default: current directory)")
     return ap
 
 
@@ -106,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command in STAGES:
         run_main(lambda: _run_stage(args.command, Path(args.project).resolve()))
         return
-    handlers = {"generate": _generate, "presets": _presets, "import-hf": _import_hf, "check": _check}
+    handlers = {"generate": _generate, "presets": _presets, "import-hf": _import_hf, "check": _check, "summary": _summary}
     run_main(lambda: handlers[args.command](args))
 
 

@@ -143,6 +143,13 @@ def test_mlflow_run_holds_curves_metrics_and_export(project, first_repro):
     assert {r.info.run_name for r in data_runs} == {"download", "clean", "tokenize"}
 
 
+def test_summary_reports_the_run(project, first_repro):
+    out = run([sys.executable, "-m", "cgpt.cli", "summary"], cwd=project).stdout
+    lines = out.splitlines()
+    assert [line.split()[0] for line in lines] == ["clean", "tokenize", "train", "evaluate", "evaluate", "export", "sample"]
+    assert "60 documents in" in lines[0] and lines[3].startswith("evaluate  val:")
+
+
 def test_second_repro_is_up_to_date(project, first_repro):
     out = dvc("repro", cwd=project).stdout
     assert "Running stage" not in out, out
