@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline machines: no telemetry calls
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # flows/ siblings (data_shards) import by name
@@ -161,6 +163,12 @@ def main(argv: list[str] | None = None) -> None:
         "shard_runner": args.shard_runner, "dask_address": args.dask_address,
     }
     if args.serve:
+        if not os.environ.get("PREFECT_API_URL"):
+            print(
+                "warning: schedules need a Prefect server: run `prefect server start` and "
+                "`export PREFECT_API_URL=http://127.0.0.1:4200/api`, then serve again",
+                file=sys.stderr,
+            )
         pipeline.serve(name=args.name, cron=args.cron, parameters=kwargs)
     else:
         pipeline(**kwargs)
