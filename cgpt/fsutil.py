@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cgpt.errors import CgptError, DataError
+
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,3 +45,14 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def read_json(path: Path, *, missing: str, invalid: str = "", error: type[CgptError] = DataError) -> Any:
+    """Parse a json file; a missing file or bad JSON is one line naming the file (and line)."""
+    if not path.is_file():
+        raise error(f"{path}: {missing}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        hint = f"; {invalid}" if invalid else ""
+        raise error(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}){hint}") from None

@@ -39,7 +39,7 @@ import zstandard
 from cgpt.data.dedup import Deduper, DocSignature, doc_signature
 from cgpt.data.params_clean import CleanParams
 from cgpt.errors import DataError
-from cgpt.fsutil import atomic_dir, write_json_atomic
+from cgpt.fsutil import atomic_dir, read_json, write_json_atomic
 
 MANIFEST_VERSION = 1
 ZSTD_LEVEL = 3
@@ -55,12 +55,9 @@ DROP_REASONS = ("empty", "too_short", "too_long", "exact_dup", "near_dup", "bad_
 def read_raw_manifest(raw_dir: Path) -> list[dict[str, Any]]:
     """The ``files`` of ``raw_dir/manifest.json`` (written by the download stage), validated."""
     path = Path(raw_dir) / "manifest.json"
-    if not path.is_file():
-        raise DataError(f"{path}: raw manifest not found; run the download stage first (dvc repro download)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); rerun the download stage") from None
+    manifest = read_json(
+        path, missing="raw manifest not found; run the download stage first (dvc repro download)", invalid="rerun the download stage"
+    )
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, list):
         raise DataError(f"{path}: expected {{\"files\": [...]}}; rerun the download stage")

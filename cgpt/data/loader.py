@@ -15,7 +15,6 @@ Readable without cgpt: ``np.memmap(path, dtype=np.uint16, mode="r", offset=32)``
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from cgpt.errors import DataError
+from cgpt.fsutil import read_json
 
 MAGIC = b"CGPTTOK\0"
 FORMAT_VERSION = 1
@@ -70,12 +70,9 @@ def read_header(path: Path) -> tuple[np.dtype, int]:
 
 def read_index(tokens_dir: Path) -> dict[str, Any]:
     path = Path(tokens_dir) / "index.json"
-    if not path.is_file():
-        raise DataError(f"{path}: token index not found; run the tokenize stage first (dvc repro tokenize)")
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); rerun the tokenize stage") from None
+    index = read_json(
+        path, missing="token index not found; run the tokenize stage first (dvc repro tokenize)", invalid="rerun the tokenize stage"
+    )
     if index.get("format_version") != FORMAT_VERSION:
         raise DataError(
             f"{path}: token format version {index.get('format_version')!r}, this cgpt reads {FORMAT_VERSION}; rerun the tokenize stage"

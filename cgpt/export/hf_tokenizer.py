@@ -15,15 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from cgpt.errors import CgptError
+from cgpt.fsutil import read_json
 
 
 def _load(tokenizer_json: Path) -> dict[str, Any]:
-    if not tokenizer_json.is_file():
-        raise CgptError(f"{tokenizer_json}: tokenizer.json not found; run the tokenize stage or pass tokenizer_json=None")
-    try:
-        obj = json.loads(tokenizer_json.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CgptError(f"{tokenizer_json}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    obj = read_json(
+        tokenizer_json, missing="tokenizer.json not found; run the tokenize stage or pass tokenizer_json=None", error=CgptError
+    )
     model = obj.get("model") if isinstance(obj, dict) else None
     if not isinstance(model, dict) or model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
         raise CgptError(f"{tokenizer_json}: not a tokenizers BPE tokenizer.json (model.type must be 'BPE')")
