@@ -9,10 +9,10 @@ with a markdown artifact holding ``dvc metrics show --md``.
     python flows/pipeline.py --serve --cron "0 3 * * *"   # a served deployment on a schedule
     python flows/pipeline.py --clean-shards 8 --shard-runner dask --dask-address tcp://host:8786
 
-With ``clean_shards > 1`` a stale clean stage is fanned out as parallel Prefect tasks
-(flows/data_shards.py: threads, processes or a Dask cluster); the merged ``data/clean`` is
-byte-identical to a single-process run, and ``dvc commit`` records it in dvc.lock as if
-``dvc repro clean`` had produced it.
+With ``clean_shards > 1`` (``tokenize_shards > 1``) a stale clean (tokenize) stage is fanned out
+as parallel Prefect tasks (flows/data_shards.py: threads, processes or a Dask cluster); the merged
+``data/clean`` (``data/tokens``) is byte-identical to a single-process run, and ``dvc commit``
+records it in dvc.lock as if ``dvc repro clean`` (``tokenize``) had produced it.
 """
 
 from __future__ import annotations
@@ -81,24 +81,38 @@ def commit_stage(stage: str, project: str) -> None:
     subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", stage], cwd=project, check=True, capture_output=True)
 
 
-def sharded_clean(project: Path, n_shards: int, runner: str, dask_address: str | None) -> str:
-    """Fan the clean stage out over shards (a subflow), publish its stats, record it in dvc.lock."""
-    from data_shards import sharded_clean_flow
-
+def _sharded_stage(project: Path, stage: str, n_shards: int, run_flow) -> str:
+    """Run ``run_flow(params_path)`` (a sharded subflow) for a stale ``stage``, publish its stats,
+    record it in dvc.lock as if ``dvc repro <stage>`` had produced it."""
     from cgpt.config import load_params
     from cgpt.fsutil import write_json_atomic
     from cgpt.tracking import publish_stage_stats
 
-    if not stage_is_stale(project, "clean"):
+    if not stage_is_stale(project, stage):
         return "up to date"
     p = load_params(project / "params.yaml")
-    stats = sharded_clean_flow(
-        str(project / "params.yaml"), n_shards, runner, dask_address, str(project / "data/raw"), str(project / "data/clean")
-    )
-    write_json_atomic(project / "metrics/clean.json", stats)
-    publish_stage_stats(project, p.tracking.experiment, "clean", p.clean.model_dump(mode="json"), stats, enabled=p.tracking.enabled)
-    commit_stage("clean", str(project))
+    stats = run_flow(str(project / "params.yaml"))
+    write_json_atomic(project / f"metrics/{stage}.json", stats)
+    section = getattr(p, stage).model_dump(mode="json")
+    publish_stage_stats(project, p.tracking.experiment, stage, section, stats, enabled=p.tracking.enabled)
+    commit_stage(stage, str(project))
     return f"ran in {n_shards} shards"
+
+
+def sharded_clean(project: Path, n_shards: int, runner: str, dask_address: str | None) -> str:
+    """Fan the clean stage out over shards (a subflow), publish its stats, record it in dvc.lock."""
+    from data_shards import sharded_clean_flow
+
+    return _sharded_stage(project, "clean", n_shards, lambda params: sharded_clean_flow(
+        params, n_shards, runner, dask_address, str(project / "data/raw"), str(project / "data/clean")))
+
+
+def sharded_tokenize(project: Path, n_shards: int, runner: str, dask_address: str | None) -> str:
+    """Fan the tokenize stage out over shards (shared tokenizer, shards, merge), like sharded_clean."""
+    from data_shards import sharded_tokenize_flow
+
+    return _sharded_stage(project, "tokenize", n_shards, lambda params: sharded_tokenize_flow(
+        params, n_shards, runner, dask_address, str(project / "data/clean"), str(project / "data/tokens")))
 
 
 @task
@@ -117,6 +131,7 @@ def pipeline(
     clean_shards: int = 1,
     shard_runner: str = "thread",
     dask_address: str | None = None,
+    tokenize_shards: int = 1,
 ) -> dict[str, Any]:
     """Validate params.yaml, then reproduce each stage in dependency order."""
     from cgpt.config import load_params
@@ -126,6 +141,9 @@ def pipeline(
     for stage in stages or stage_names(Path(project)):
         if stage == "clean" and clean_shards > 1 and not force:
             outcome[stage] = sharded_clean(Path(project), clean_shards, shard_runner, dask_address)
+            continue
+        if stage == "tokenize" and tokenize_shards > 1 and not force:
+            outcome[stage] = sharded_tokenize(Path(project), tokenize_shards, shard_runner, dask_address)
             continue
         runner = reproduce_stage.with_options(retries=RETRIED_STAGES.get(stage, 0), retry_delay_seconds=10)
         outcome[stage] = runner(stage, project, force)
@@ -147,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cron", default="0 3 * * *", help="schedule for --serve (default: daily at 03:00)")
     ap.add_argument("--name", default="cgpt-scheduled", help="deployment name for --serve")
     ap.add_argument("--clean-shards", type=int, default=1, help="fan the clean stage out over this many shards")
+    ap.add_argument("--tokenize-shards", type=int, default=1, help="fan the tokenize stage out over this many shards")
     ap.add_argument("--shard-runner", choices=["thread", "process", "dask"], default="thread")
     ap.add_argument("--dask-address", help="a running Dask scheduler (default with --shard-runner dask: a local cluster)")
     args = ap.parse_args(argv)
@@ -160,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(exc))
     kwargs = {
         "project": args.project, "force": args.force, "clean_shards": args.clean_shards,
-        "shard_runner": args.shard_runner, "dask_address": args.dask_address,
+        "tokenize_shards": args.tokenize_shards, "shard_runner": args.shard_runner, "dask_address": args.dask_address,
     }
     if args.serve:
         if not os.environ.get("PREFECT_API_URL"):

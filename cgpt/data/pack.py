@@ -12,6 +12,10 @@
   of a split are concatenated into shards ``{split}-{k:05d}.bin`` of at most ``shard_tokens``
   tokens (see :mod:`cgpt.data.loader` for the header). The 2049-token chunking of the recipe
   happens at read time (:func:`cgpt.data.loader.iter_windows`, the trainer's sampler).
+* Sharding: ``shard: {index, count}`` encodes only the clean parts ``k % count == index`` with a
+  tokenizer made once for all shards (:func:`train_shared_tokenizer`);
+  :func:`cgpt.data.pack_merge.merge_token_shards` concatenates the shards per split in part order
+  and re-cuts the files at ``shard_tokens``: the same bytes as one unsharded run.
 * Speed: ``tokenizers.Tokenizer.encode_batch_fast`` encodes batches of ``batch_docs`` documents
   on its own Rust thread pool (all cores, or ``workers`` threads); a reader thread decompresses
   and parses the next batches meanwhile (the encoder releases the GIL).
@@ -32,11 +36,24 @@ from typing import Any
 import numpy as np
 
 from cgpt.data.clean import iter_clean_documents, read_clean_manifest
-from cgpt.data.loader import FORMAT_VERSION, HEADER_BYTES, SPLITS, dtype_for_vocab, pack_header
+from cgpt.data.loader import (
+    FORMAT_VERSION,
+    HEADER_BYTES,
+    SPLITS,
+    dtype_for_vocab,
+    pack_header,
+)
 from cgpt.data.params_clean import SplitParams, TokenizeParams
-from cgpt.data.tokenizer import eos_token_id, load_tokenizer, save_tokenizer, tokenizer_sha256, train_tokenizer
+from cgpt.data.tokenizer import (
+    eos_token_id,
+    load_tokenizer,
+    save_tokenizer,
+    tokenizer_json,
+    tokenizer_sha256,
+    train_tokenizer,
+)
 from cgpt.errors import DataError
-from cgpt.fsutil import atomic_dir, write_json_atomic
+from cgpt.fsutil import atomic_dir, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 _QUEUE_BATCHES = 4
@@ -93,12 +110,21 @@ def document_units(text: str, official: str | None, split: SplitParams) -> list[
     return units
 
 
-def _iter_units(clean_dir: Path, manifest: dict[str, Any], split: SplitParams) -> Iterator[tuple[int, list[tuple[str, str]]]]:
-    """(1, units) per cleaned document, in corpus order."""
-    for part in manifest["files"]:
+def selected_parts(manifest: dict[str, Any], index: int = 0, count: int = 1) -> list[int]:
+    """Indices of the clean parts shard ``index`` of ``count`` encodes: ``k % count == index``."""
+    return [k for k in range(len(manifest["files"])) if k % count == index]
+
+
+def _iter_units(
+    clean_dir: Path, manifest: dict[str, Any], split: SplitParams, parts: list[int] | None = None
+) -> Iterator[tuple[int, list[tuple[str, str]], int]]:
+    """(1, units, part index) per cleaned document, in corpus order (only ``parts`` when given)."""
+    files = manifest["files"]
+    for k in range(len(files)) if parts is None else parts:
+        part = files[k]
         official = part.get("split")
         for doc in iter_clean_documents(clean_dir, part):
-            yield 1, document_units(doc["text"], official, split)
+            yield 1, document_units(doc["text"], official, split), k
 
 
 # ----------------------------------------------------------------------------------------------
@@ -189,17 +215,20 @@ def _background(it: Iterator, maxsize: int) -> Iterator:
                 t.join(0.05)
 
 
-def _batches(clean_dir: Path, manifest: dict[str, Any], split: SplitParams, batch_docs: int) -> Iterator[tuple[int, list[tuple[str, str]]]]:
-    """(documents, units) batches of about ``batch_docs`` units."""
-    docs, units = 0, []
-    for n, u in _iter_units(clean_dir, manifest, split):
+def _batches(
+    clean_dir: Path, manifest: dict[str, Any], split: SplitParams, batch_docs: int, parts: list[int] | None = None
+) -> Iterator[tuple[int, list[tuple[str, str]], list[int]]]:
+    """(documents, units, part index of each unit) batches of about ``batch_docs`` units."""
+    docs, units, unit_parts = 0, [], []
+    for n, u, k in _iter_units(clean_dir, manifest, split, parts):
         docs += n
         units.extend(u)
+        unit_parts.extend([k] * len(u))
         if len(units) >= batch_docs:
-            yield docs, units
-            docs, units = 0, []
+            yield docs, units, unit_parts
+            docs, units, unit_parts = 0, [], []
     if units or docs:
-        yield docs, units
+        yield docs, units, unit_parts
 
 
 def _set_threads(workers: int) -> None:
@@ -208,13 +237,12 @@ def _set_threads(workers: int) -> None:
         os.environ["RAYON_NUM_THREADS"] = str(workers)
 
 
-def _get_tokenizer(params: TokenizeParams, clean_dir: Path, manifest: dict[str, Any]):
+def _train_on_corpus(params: TokenizeParams, clean_dir: Path, manifest: dict[str, Any]):
+    """Train on the train split of the *whole* corpus (every part, whatever ``params.shard``)."""
     tp = params.tokenizer
-    if tp.kind == "pretrained":
-        return load_tokenizer(tp.path)
 
     def train_texts() -> Iterator[str]:
-        for _, units in _iter_units(clean_dir, manifest, params.split):
+        for _, units, _k in _iter_units(clean_dir, manifest, params.split):
             for s, text in units:
                 if s == "train":
                     yield text
@@ -222,13 +250,79 @@ def _get_tokenizer(params: TokenizeParams, clean_dir: Path, manifest: dict[str, 
     return train_tokenizer(train_texts(), tp.vocab_size, tp.min_frequency)
 
 
-def tokenize_corpus(params: TokenizeParams, clean_dir: Path, out_dir: Path, *, progress: bool = True) -> dict[str, Any]:
-    """Tokenize and pack ``clean_dir`` into ``out_dir``; return stats (tokens/documents per split, rates)."""
-    clean_dir, out_dir = Path(clean_dir), Path(out_dir)
+def _get_tokenizer(params: TokenizeParams, clean_dir: Path, manifest: dict[str, Any], tokenizer_file: Path | None = None):
+    tp = params.tokenizer
+    if tokenizer_file is not None:
+        return load_tokenizer(tokenizer_file)
+    if tp.kind == "pretrained":
+        return load_tokenizer(tp.path)
+    if params.shard.count > 1:
+        raise DataError(
+            f"tokenize shard {params.shard.index} of {params.shard.count}: tokenizer.kind=train needs the shared tokenizer "
+            "trained once on the whole corpus; run cgpt.data.pack.train_shared_tokenizer(params, clean_dir, path) first "
+            "and pass tokenizer_file=path (flows/data_shards.py --stage tokenize does both)"
+        )
+    return _train_on_corpus(params, clean_dir, manifest)
+
+
+def clean_manifest_sha256(clean_dir: Path) -> str:
+    return hashlib.sha256((Path(clean_dir) / "manifest.json").read_bytes()).hexdigest()
+
+
+def train_shared_tokenizer(params: TokenizeParams, clean_dir: Path, path: Path) -> dict[str, Any]:
+    """Make the one tokenizer every tokenize shard loads, once, before the fan-out: ``kind: train``
+    trains on the train split of the whole corpus (exactly what an unsharded run trains),
+    ``kind: pretrained`` loads ``tokenizer.path``. Writes ``path`` (a tokenizer.json, atomically)
+    and returns ``{"path", "tokenizer_sha256", "seconds"}``."""
+    clean_dir, path = Path(clean_dir), Path(path)
     manifest = read_clean_manifest(clean_dir)
     _set_threads(params.workers)
     t0 = time.perf_counter()
-    tok = _get_tokenizer(params, clean_dir, manifest)
+    tp = params.tokenizer
+    tok = load_tokenizer(tp.path) if tp.kind == "pretrained" else _train_on_corpus(params, clean_dir, manifest)
+    write_text_atomic(path, tokenizer_json(tok))
+    return {"path": str(path), "tokenizer_sha256": tokenizer_sha256(tok), "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def token_index(vocab_size: int, eos: int, dtype: np.dtype, sha: str, split: SplitParams, splits: dict[str, Any]) -> dict[str, Any]:
+    """The ``index.json`` of a tokens folder (one helper, so a merge writes exactly what one run writes)."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "header_bytes": HEADER_BYTES,
+        "vocab_size": vocab_size,
+        "eos_token_id": eos,
+        "dtype": dtype.name,
+        "tokenizer_sha256": sha,
+        "split_params": split.model_dump(mode="json"),
+        "splits": splits,
+    }
+
+
+def shard_fingerprint(params: TokenizeParams) -> dict[str, Any]:
+    """The params that change the bytes of a shard run, the same for all its shards (not workers,
+    batch_docs or the shard index)."""
+    return params.model_dump(mode="json", exclude={"workers", "batch_docs", "shard"})
+
+
+def tokenize_corpus(
+    params: TokenizeParams, clean_dir: Path, out_dir: Path, *, progress: bool = True, tokenizer_file: Path | None = None
+) -> dict[str, Any]:
+    """Tokenize and pack ``clean_dir`` into ``out_dir``; return stats (tokens/documents per split, rates).
+
+    ``tokenizer_file``: load this tokenizer.json instead of training/loading per ``params.tokenizer``
+    (the shared tokenizer of a sharded run). With ``params.shard.count > 1`` only the clean parts
+    ``k % count == index`` are encoded and index.json gets a ``shard`` block (parts, token counts)
+    that :func:`cgpt.data.pack_merge.merge_token_shards` needs; such a run needs ``tokenizer_file``
+    when ``tokenizer.kind`` is ``train``, and an empty train split is left to the merge to judge.
+    """
+    clean_dir, out_dir = Path(clean_dir), Path(out_dir)
+    manifest = read_clean_manifest(clean_dir)
+    sh = params.shard
+    sharded = sh.count > 1
+    parts = selected_parts(manifest, sh.index, sh.count) if sharded else None
+    _set_threads(params.workers)
+    t0 = time.perf_counter()
+    tok = _get_tokenizer(params, clean_dir, manifest, tokenizer_file)
     t_tok = time.perf_counter() - t0
     eos = eos_token_id(tok)
     vocab_size = tok.get_vocab_size()
@@ -238,19 +332,26 @@ def tokenize_corpus(params: TokenizeParams, clean_dir: Path, out_dir: Path, *, p
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(desc="tokenize", unit="doc", dynamic_ncols=True)
+        bar = tqdm(desc="tokenize" if not sharded else f"tokenize {sh.index}/{sh.count}", unit="doc", dynamic_ncols=True)
     t1 = time.perf_counter()
     docs_in = 0
+    # per split: part index -> [tokens, documents] (parts arrive in increasing order), shard runs only
+    part_counts: dict[str, dict[int, list[int]]] = {s: {} for s in SPLITS}
     with atomic_dir(out_dir) as tmp:
         writers = {s: _SplitWriter(tmp, s, dtype, params.shard_tokens) for s in SPLITS}
-        for n_docs, units in _background(_batches(clean_dir, manifest, params.split, params.batch_docs), _QUEUE_BATCHES):
+        batches = _batches(clean_dir, manifest, params.split, params.batch_docs, parts)
+        for n_docs, units, unit_parts in _background(batches, _QUEUE_BATCHES):
             encs = tok.encode_batch_fast([t for _, t in units], add_special_tokens=False)
             by_split: dict[str, list[int]] = {}
-            for (s, _), enc in zip(units, encs):
+            for (s, _), enc, k in zip(units, encs, unit_parts):
                 buf = by_split.setdefault(s, [])
                 buf.extend(enc.ids)
                 buf.append(eos)
                 writers[s].documents += 1
+                if sharded:
+                    c = part_counts[s].setdefault(k, [0, 0])
+                    c[0] += len(enc.ids) + 1
+                    c[1] += 1
             for s in SPLITS:  # fixed order: the bytes do not depend on dict order
                 if s in by_split:
                     writers[s].write(np.asarray(by_split[s], dtype=np.int64))
@@ -261,25 +362,29 @@ def tokenize_corpus(params: TokenizeParams, clean_dir: Path, out_dir: Path, *, p
             w.close()
         if bar is not None:
             bar.close()
-        if writers["train"].tokens == 0:
-            raise DataError(f"{clean_dir}: the train split is empty after tokenizing {docs_in} documents; "
-                            "lower tokenize.split.val/test or add training data")
-        for s in ("val", "test"):
-            if writers[s].tokens == 0:
-                log.warning("tokenize: the %s split is empty; raise tokenize.split.%s or lower split.chunk_chars", s, s)
+        if not sharded:
+            if writers["train"].tokens == 0:
+                raise DataError(f"{clean_dir}: the train split is empty after tokenizing {docs_in} documents; "
+                                "lower tokenize.split.val/test or add training data")
+            for s in ("val", "test"):
+                if writers[s].tokens == 0:
+                    log.warning("tokenize: the %s split is empty; raise tokenize.split.%s or lower split.chunk_chars", s, s)
         save_tokenizer(tok, tmp)
-        index = {
-            "format_version": FORMAT_VERSION,
-            "header_bytes": HEADER_BYTES,
-            "vocab_size": vocab_size,
-            "eos_token_id": eos,
-            "dtype": dtype.name,
-            "tokenizer_sha256": tokenizer_sha256(tok),
-            "split_params": params.split.model_dump(mode="json"),
-            "splits": {
-                s: {"tokens": w.tokens, "documents": w.documents, "shards": w.shards} for s, w in writers.items()
-            },
-        }
+        index = token_index(
+            vocab_size, eos, dtype, tokenizer_sha256(tok), params.split,
+            {s: {"tokens": w.tokens, "documents": w.documents, "shards": w.shards} for s, w in writers.items()},
+        )
+        if sharded:
+            index["shard"] = {
+                "index": sh.index,
+                "count": sh.count,
+                "shard_tokens": params.shard_tokens,
+                "params": shard_fingerprint(params),
+                "clean_manifest_sha256": clean_manifest_sha256(clean_dir),
+                "parts_total": len(manifest["files"]),
+                "parts": {s: [[k, c[0], c[1]] for k, c in part_counts[s].items()] for s in SPLITS},
+                "documents_in": docs_in,
+            }
         write_json_atomic(tmp / "index.json", index)
 
     t_enc = max(time.perf_counter() - t1, 1e-9)

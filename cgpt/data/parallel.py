@@ -1,10 +1,16 @@
-"""Shard fan-out helpers for the clean stage (orchestrator-agnostic; flows/data_shards.py uses them).
+"""Shard fan-out helpers for the clean and tokenize stages (orchestrator-agnostic; flows/data_shards.py uses them).
 
 A sharded clean runs ``clean`` once per shard ``i`` of ``n`` into
 ``<out_dir>.shards/shard-{i:05d}-of-{n:05d}/``, in any order and on any machine that sees the
 same raw data, then :func:`cgpt.data.clean.merge_clean_shards` writes ``out_dir``: the same bytes
 as one unsharded run. A shard whose folder already holds a finished output for the same raw
 manifest, params and shard spec is skipped (a relaunch resumes), like dolma's ``.done`` markers.
+
+A sharded tokenize works the same way over the clean parts (part ``k`` goes to shard ``k % n``)
+into ``<out_dir>.shards/shard-...``, after one step that makes the shared tokenizer
+``<out_dir>.shards/tokenizer.json`` (:func:`prepare_tokenize_shards`: trained once on the train
+split of the whole corpus, or the pretrained one loaded once); every shard loads that file, and
+:func:`cgpt.data.pack_merge.merge_token_shards` writes ``out_dir`` (the same bytes as one run).
 """
 
 from __future__ import annotations
@@ -15,12 +21,35 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from cgpt.data.clean import _params_fingerprint, clean, merge_clean_shards, raw_manifest_sha256
-from cgpt.data.params_clean import CleanParams
+from cgpt.data.clean import (
+    _params_fingerprint,
+    clean,
+    merge_clean_shards,
+    raw_manifest_sha256,
+)
+from cgpt.data.pack import (
+    clean_manifest_sha256,
+    shard_fingerprint,
+    tokenize_corpus,
+    train_shared_tokenizer,
+)
+from cgpt.data.pack_merge import merge_token_shards
+from cgpt.data.params_clean import CleanParams, TokenizeParams
+from cgpt.errors import DataError
+from cgpt.fsutil import write_json_atomic
 
 
 def load_clean_params(params_path: str | Path) -> CleanParams:
     """The ``clean:`` section of a params.yaml (validated alone: the flow needs nothing else)."""
+    return _load_section(params_path, "clean", CleanParams)
+
+
+def load_tokenize_params(params_path: str | Path) -> TokenizeParams:
+    """The ``tokenize:`` section of a params.yaml (validated alone)."""
+    return _load_section(params_path, "tokenize", TokenizeParams)
+
+
+def _load_section(params_path: str | Path, section: str, model):
     import yaml
     from pydantic import ValidationError
 
@@ -34,10 +63,10 @@ def load_clean_params(params_path: str | Path) -> CleanParams:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
     try:
-        return CleanParams.model_validate(raw.get("clean") or {})
+        return model.model_validate(raw.get(section) or {})
     except ValidationError as exc:
         err = exc.errors()[0]
-        key = ".".join(str(x) for x in ("clean", *err["loc"]))
+        key = ".".join(str(x) for x in (section, *err["loc"]))
         raise ConfigError(f"{path}: {key}: {err['msg']} (got {err.get('input')!r})") from None
 
 
@@ -96,6 +125,105 @@ def clean_shard(params: CleanParams, raw_dir: Path, out_dir: Path, *, progress: 
 def merge_shards(shard_dirs: list[Path], out_dir: Path, *, keep_shards: bool = False, progress: bool = False) -> dict[str, Any]:
     """Merge shard outputs into ``out_dir`` and (unless ``keep_shards``) delete ``<out_dir>.shards``."""
     stats = merge_clean_shards([Path(d) for d in shard_dirs], out_dir, progress=progress)
+    if not keep_shards:
+        shutil.rmtree(shards_root(out_dir), ignore_errors=True)
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------- tokenize
+
+
+def tokenize_shard_params(params: TokenizeParams, index: int, count: int, *, workers: int | None = None) -> TokenizeParams:
+    """``params`` with ``shard: {index, count}`` (and optionally ``workers``) set."""
+    data = params.model_dump(mode="json")
+    data["shard"] = {"index": index, "count": count}
+    if workers is not None:
+        data["workers"] = workers
+    return TokenizeParams.model_validate(data)
+
+
+def shared_tokenizer_path(out_dir: Path) -> Path:
+    """The tokenizer.json every tokenize shard of ``out_dir`` loads."""
+    return shards_root(out_dir) / "tokenizer.json"
+
+
+def _tokenizer_source(params: TokenizeParams, clean_dir: Path) -> dict[str, Any]:
+    """What the shared tokenizer is a function of (the train split of the clean data, or the path)."""
+    src: dict[str, Any] = {"tokenizer": params.tokenizer.model_dump(mode="json")}
+    if params.tokenizer.kind == "train":
+        src["split"] = params.split.model_dump(mode="json")
+        src["clean_manifest_sha256"] = clean_manifest_sha256(clean_dir)
+    return src
+
+
+def prepare_tokenize_shards(params: TokenizeParams, clean_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """The step before the fan-out: write the shared tokenizer (``<out_dir>.shards/tokenizer.json``)
+    once, unless it is already there for the same clean data and tokenizer/split params."""
+    path = shared_tokenizer_path(out_dir)
+    meta_path = path.with_name("tokenizer.source.json")
+    src = _tokenizer_source(params, Path(clean_dir))
+    if path.is_file() and meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            meta = None
+        if meta and meta.get("source") == src:
+            return {**meta["result"], "skipped": True}
+    result = train_shared_tokenizer(params, Path(clean_dir), path)
+    write_json_atomic(meta_path, {"source": src, "result": result})
+    return {**result, "skipped": False}
+
+
+def tokenize_shard_is_done(params: TokenizeParams, clean_dir: Path, out: Path, tokenizer_file: Path) -> bool:
+    path = Path(out) / "index.json"
+    if not path.is_file() or not (Path(out) / "tokenizer.json").is_file():
+        return False
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return False
+    sh = index.get("shard") or {}
+    return (
+        sh.get("index") == params.shard.index
+        and sh.get("count") == params.shard.count
+        and sh.get("params") == shard_fingerprint(params)
+        and sh.get("clean_manifest_sha256") == clean_manifest_sha256(clean_dir)
+        and tokenizer_file.is_file()
+        and (Path(out) / "tokenizer.json").read_bytes() == tokenizer_file.read_bytes()
+    )
+
+
+def tokenize_shard(params: TokenizeParams, clean_dir: Path, out_dir: Path, *, progress: bool = False) -> dict[str, Any]:
+    """Run one tokenize shard (``params.shard``, count > 1) into its folder under ``<out_dir>.shards``
+    with the shared tokenizer; skip if already done. ``kind: train`` needs
+    :func:`prepare_tokenize_shards` to have run (a one-line DataError says so otherwise);
+    ``kind: pretrained`` falls back to loading ``tokenizer.path`` when the shared file is absent."""
+    sh = params.shard
+    if sh.count < 2:
+        raise DataError(f"tokenize_shard: shard.count={sh.count}; a single run is tokenize_corpus (dvc repro tokenize)")
+    clean_dir = Path(clean_dir)
+    out = shard_dir(out_dir, sh.index, sh.count)
+    tok_file = shared_tokenizer_path(out_dir)
+    if not tok_file.is_file():
+        if params.tokenizer.kind == "train":
+            raise DataError(
+                f"{tok_file}: shared tokenizer not found; tokenize shards with tokenizer.kind=train need it trained once "
+                f"on the whole corpus first: run cgpt.data.parallel.prepare_tokenize_shards(params, {str(clean_dir)!r}, "
+                f"{str(out_dir)!r}) (python flows/data_shards.py --stage tokenize does it)"
+            )
+        tok_file = None
+    if tok_file is not None and tokenize_shard_is_done(params, clean_dir, out, tok_file):
+        index = json.loads((out / "index.json").read_text(encoding="utf-8"))
+        return {"skipped": True, "dir": str(out), "documents_in": index["shard"]["documents_in"],
+                "tokens": {s: v["tokens"] for s, v in index["splits"].items()}}
+    stats = tokenize_corpus(params, clean_dir, out, progress=progress, tokenizer_file=tok_file)
+    return {**stats, "skipped": False, "dir": str(out)}
+
+
+def merge_tokenize_shards(shard_dirs: list[Path], out_dir: Path, *, keep_shards: bool = False, progress: bool = False) -> dict[str, Any]:
+    """Merge tokenize shards into ``out_dir`` and (unless ``keep_shards``) delete ``<out_dir>.shards``
+    (the shard folders and the shared tokenizer)."""
+    stats = merge_token_shards([Path(d) for d in shard_dirs], out_dir, progress=progress)
     if not keep_shards:
         shutil.rmtree(shards_root(out_dir), ignore_errors=True)
     return stats

@@ -57,6 +57,23 @@ class ShardParams(_Strict):
         return self
 
 
+class TokenizeShardParams(_Strict):
+    """Which clean parts a tokenize run encodes: part ``k`` of ``data/clean/manifest.json`` belongs
+    to shard ``k % count`` (independent of workers and batching). A run with ``count > 1`` writes a
+    shard folder (same format plus a ``shard`` block in index.json) for
+    :func:`cgpt.data.pack_merge.merge_token_shards`; every shard must use the same tokenizer file
+    (see :func:`cgpt.data.pack.train_shared_tokenizer`)."""
+
+    index: int = Field(0, ge=0)
+    count: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _index_below_count(self) -> "TokenizeShardParams":
+        if self.index >= self.count:
+            raise ValueError(f"shard.index={self.index} must be < shard.count={self.count}")
+        return self
+
+
 class CleanParams(_Strict):
     """The ``clean:`` section."""
 
@@ -126,6 +143,7 @@ class TokenizeParams(_Strict):
     shard_tokens: int = Field(100_000_000, ge=1)
     workers: int = Field(0, ge=0)
     batch_docs: int = Field(256, ge=1)
+    shard: TokenizeShardParams = TokenizeShardParams()
 
 
 __all__ = [
@@ -135,5 +153,6 @@ __all__ = [
     "ShardParams",
     "SplitParams",
     "TokenizeParams",
+    "TokenizeShardParams",
     "TokenizerParams",
 ]
