@@ -75,19 +75,6 @@ def make_task_runner(runner: Runner, n_shards: int, dask_address: str | None = N
     raise ValueError(f"runner={runner!r}; expected thread, process or dask")
 
 
-@flow(name="clean-shards-run")
-def _run_shards(clean_json: str, raw_dir: str, out_dir: str, n_shards: int, workers: int | None, keep_shards: bool) -> dict[str, Any]:
-    base = CleanParams.model_validate_json(clean_json)
-    futures = []
-    for i in range(n_shards):
-        p = shard_params(base, i, n_shards, workers=workers)
-        futures.append(clean_shard_task.submit(p.model_dump_json(), raw_dir, out_dir, i, n_shards))
-    for f in futures:
-        f.result()  # raise the first failed shard
-    dirs = [str(shard_dir(Path(out_dir), i, n_shards)) for i in range(n_shards)]
-    return merge_task(dirs, out_dir, n_shards, keep_shards)
-
-
 @flow(name="sharded-clean")
 def sharded_clean_flow(
     params_path: str = "params.yaml",
@@ -106,7 +93,7 @@ def sharded_clean_flow(
     if workers_per_shard is None and not dask_address:
         workers_per_shard = default_workers_per_shard(n_shards)
     sub = _run_shards.with_options(task_runner=make_task_runner(runner, n_shards, dask_address))
-    stats = sub(clean_params.model_dump_json(), raw_dir, out_dir, n_shards, workers_per_shard, keep_shards)
+    stats = sub("clean", clean_params.model_dump_json(), raw_dir, out_dir, n_shards, workers_per_shard, keep_shards)
     get_run_logger().info("merged %d shards: %s documents out", n_shards, stats["total"]["documents_out"])
     return stats
 
@@ -134,17 +121,28 @@ def merge_tokenize_task(shard_dirs: list[str], out_dir: str, count: int, keep_sh
     return merge_tokenize_shards([Path(d) for d in shard_dirs], Path(out_dir), keep_shards=keep_shards)
 
 
-@flow(name="tokenize-shards-run")
-def _run_tokenize_shards(params_json: str, clean_dir: str, out_dir: str, n_shards: int, workers: int | None, keep_shards: bool) -> dict[str, Any]:
-    base = TokenizeParams.model_validate_json(params_json)
-    futures = []
-    for i in range(n_shards):
-        p = tokenize_shard_params(base, i, n_shards, workers=workers)
-        futures.append(tokenize_shard_task.submit(p.model_dump_json(), clean_dir, out_dir, i, n_shards))
+# stage: (params model, shard task, per-shard params, merge task)
+_STAGES: dict[str, tuple[Any, Any, Any, Any]] = {
+    "clean": (CleanParams, clean_shard_task, shard_params, merge_task),
+    "tokenize": (TokenizeParams, tokenize_shard_task, tokenize_shard_params, merge_tokenize_task),
+}
+
+
+@flow(name="shards-run", flow_run_name="{stage}: {n_shards} shards")
+def _run_shards(
+    stage: str, params_json: str, in_dir: str, out_dir: str, n_shards: int, workers: int | None, keep_shards: bool
+) -> dict[str, Any]:
+    """One task per shard on the flow's task runner, then the merge task."""
+    params_cls, shard_task, per_shard, merge = _STAGES[stage]
+    base = params_cls.model_validate_json(params_json)
+    futures = [
+        shard_task.submit(per_shard(base, i, n_shards, workers=workers).model_dump_json(), in_dir, out_dir, i, n_shards)
+        for i in range(n_shards)
+    ]
     for f in futures:
         f.result()  # raise the first failed shard
     dirs = [str(shard_dir(Path(out_dir), i, n_shards)) for i in range(n_shards)]
-    return merge_tokenize_task(dirs, out_dir, n_shards, keep_shards)
+    return merge(dirs, out_dir, n_shards, keep_shards)
 
 
 @flow(name="sharded-tokenize")
@@ -168,8 +166,8 @@ def sharded_tokenize_flow(
     t0 = time.perf_counter()
     prepare_tokenizer_task(params.model_dump_json(), clean_dir, out_dir)
     t1 = time.perf_counter()
-    sub = _run_tokenize_shards.with_options(task_runner=make_task_runner(runner, n_shards, dask_address))
-    stats = sub(params.model_dump_json(), clean_dir, out_dir, n_shards, workers_per_shard, keep_shards)
+    sub = _run_shards.with_options(task_runner=make_task_runner(runner, n_shards, dask_address))
+    stats = sub("tokenize", params.model_dump_json(), clean_dir, out_dir, n_shards, workers_per_shard, keep_shards)
     secs = max(time.perf_counter() - t1, 1e-9)  # shards + merge, wall clock (same keys as one run's stats)
     stats.update(tokenizer_seconds=round(t1 - t0, 3), seconds=round(secs, 3),
                  tokens_per_s=round(stats["tokens_total"] / secs, 1), docs_per_s=round(stats["documents_in"] / secs, 1))

@@ -5,11 +5,10 @@ Each run's merged output must be byte-identical to one unsharded ``clean``.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_flow_module
 import yaml
 from test_clean import synthetic_raw
 
@@ -21,20 +20,7 @@ pytestmark = pytest.mark.slow  # the Prefect test server takes ~25 s to start; t
 CLEAN = {"workers": 1, "part_docs": 10, "dedup": {"exact": True}}
 
 
-def _load_flow_module():
-    spec = importlib.util.spec_from_file_location("flows_data_shards", REPO / "flows" / "data_shards.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["flows_data_shards"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
-
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +40,7 @@ def _dir_bytes(d: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("runner", ["thread", "process", "dask"])
 def test_sharded_clean_flow_equals_single_run(harness, corpus, runner):
     tmp, raw, params_path = corpus
-    mod = _load_flow_module()
+    mod = load_flow_module("data_shards")
     out = tmp / f"clean-{runner}"
     stats = mod.sharded_clean_flow(
         params_path=str(params_path), n_shards=3, runner=runner, raw_dir=str(raw), out_dir=str(out),
@@ -74,7 +60,7 @@ def test_finished_shards_are_skipped_on_relaunch(harness, corpus):
     first = clean_shard(shard_params(base, 1, 2), raw, out)
     again = clean_shard(shard_params(base, 1, 2), raw, out)
     assert not first["skipped"] and again["skipped"]
-    mod = _load_flow_module()
+    mod = load_flow_module("data_shards")
     mod.sharded_clean_flow(params_path=str(params_path), n_shards=2, runner="thread", raw_dir=str(raw),
                            out_dir=str(out), workers_per_shard=1)
     assert _dir_bytes(out) == _dir_bytes(tmp / "single")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import load_flow_module
 
 
 pytestmark = pytest.mark.slow
@@ -168,41 +169,22 @@ def test_changing_max_steps_reruns_only_train_evaluate_export(project, first_rep
     assert tm["resumed_from_step"] == 60  # resumed from the persisted checkpoint, not from scratch
 
 
-def test_prefect_flow_runs_one_task_per_stage(project, first_repro):
-    from prefect.testing.utilities import prefect_test_harness
-
-    sys.path.insert(0, str(project / "flows"))
-    try:
-        import importlib
-
-        pipeline_mod = importlib.import_module("pipeline")
-        with prefect_test_harness():
-            result = pipeline_mod.pipeline(project=str(project))
-    finally:
-        sys.path.remove(str(project / "flows"))
+def test_prefect_flow_runs_one_task_per_stage(project, first_repro, harness):
+    result = load_flow_module("pipeline").pipeline(project=str(project))
     assert list(result["stages"]) == ["download", "clean", "tokenize", "train", "evaluate", "export"]
     assert set(result["stages"].values()) == {"up to date"}, result["stages"]
     assert "eval_metrics.json" in result["metrics_markdown"]
 
 
-def test_prefect_flow_fans_stale_data_stages_out_over_shards(project, first_repro):
+def test_prefect_flow_fans_stale_data_stages_out_over_shards(project, first_repro, harness):
     """Real DVC: shard clean and tokenize, merge, `dvc commit`; identical bytes keep train up to date."""
-    from prefect.testing.utilities import prefect_test_harness
-
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["clean"]["part_docs"] = 10  # 6 parts: shards have work; the output bytes do not change
     params["tokenize"]["batch_docs"] = 7
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     tokens_before = {p.name: p.read_bytes() for p in (project / "data/tokens").iterdir()}
-    sys.path.insert(0, str(project / "flows"))
-    try:
-        import importlib
-
-        pipeline_mod = importlib.import_module("pipeline")
-        with prefect_test_harness():
-            result = pipeline_mod.pipeline(project=str(project), clean_shards=2, tokenize_shards=2, shard_runner="thread")
-    finally:
-        sys.path.remove(str(project / "flows"))
+    pipeline = load_flow_module("pipeline").pipeline
+    result = pipeline(project=str(project), clean_shards=2, tokenize_shards=2, shard_runner="thread")
     stages = result["stages"]
     assert stages["clean"] == "ran in 2 shards" and stages["tokenize"] == "ran in 2 shards", stages
     # part_docs regroups the clean parts, so data/clean changes; tokens must not

@@ -3,13 +3,11 @@ same bytes as one unsharded ``tokenize_corpus``; the shared-tokenizer rule; the 
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import random
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_flow_module
 import yaml
 from pydantic import ValidationError
 from test_clean import random_text, write_raw
@@ -169,20 +167,7 @@ def test_tokenizer_mismatch_and_missing_shard_are_errors(clean_dir, tmp_path):
 # ---------------------------------------------------------------------------------------------- the Prefect flow
 
 
-def _load_flow_module():
-    spec = importlib.util.spec_from_file_location("flows_data_shards", REPO / "flows" / "data_shards.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["flows_data_shards"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
-
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.mark.slow
@@ -191,7 +176,7 @@ def test_sharded_tokenize_flow_equals_single_run(harness, clean_dir, single, tmp
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump({"tokenize": TOKENIZE}), encoding="utf-8")
     out = tmp_path / "tokens"
-    stats = _load_flow_module().sharded_tokenize_flow(
+    stats = load_flow_module("data_shards").sharded_tokenize_flow(
         params_path=str(params_path), n_shards=3, runner=runner, clean_dir=str(clean_dir), out_dir=str(out),
         workers_per_shard=1,
     )
