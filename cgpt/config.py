@@ -75,7 +75,7 @@ class TrainParams(BaseModel):
     precision: Literal["fp32", "bf16"] = "fp32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(default=None, gt=0)
-    log_interval: int = Field(default=10, gt=0)
+    log_interval: int = Field(default=1, gt=0)
     eval_interval: int = Field(default=100, gt=0)
     eval_tokens: int = Field(default=32768, gt=0)
     checkpoint_interval: int = Field(default=250, gt=0)
