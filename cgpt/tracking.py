@@ -172,10 +172,6 @@ def log_stats(tracker: Tracker, stats: dict[str, Any], prefix: str = "") -> None
     tracker.flush()
 
 
-def read_run_id(marker: Path) -> str | None:
-    return json.loads(marker.read_text())["run_id"] if marker.is_file() else None
-
-
 
 def publish_stage_stats(root: Path, experiment: str, stage: str, section: dict[str, Any], stats: dict[str, Any], *, enabled: bool = True) -> None:
     """Log one data-stage execution: its params section and its numeric statistics."""

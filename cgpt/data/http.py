@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -306,9 +306,3 @@ def _short(exc: BaseException) -> str:
     """One line of an exception (requests/urllib3 errors nest long reprs)."""
     text = str(exc).replace("\n", " ")
     return f"{type(exc).__name__}: {text[:200]}"
-
-
-def result_dict(r: FetchResult) -> dict[str, Any]:
-    d = asdict(r)
-    d["path"] = str(r.path)
-    return d

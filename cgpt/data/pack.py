@@ -304,6 +304,16 @@ def shard_fingerprint(params: TokenizeParams) -> dict[str, Any]:
     return params.model_dump(mode="json", exclude={"workers", "batch_docs", "shard"})
 
 
+def check_split_sizes(tokens: dict[str, int], docs_in: int, where: str) -> None:
+    """An empty train split is an error; an empty val or test split only a warning."""
+    if tokens["train"] == 0:
+        raise DataError(f"{where}: the train split is empty after tokenizing {docs_in} documents; "
+                        "lower tokenize.split.val/test or add training data")
+    for s in ("val", "test"):
+        if tokens[s] == 0:
+            log.warning("tokenize: the %s split is empty; raise tokenize.split.%s or lower split.chunk_chars", s, s)
+
+
 def tokenize_corpus(
     params: TokenizeParams, clean_dir: Path, out_dir: Path, *, progress: bool = True, tokenizer_file: Path | None = None
 ) -> dict[str, Any]:
@@ -363,12 +373,7 @@ def tokenize_corpus(
         if bar is not None:
             bar.close()
         if not sharded:
-            if writers["train"].tokens == 0:
-                raise DataError(f"{clean_dir}: the train split is empty after tokenizing {docs_in} documents; "
-                                "lower tokenize.split.val/test or add training data")
-            for s in ("val", "test"):
-                if writers[s].tokens == 0:
-                    log.warning("tokenize: the %s split is empty; raise tokenize.split.%s or lower split.chunk_chars", s, s)
+            check_split_sizes({s: w.tokens for s, w in writers.items()}, docs_in, str(clean_dir))
         save_tokenizer(tok, tmp)
         index = token_index(
             vocab_size, eos, dtype, tokenizer_sha256(tok), params.split,

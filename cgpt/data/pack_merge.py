@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from cgpt.data.loader import SPLITS, TokenStream
-from cgpt.data.pack import _SplitWriter, token_index
+from cgpt.data.pack import _SplitWriter, check_split_sizes, token_index
 from cgpt.data.params_clean import SplitParams
 from cgpt.errors import DataError
 from cgpt.fsutil import atomic_dir, write_json_atomic
@@ -141,12 +141,7 @@ def merge_token_shards(shard_dirs: list[Path], out_dir: Path, *, progress: bool 
         if bar is not None:
             bar.close()
         docs_in = sum(int(i["shard"]["documents_in"]) for i in indexes)
-        if writers["train"].tokens == 0:
-            raise DataError(f"merge_token_shards: the train split is empty after tokenizing {docs_in} documents; "
-                            "lower tokenize.split.val/test or add training data")
-        for s in ("val", "test"):
-            if writers[s].tokens == 0:
-                log.warning("tokenize: the %s split is empty; raise tokenize.split.%s or lower split.chunk_chars", s, s)
+        check_split_sizes({s: w.tokens for s, w in writers.items()}, docs_in, "merge_token_shards")
         (tmp / "tokenizer.json").write_bytes(tok_bytes[0])
         index = token_index(
             first["vocab_size"], first["eos_token_id"], dtype, shas[0], SplitParams.model_validate(first["split_params"]),

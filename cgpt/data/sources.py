@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import configparser
-import hashlib
 import importlib.util
 import logging
 import os
@@ -341,7 +340,3 @@ def _file_bar(progress: bool, total: int, name: str):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="file", desc=name, leave=False)
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
