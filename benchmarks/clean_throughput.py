@@ -17,8 +17,8 @@ from pathlib import Path
 
 import zstandard
 
-from cgpt.data.clean import clean
-from cgpt.data.params_clean import CleanParams
+from cgpt.data.clean.cleaner import clean
+from cgpt.data.clean.params import CleanParams
 
 
 def make_raw(d: Path, mb: float, *, files: int = 2, seed: int = 0, docs_per_file: int | None = None) -> int:
@@ -57,10 +57,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as td:
         td = Path(td)
         size = make_raw(td / "raw", a.mb)
-        from cgpt.data.clean import _iter_records, read_raw_manifest
+        from cgpt.data.download.raw import read_raw_manifest
+        from cgpt.data.formats import iter_records
 
         t = time.perf_counter()
-        n = sum(1 for e in read_raw_manifest(td / "raw") for _ in _iter_records(td / "raw" / e["path"], e["format"], "error", {}, {}))
+        n = sum(1 for e in read_raw_manifest(td / "raw") for _ in iter_records(td / "raw" / e["path"], e["format"]))
         read_s = time.perf_counter() - t
         print(f"corpus: {size / 1e6:.1f} MB text, {n} docs; raw read (zstd+JSON only): {size / 1e6 / read_s:.1f} MB/s")
         res = {}

@@ -22,9 +22,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clean_throughput import make_raw  # noqa: E402
 
-from cgpt.data.clean import clean  # noqa: E402
-from cgpt.data.pack import tokenize_corpus  # noqa: E402
-from cgpt.data.params_clean import CleanParams, TokenizeParams  # noqa: E402
+from cgpt.data.clean.cleaner import clean  # noqa: E402
+from cgpt.data.tokenize.pack import tokenize_corpus  # noqa: E402
+from cgpt.data.clean.params import CleanParams  # noqa: E402
+from cgpt.data.tokenize.params import TokenizeParams  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

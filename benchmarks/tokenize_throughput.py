@@ -20,10 +20,10 @@ from pathlib import Path
 
 import zstandard
 
-from cgpt.data.clean import iter_clean_documents, read_clean_manifest
-from cgpt.data.pack import tokenize_corpus
-from cgpt.data.params_clean import TokenizeParams
-from cgpt.data.tokenizer import load_tokenizer, train_tokenizer
+from cgpt.data.clean.parts import iter_clean_documents, read_clean_manifest
+from cgpt.data.tokenize.pack import tokenize_corpus
+from cgpt.data.tokenize.params import TokenizeParams
+from cgpt.data.tokenize.tokenizer import load_tokenizer, train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,30 +1,19 @@
-"""The ``cgpt`` command: one subcommand per pipeline stage, plus generate, presets, import-hf, check.
+"""The ``cgpt`` command: one subcommand per pipeline stage, plus generate, presets, import-hf, check, summary.
 
-Stage subcommands run the project's ``stages/<stage>.py`` (as ``python -m stages.<stage>``) in the project root, exactly the code
-``dvc repro`` runs, but without DVC's bookkeeping (use ``dvc repro`` for reproducible runs).
+Stage subcommands call the same functions ``dvc repro`` runs (:mod:`cgpt.stages`) on the project
+given by ``--project`` (default: the current directory), without DVC's bookkeeping (use
+``dvc repro`` for reproducible runs).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import runpy
-import sys
 from pathlib import Path
 
 from cgpt.errors import CgptError
 from cgpt.runtime import run_main
-
-STAGES = ("download", "clean", "tokenize", "train", "evaluate", "export")
-
-
-def _run_stage(stage: str, project: Path) -> None:
-    script = project / "stages" / f"{stage}.py"
-    if not script.is_file():
-        raise CgptError(f"{script}: not found; run inside a cgpt project (the folder holding dvc.yaml) or pass --project")
-    os.chdir(project)
-    sys.path.insert(0, str(project))
-    runpy.run_module(f"stages.{stage}", run_name="__main__", alter_sys=True)
+from cgpt.stages import STAGES, stage_function
+from cgpt.stages.project import Project
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -79,16 +68,14 @@ def _check(args: argparse.Namespace) -> None:
 
 def _summary(args: argparse.Namespace) -> None:
     """A compact view of the last run; `dvc metrics show` has every number."""
-    import json
+    from cgpt.fsutil import read_json
 
-    from cgpt.config import load_params
-
-    root = Path(args.project)
-    p = load_params(root / "params.yaml")
-    run = root / "runs" / p.train.run_name
+    project = Project.at(args.project)
+    p = project.params()
+    root, run = project.root, project.run_dir(p.train.run_name)
 
     def read(path: Path) -> dict:
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return read_json(path, missing="") if path.is_file() else {}
 
     clean, tok = read(root / "metrics/clean.json"), read(root / "metrics/tokenize.json")
     train, ev, ex = read(run / "train_metrics.json"), read(run / "eval_metrics.json"), read(run / "export_metrics.json")
@@ -114,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cgpt", description="Cerebras-GPT recipe pipeline")
     sub = ap.add_subparsers(dest="command", required=True)
     for stage in STAGES:
-        sp = sub.add_parser(stage, help=f"run the {stage} stage (as dvc repro would, without DVC bookkeeping)")
+        sp = sub.add_parser(stage, help=f"run the {stage} stage (what dvc repro runs, without DVC's bookkeeping)")
         sp.add_argument("--project", default=".", help="project root (default: current directory)")
     g = sub.add_parser("generate", help="generate text with an exported Hugging Face folder")
     g.add_argument("prompt")
@@ -139,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command in STAGES:
-        run_main(lambda: _run_stage(args.command, Path(args.project).resolve()))
+        run_main(lambda: stage_function(args.command)(Project.at(args.project)))
         return
     handlers = {"generate": _generate, "presets": _presets, "import-hf": _import_hf, "check": _check, "summary": _summary}
     run_main(lambda: handlers[args.command](args))

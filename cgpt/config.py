@@ -1,11 +1,12 @@
-"""The typed schema of params.yaml: one section per stage, validated once, before any stage runs.
+"""params.yaml as one validated object: the only parser of configuration in cgpt.
 
 A bad value stops everything with one line naming the key, the value and what was expected::
 
     params.yaml: model.n_head = 5: must divide model.d_model = 192
 
-The data sections are defined next to the code that consumes them (``cgpt/data/params_*.py``)
-and composed here, so this file stays the single entry point for configuration.
+Each section's model lives beside the code that owns it (``cgpt/data/*/params.py``,
+``cgpt/model/params.py``, ``cgpt/train/params.py``, ...) and is composed here, with the checks that
+span sections and the resolved views (the model shape, the recipe) every stage shares.
 """
 
 from __future__ import annotations
@@ -13,104 +14,28 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from cgpt.data.params_clean import CleanParams, TokenizeParams
-from cgpt.data.params_download import DownloadParams
+from cgpt.data.clean.params import CleanParams
+from cgpt.data.download.params import DownloadParams
+from cgpt.data.tokenize.params import TokenizeParams
 from cgpt.errors import ConfigError
+from cgpt.eval.params import EvaluateParams
+from cgpt.export.params import ExportParams
+from cgpt.model.params import ModelParams
 from cgpt.presets import PRESETS, ModelConfig, Preset, TrainRecipe
-
-_STRICT = ConfigDict(extra="forbid", validate_default=True)
-
-
-class ModelParams(BaseModel):
-    """A preset plus optional shape overrides (``null`` keeps the preset's value)."""
-
-    model_config = _STRICT
-    preset: str = "cpu-small"
-    n_layer: int | None = Field(default=None, gt=0)
-    d_model: int | None = Field(default=None, gt=0)
-    n_head: int | None = Field(default=None, gt=0)
-    d_ffn: int | None = Field(default=None, gt=0)
-    n_positions: int | None = Field(default=None, gt=0)
-
-    @field_validator("preset")
-    @classmethod
-    def _known_preset(cls, v: str) -> str:
-        if v not in PRESETS:
-            raise ValueError(f"unknown preset; expected one of {', '.join(PRESETS)}")
-        return v
-
-    @model_validator(mode="after")
-    def _heads_divide_width(self) -> "ModelParams":
-        base = PRESETS[self.preset].model
-        d = self.d_model or base.d_model
-        h = self.n_head or base.n_head
-        if d % h:
-            raise ValueError(f"n_head = {h}: must divide model.d_model = {d}")
-        return self
-
-
-class TrainParams(BaseModel):
-    """Training loop settings; ``null`` means "the preset's recipe"."""
-
-    model_config = _STRICT
-    run_name: str = "default"
-    seed: int = 1337
-    max_steps: int | None = Field(default=None, gt=0)
-    batch_size: int | None = Field(default=None, gt=0)
-    micro_batch_size: int | None = Field(default=None, gt=0)
-    seq_len: int | None = Field(default=None, gt=1)
-    lr: float | None = Field(default=None, gt=0)
-    end_lr_ratio: float | None = Field(default=None, ge=0, le=1)
-    warmup_steps: int | None = Field(default=None, ge=0)
-    decay: Literal["linear", "cosine"] | None = None
-    weight_decay: float | None = Field(default=None, ge=0)
-    grad_clip: float | None = Field(default=None, gt=0)
-    adam_eps: float | None = Field(default=None, gt=0)
-    optimizer: Literal["cerebras", "torch"] = "cerebras"
-    precision: Literal["fp32", "bf16"] = "fp32"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = Field(default=None, gt=0)
-    log_interval: int = Field(default=1, gt=0)
-    eval_interval: int = Field(default=100, gt=0)
-    eval_tokens: int = Field(default=32768, gt=0)
-    checkpoint_interval: int = Field(default=250, gt=0)
-    keep_checkpoints: int = Field(default=2, gt=0)
-
-    @field_validator("run_name")
-    @classmethod
-    def _safe_name(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
-            raise ValueError("expected letters, digits, '_', '.', '-' (it names the folder runs/<run_name>)")
-        return v
-
-
-class EvaluateParams(BaseModel):
-    model_config = _STRICT
-    splits: list[Literal["val", "test"]] = ["val", "test"]
-    batch_size: int = Field(default=8, gt=0)
-    max_tokens: int | None = Field(default=None, gt=0)
-
-
-class ExportParams(BaseModel):
-    model_config = _STRICT
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    sample_prompt: str = "ROMEO:"
-    sample_tokens: int = Field(default=40, ge=0)
-
-
-class TrackingParams(BaseModel):
-    model_config = _STRICT
-    enabled: bool = True
-    experiment: str = Field(default="cgpt", min_length=1)
+from cgpt.tracking_params import TrackingParams
+from cgpt.train.params import TrainParams
 
 
 class Params(BaseModel):
-    model_config = _STRICT
+    """The whole params.yaml; every section optional (its defaults are the documented ones)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
     download: DownloadParams = DownloadParams()
     clean: CleanParams = CleanParams()
     tokenize: TokenizeParams = TokenizeParams()

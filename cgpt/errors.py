@@ -15,3 +15,7 @@ class ConfigError(CgptError):
 
 class DataError(CgptError):
     """Input data is malformed, missing, or failed verification."""
+
+
+class TrainingError(CgptError):
+    """Training cannot go on (the loss diverged, no usable device, a checkpoint cannot be written)."""

@@ -99,9 +99,6 @@ class ModelConfig:
         per_layer = (4 * d * d + 4 * d) + (2 * d * f + f + d) + 4 * d
         return self.vocab_size * d + self.n_positions * d + L * per_layer + 2 * d
 
-    def num_non_embedding_params(self) -> int:
-        return self.num_params() - (self.vocab_size + self.n_positions) * self.d_model
-
     def flops_per_token(self, seq_len: int) -> tuple[float, float]:
         """(6N, 6N + 12 L T d) training FLOPs per token: without and with attention scores."""
         six_n = 6.0 * self.num_params()

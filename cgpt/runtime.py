@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -30,3 +31,16 @@ def run_main(fn: Callable[[], object]) -> None:
         fail(str(exc))
     except KeyboardInterrupt:
         fail("interrupted; outputs written so far are complete (rerun to resume)", 130)
+
+
+def available_cores() -> int:
+    """Cores this process may use (its CPU affinity, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_workers(n: int) -> int:
+    """``workers: 0`` means every available core."""
+    return n if n > 0 else available_cores()

@@ -4,20 +4,24 @@
   artifacts in ``<project>/mlartifacts`` — exactly what ``mlflow ui --backend-store-uri
   sqlite:///mlflow.db`` shows.
 * One run per trained model (experiment ``tracking.experiment``, run name = ``train.run_name``):
-  train creates it and records its id in ``runs/<name>/mlflow_run.json``; evaluate and export log
-  into the same run, so the run holds the curves, the evaluation and the exported folder.
+  train opens it (:func:`open_model_run`) and records its id in ``mlflow_run.json`` beside the
+  checkpoints and the model; evaluate and export log into the same run, so the run holds the
+  curves, the evaluation and the exported folder.
 * Data stages log their statistics as one run each in ``<experiment>-data``.
 * Metrics are buffered and sent with ``log_batch`` (one request per flush, not one per value).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
 from pathlib import Path
 from typing import Any
+
+from cgpt.errors import CgptError
+from cgpt.fsutil import read_json, write_json_atomic
+from cgpt.tracking_params import TrackingParams
 
 RUN_FILE = "mlflow_run.json"
 
@@ -133,49 +137,53 @@ def disabled() -> Tracker:
     return Tracker(None, None)
 
 
-def model_run(root: Path, marker: Path, experiment: str, run_name: str, *, enabled: bool = True, new: bool = False) -> Tracker:
-    """The MLflow run recorded in ``marker`` (a ``mlflow_run.json``): reopened when it exists in
-    the current store, created (and recorded) otherwise; ``new=True`` always creates one."""
-    if not enabled:
+def open_model_run(root: Path, tracking: TrackingParams, run_name: str, marker: Path, *, key: str | None = None) -> Tracker:
+    """The MLflow run of a model: the one recorded in ``marker`` (a ``mlflow_run.json``) when it is
+    in the current store, still active, and (if ``key`` is given) recorded for the same ``key``;
+    otherwise a new run, recorded in ``marker``. ``key`` identifies what the run is about (the
+    training configuration), so a changed configuration never writes into an old run."""
+    if not tracking.enabled:
         return disabled()
     client = _client(root)
-    if marker.is_file() and not new:
-        info = json.loads(marker.read_text())
-        if info.get("tracking_uri") == tracking_uri(root):
-            try:
-                run = client.get_run(info["run_id"])
-                if run.info.lifecycle_stage == "active":
-                    client.update_run(run.info.run_id, status="RUNNING")
-                    return Tracker(client, run.info.run_id)
-            except Exception:  # run deleted or store replaced: start a fresh run below
-                pass
-    exp_id = _experiment_id(client, experiment, root)
+    info = _read_marker(marker)
+    if info and info.get("tracking_uri") == tracking_uri(root) and (key is None or info.get("key") == key):
+        try:
+            run = client.get_run(info["run_id"])
+        except Exception:  # deleted run or replaced store: start a fresh run below
+            run = None
+        if run is not None and run.info.lifecycle_stage == "active":
+            client.update_run(run.info.run_id, status="RUNNING")
+            return Tracker(client, run.info.run_id)
+    exp_id = _experiment_id(client, tracking.experiment, root)
     run = client.create_run(exp_id, run_name=run_name, tags={"cgpt.kind": "model"})
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"run_id": run.info.run_id, "experiment": experiment, "tracking_uri": tracking_uri(root)}, indent=2))
+    record = {"run_id": run.info.run_id, "experiment": tracking.experiment, "tracking_uri": tracking_uri(root)}
+    if key is not None:
+        record["key"] = key
+    write_json_atomic(marker, record)
     return Tracker(client, run.info.run_id, fresh=True)
 
 
-def stage_run(root: Path, experiment: str, stage: str, *, enabled: bool = True) -> Tracker:
+def _read_marker(marker: Path) -> dict[str, Any] | None:
+    try:
+        info = read_json(marker, missing="no run recorded")
+    except CgptError:
+        return None  # missing or unreadable: a new run is started and the marker rewritten
+    return info if isinstance(info, dict) and isinstance(info.get("run_id"), str) else None
+
+
+def stage_run(root: Path, tracking: TrackingParams, stage: str) -> Tracker:
     """A fresh run in ``<experiment>-data`` for one data-stage execution."""
-    if not enabled:
+    if not tracking.enabled:
         return disabled()
     client = _client(root)
-    exp_id = _experiment_id(client, f"{experiment}-data", root)
+    exp_id = _experiment_id(client, f"{tracking.experiment}-data", root)
     run = client.create_run(exp_id, run_name=stage, tags={"cgpt.kind": "data", "cgpt.stage": stage})
     return Tracker(client, run.info.run_id)
 
 
-def log_stats(tracker: Tracker, stats: dict[str, Any], prefix: str = "") -> None:
-    metrics = numeric_items({prefix: stats} if prefix else stats)
-    tracker.log_metrics(metrics)
-    tracker.flush()
-
-
-
-def publish_stage_stats(root: Path, experiment: str, stage: str, section: dict[str, Any], stats: dict[str, Any], *, enabled: bool = True) -> None:
+def publish_stage_stats(root: Path, tracking: TrackingParams, stage: str, section: dict[str, Any], stats: dict[str, Any]) -> None:
     """Log one data-stage execution: its params section and its numeric statistics."""
-    tracker = stage_run(root, experiment, stage, enabled=enabled)
+    tracker = stage_run(root, tracking, stage)
     tracker.log_params({stage: section})
-    log_stats(tracker, stats)
+    tracker.log_metrics(numeric_items(stats))
     tracker.finish()

@@ -2,7 +2,7 @@
 
 Each shard is one Prefect task (``clean`` of the blocks ``(file + block) % n == i``) submitted to
 the chosen task runner; the merge gives the same bytes as an unsharded ``dvc repro clean``.
-The logic lives in ``cgpt.data.parallel`` / ``cgpt.data.clean``; this file only wires it.
+The logic lives in :mod:`cgpt.data.shards`; this file only wires it.
 
     python flows/data_shards.py --shards 4                              # threads, this machine
     python flows/data_shards.py --shards 8 --runner process
@@ -27,11 +27,11 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger, task
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
-from cgpt.data.parallel import (
+from cgpt.config import load_params
+from cgpt.data.clean.params import CleanParams
+from cgpt.data.shards import (
     clean_shard,
     default_workers_per_shard,
-    load_clean_params,
-    load_tokenize_params,
     merge_shards,
     merge_tokenize_shards,
     prepare_tokenize_shards,
@@ -40,14 +40,13 @@ from cgpt.data.parallel import (
     tokenize_shard,
     tokenize_shard_params,
 )
-from cgpt.data.params_clean import CleanParams, TokenizeParams
+from cgpt.data.tokenize.params import TokenizeParams
 
 Runner = Literal["thread", "process", "dask"]
 
 
 @task(task_run_name="clean shard {index} of {count}", retries=1)
-def clean_shard_task(params_json: str, raw_dir: str, out_dir: str, index: int, count: int) -> dict[str, Any]:
-    params = CleanParams.model_validate_json(params_json)
+def clean_shard_task(params: CleanParams, raw_dir: str, out_dir: str, index: int, count: int) -> dict[str, Any]:
     stats = clean_shard(params, Path(raw_dir), Path(out_dir))
     get_run_logger().info(
         "shard %d/%d: %s documents in, %s out%s", index, count, stats["total"]["documents_in"],
@@ -89,11 +88,11 @@ def sharded_clean_flow(
     """Clean ``raw_dir`` into ``out_dir`` as ``n_shards`` parallel tasks plus a merge; returns the stats."""
     if n_shards < 1:
         raise ValueError(f"n_shards={n_shards} must be >= 1")
-    clean_params = load_clean_params(params_path)
+    clean_params = load_params(params_path).clean
     if workers_per_shard is None and not dask_address:
         workers_per_shard = default_workers_per_shard(n_shards)
     sub = _run_shards.with_options(task_runner=make_task_runner(runner, n_shards, dask_address))
-    stats = sub("clean", clean_params.model_dump_json(), raw_dir, out_dir, n_shards, workers_per_shard, keep_shards)
+    stats = sub("clean", clean_params, raw_dir, out_dir, n_shards, workers_per_shard, keep_shards)
     get_run_logger().info("merged %d shards: %s documents out", n_shards, stats["total"]["documents_out"])
     return stats
 
@@ -102,13 +101,13 @@ def sharded_clean_flow(
 
 
 @task(task_run_name="shared tokenizer")
-def prepare_tokenizer_task(params_json: str, clean_dir: str, out_dir: str) -> dict[str, Any]:
-    return prepare_tokenize_shards(TokenizeParams.model_validate_json(params_json), Path(clean_dir), Path(out_dir))
+def prepare_tokenizer_task(params: TokenizeParams, clean_dir: str, out_dir: str) -> dict[str, Any]:
+    return prepare_tokenize_shards(params, Path(clean_dir), Path(out_dir))
 
 
 @task(task_run_name="tokenize shard {index} of {count}", retries=1)
-def tokenize_shard_task(params_json: str, clean_dir: str, out_dir: str, index: int, count: int) -> dict[str, Any]:
-    stats = tokenize_shard(TokenizeParams.model_validate_json(params_json), Path(clean_dir), Path(out_dir))
+def tokenize_shard_task(params: TokenizeParams, clean_dir: str, out_dir: str, index: int, count: int) -> dict[str, Any]:
+    stats = tokenize_shard(params, Path(clean_dir), Path(out_dir))
     get_run_logger().info(
         "tokenize shard %d/%d: %s documents in, %s tokens%s", index, count, stats["documents_in"],
         sum(stats["tokens"].values()), " (already done, skipped)" if stats["skipped"] else "",
@@ -121,22 +120,22 @@ def merge_tokenize_task(shard_dirs: list[str], out_dir: str, count: int, keep_sh
     return merge_tokenize_shards([Path(d) for d in shard_dirs], Path(out_dir), keep_shards=keep_shards)
 
 
-# stage: (params model, shard task, per-shard params, merge task)
-_STAGES: dict[str, tuple[Any, Any, Any, Any]] = {
-    "clean": (CleanParams, clean_shard_task, shard_params, merge_task),
-    "tokenize": (TokenizeParams, tokenize_shard_task, tokenize_shard_params, merge_tokenize_task),
+# stage: (shard task, per-shard params, merge task)
+_STAGES: dict[str, tuple[Any, Any, Any]] = {
+    "clean": (clean_shard_task, shard_params, merge_task),
+    "tokenize": (tokenize_shard_task, tokenize_shard_params, merge_tokenize_task),
 }
 
 
 @flow(name="shards-run", flow_run_name="{stage}: {n_shards} shards")
 def _run_shards(
-    stage: str, params_json: str, in_dir: str, out_dir: str, n_shards: int, workers: int | None, keep_shards: bool
+    stage: str, params: CleanParams | TokenizeParams, in_dir: str, out_dir: str, n_shards: int, workers: int | None,
+    keep_shards: bool,
 ) -> dict[str, Any]:
     """One task per shard on the flow's task runner, then the merge task."""
-    params_cls, shard_task, per_shard, merge = _STAGES[stage]
-    base = params_cls.model_validate_json(params_json)
+    shard_task, per_shard, merge = _STAGES[stage]
     futures = [
-        shard_task.submit(per_shard(base, i, n_shards, workers=workers).model_dump_json(), in_dir, out_dir, i, n_shards)
+        shard_task.submit(per_shard(params, i, n_shards, workers=workers), in_dir, out_dir, i, n_shards)
         for i in range(n_shards)
     ]
     for f in futures:
@@ -160,14 +159,14 @@ def sharded_tokenize_flow(
     tasks, then a merge; returns the stats (as ``tokenize_corpus``'s, plus ``shards``)."""
     if n_shards < 2:
         raise ValueError(f"n_shards={n_shards} must be >= 2 (one shard is `dvc repro tokenize`)")
-    params = load_tokenize_params(params_path)
+    params = load_params(params_path).tokenize
     if workers_per_shard is None and not dask_address:
         workers_per_shard = default_workers_per_shard(n_shards)
     t0 = time.perf_counter()
-    prepare_tokenizer_task(params.model_dump_json(), clean_dir, out_dir)
+    prepare_tokenizer_task(params, clean_dir, out_dir)
     t1 = time.perf_counter()
     sub = _run_shards.with_options(task_runner=make_task_runner(runner, n_shards, dask_address))
-    stats = sub("tokenize", params.model_dump_json(), clean_dir, out_dir, n_shards, workers_per_shard, keep_shards)
+    stats = sub("tokenize", params, clean_dir, out_dir, n_shards, workers_per_shard, keep_shards)
     secs = max(time.perf_counter() - t1, 1e-9)  # shards + merge, wall clock (same keys as one run's stats)
     stats.update(tokenizer_seconds=round(t1 - t0, 3), seconds=round(secs, 3),
                  tokens_per_s=round(stats["tokens_total"] / secs, 1), docs_per_s=round(stats["documents_in"] / secs, 1))

@@ -32,8 +32,15 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline ma
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
+from cgpt.config import load_params  # noqa: E402
+from cgpt.errors import CgptError  # noqa: E402
+from cgpt.runtime import fail  # noqa: E402
+from cgpt.stages.data_stats import publish_data_stats  # noqa: E402
+from cgpt.stages.project import Project  # noqa: E402
+
+from flows.data_shards import sharded_clean_flow, sharded_tokenize_flow  # noqa: E402
+
 PROJECT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # flows/ siblings (data_shards) import by name
 RETRIED_STAGES = {"download": 3}
 
 
@@ -84,33 +91,23 @@ def commit_stage(stage: str, project: str) -> None:
 def _sharded_stage(project: Path, stage: str, n_shards: int, run_flow) -> str:
     """Run ``run_flow(params_path)`` (a sharded subflow) for a stale ``stage``, publish its stats,
     record it in dvc.lock as if ``dvc repro <stage>`` had produced it."""
-    from cgpt.config import load_params
-    from cgpt.fsutil import write_json_atomic
-    from cgpt.tracking import publish_stage_stats
-
     if not stage_is_stale(project, stage):
         return "up to date"
-    p = load_params(project / "params.yaml")
-    stats = run_flow(str(project / "params.yaml"))
-    write_json_atomic(project / f"metrics/{stage}.json", stats)
-    section = getattr(p, stage).model_dump(mode="json")
-    publish_stage_stats(project, p.tracking.experiment, stage, section, stats, enabled=p.tracking.enabled)
+    proj = Project.at(project)
+    stats = run_flow(str(proj.params_file))
+    publish_data_stats(proj, proj.params(), stage, stats)
     commit_stage(stage, str(project))
     return f"ran in {n_shards} shards"
 
 
 def sharded_clean(project: Path, n_shards: int, runner: str, dask_address: str | None) -> str:
     """Fan the clean stage out over shards (a subflow), publish its stats, record it in dvc.lock."""
-    from data_shards import sharded_clean_flow
-
     return _sharded_stage(project, "clean", n_shards, lambda params: sharded_clean_flow(
         params, n_shards, runner, dask_address, str(project / "data/raw"), str(project / "data/clean")))
 
 
 def sharded_tokenize(project: Path, n_shards: int, runner: str, dask_address: str | None) -> str:
     """Fan the tokenize stage out over shards (shared tokenizer, shards, merge), like sharded_clean."""
-    from data_shards import sharded_tokenize_flow
-
     return _sharded_stage(project, "tokenize", n_shards, lambda params: sharded_tokenize_flow(
         params, n_shards, runner, dask_address, str(project / "data/clean"), str(project / "data/tokens")))
 
@@ -134,8 +131,6 @@ def pipeline(
     tokenize_shards: int = 1,
 ) -> dict[str, Any]:
     """Validate params.yaml, then reproduce each stage in dependency order."""
-    from cgpt.config import load_params
-
     load_params(Path(project) / "params.yaml")  # one clear line before any stage runs
     outcome: dict[str, str] = {}
     for stage in stages or stage_names(Path(project)):
@@ -169,10 +164,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--shard-runner", choices=["thread", "process", "dask"], default="thread")
     ap.add_argument("--dask-address", help="a running Dask scheduler (default with --shard-runner dask: a local cluster)")
     args = ap.parse_args(argv)
-    from cgpt.config import load_params
-    from cgpt.errors import CgptError
-    from cgpt.runtime import fail
-
     try:
         load_params(Path(args.project) / "params.yaml")
     except CgptError as exc:

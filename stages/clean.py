@@ -1,15 +1,6 @@
-"""DVC stage clean: data/raw/ -> data/clean/ (ftfy NFC, filters, dedup), metrics/clean.json."""
+"""DVC entry point of the clean stage (`python -m stages.clean` in the project root); the work is cgpt.stages.clean."""
 
-from stages._common import DATA, params, publish_data_stats
-
-from cgpt.data.clean import clean
-from cgpt.runtime import run_main
-
-
-def main() -> None:
-    p = params()
-    publish_data_stats(p, "clean", clean(p.clean, DATA / "raw", DATA / "clean"))
-
+from cgpt.stages import main
 
 if __name__ == "__main__":
-    run_main(main)
+    main("clean")

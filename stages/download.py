@@ -1,15 +1,6 @@
-"""DVC stage download: sources in params.yaml -> data/raw/ (+ manifest.json), metrics/download.json."""
+"""DVC entry point of the download stage (`python -m stages.download` in the project root); the work is cgpt.stages.download."""
 
-from stages._common import DATA, params, publish_data_stats
-
-from cgpt.data.download import download
-from cgpt.runtime import run_main
-
-
-def main() -> None:
-    p = params()
-    publish_data_stats(p, "download", download(p.download, DATA / "raw"))
-
+from cgpt.stages import main
 
 if __name__ == "__main__":
-    run_main(main)
+    main("download")

@@ -1,15 +1,6 @@
-"""DVC stage tokenize: data/clean/ -> data/tokens/ (tokenizer.json, token shards, index.json)."""
+"""DVC entry point of the tokenize stage (`python -m stages.tokenize` in the project root); the work is cgpt.stages.tokenize."""
 
-from stages._common import DATA, params, publish_data_stats
-
-from cgpt.data.pack import tokenize_corpus
-from cgpt.runtime import run_main
-
-
-def main() -> None:
-    p = params()
-    publish_data_stats(p, "tokenize", tokenize_corpus(p.tokenize, DATA / "clean", DATA / "tokens"))
-
+from cgpt.stages import main
 
 if __name__ == "__main__":
-    run_main(main)
+    main("tokenize")

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -28,12 +25,3 @@ def harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
-
-
-def load_flow_module(name: str) -> ModuleType:
-    """Import ``flows/<name>.py`` (flows/ is not a package) as ``flows_<name>``."""
-    spec = importlib.util.spec_from_file_location(f"flows_{name}", REPO / "flows" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod

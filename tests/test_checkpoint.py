@@ -2,7 +2,7 @@ import torch
 
 from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig
-from cgpt.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from cgpt.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from cgpt.train.optim import build_optimizer
 
 CFG = ModelConfig(n_layer=1, d_model=32, n_head=2, d_ffn=64, vocab_size=40, n_positions=16)
@@ -38,7 +38,7 @@ def test_unfinished_tmp_is_ignored_and_old_ones_pruned(tmp_path):
         save_checkpoint(tmp_path, step, model.state_dict(), CFG, keep_last=2)
     (tmp_path / "step-00000009.tmp").mkdir()  # a write killed midway
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000002", "step-00000003"]
-    assert latest_checkpoint(tmp_path).name == "step-00000003"
+    assert list_checkpoints(tmp_path)[-1].name == "step-00000003"
 
 
 def test_optimizer_file_loads_with_weights_only(tmp_path):

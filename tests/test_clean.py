@@ -11,8 +11,11 @@ import pytest
 import zstandard
 from pydantic import ValidationError
 
-from cgpt.data.clean import clean, iter_clean_documents, merge_clean_shards, read_clean_manifest
-from cgpt.data.params_clean import CleanParams, TokenizeParams
+from cgpt.data.clean.cleaner import clean
+from cgpt.data.clean.merge import merge_clean_shards
+from cgpt.data.clean.parts import iter_clean_documents, read_clean_manifest
+from cgpt.data.clean.params import CleanParams
+from cgpt.data.tokenize.params import TokenizeParams
 from cgpt.errors import DataError
 
 WORDS = (

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cgpt.data.tokenizer import save_tokenizer, train_tokenizer
+from cgpt.data.tokenize.tokenizer import save_tokenizer, train_tokenizer
 from cgpt.export.hf import export_hf
 from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig
@@ -58,12 +58,12 @@ def test_generate_names_a_wrong_folder(tmp_path):
 def test_import_hf_writes_a_resumable_checkpoint(hf_dir, tmp_path):
     out = cgpt("import-hf", str(hf_dir), "--out", str(tmp_path / "ckpt"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    from cgpt.train.checkpoint import latest_checkpoint, load_checkpoint
+    from cgpt.train.checkpoint import list_checkpoints, load_checkpoint
 
-    ck = load_checkpoint(latest_checkpoint(tmp_path / "ckpt"))
+    ck = load_checkpoint(list_checkpoints(tmp_path / "ckpt")[-1])
     assert ck.step == 0 and ck.optimizer_state is None and "imported_from" in ck.state
 
 
 def test_stage_outside_a_project_is_a_clear_error(tmp_path):
     out = cgpt("train", cwd=tmp_path)
-    assert out.returncode == 2 and "not found; run inside a cgpt project" in out.stderr
+    assert out.returncode == 2 and "no params.yaml here; run inside a cgpt project" in out.stderr

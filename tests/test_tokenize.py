@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 from test_clean import WORDS, random_text, synthetic_raw, write_raw
 
-from cgpt.data.clean import clean
-from cgpt.data.loader import HEADER_BYTES, MAGIC, dtype_for_vocab, open_split, read_header, read_index
-from cgpt.data.pack import _SplitWriter, assign_split, document_units, split_pieces, tokenize_corpus
-from cgpt.data.params_clean import CleanParams, SplitParams, TokenizeParams
-from cgpt.data.tokenizer import load_tokenizer, train_tokenizer
+from cgpt.data.clean.cleaner import clean
+from cgpt.data.tokens import HEADER_BYTES, MAGIC, dtype_for_vocab, open_split, read_header, read_index
+from cgpt.data.tokenize.pack import tokenize_corpus
+from cgpt.data.tokenize.split import assign_split, document_units, split_pieces
+from cgpt.data.tokens import TokenFileWriter
+from cgpt.data.clean.params import CleanParams
+from cgpt.data.tokenize.params import SplitParams, TokenizeParams
+from cgpt.data.tokenize.tokenizer import load_tokenizer, train_tokenizer
 from cgpt.errors import DataError
 
 
@@ -176,7 +179,7 @@ def test_dtype_choice_and_uint32_shards(tmp_path):
     assert dtype_for_vocab(50257) == np.uint16
     assert dtype_for_vocab(65536) == np.uint16
     assert dtype_for_vocab(65537) == np.uint32
-    w = _SplitWriter(tmp_path, "train", np.dtype("<u4"), shard_tokens=5)
+    w = TokenFileWriter(tmp_path, "train", np.dtype("<u4"), shard_tokens=5)
     data = np.array([0, 70000, 3, 100000, 5, 6, 7], dtype=np.int64)
     w.write(data)
     w.close()

@@ -7,16 +7,17 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import load_flow_module
 import yaml
 from pydantic import ValidationError
 from test_clean import random_text, write_raw
 
-from cgpt.data.clean import clean, read_clean_manifest
-from cgpt.data.loader import read_index
-from cgpt.data.pack import selected_parts, tokenize_corpus, train_shared_tokenizer
-from cgpt.data.pack_merge import merge_token_shards
-from cgpt.data.parallel import (
+from cgpt.data.clean.cleaner import clean
+from flows.data_shards import sharded_tokenize_flow
+from cgpt.data.clean.parts import read_clean_manifest
+from cgpt.data.tokens import read_index
+from cgpt.data.tokenize.pack import selected_parts, tokenize_corpus, train_shared_tokenizer
+from cgpt.data.tokenize.merge import merge_token_shards
+from cgpt.data.shards import (
     merge_tokenize_shards,
     prepare_tokenize_shards,
     shard_dir,
@@ -25,7 +26,8 @@ from cgpt.data.parallel import (
     tokenize_shard,
     tokenize_shard_params,
 )
-from cgpt.data.params_clean import CleanParams, TokenizeParams
+from cgpt.data.clean.params import CleanParams
+from cgpt.data.tokenize.params import TokenizeParams
 from cgpt.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,7 +178,7 @@ def test_sharded_tokenize_flow_equals_single_run(harness, clean_dir, single, tmp
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump({"tokenize": TOKENIZE}), encoding="utf-8")
     out = tmp_path / "tokens"
-    stats = load_flow_module("data_shards").sharded_tokenize_flow(
+    stats = sharded_tokenize_flow(
         params_path=str(params_path), n_shards=3, runner=runner, clean_dir=str(clean_dir), out_dir=str(out),
         workers_per_shard=1,
     )

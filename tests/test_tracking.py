@@ -4,13 +4,16 @@ import json
 
 from mlflow.tracking import MlflowClient
 
-from cgpt.tracking import RUN_FILE, model_run, numeric_items, stage_run, tracking_uri
+from cgpt.tracking import RUN_FILE, numeric_items, open_model_run, stage_run, tracking_uri
+from cgpt.tracking_params import TrackingParams
+
+EXP = TrackingParams(experiment="exp")
 
 
 def test_model_run_is_reopened_and_metrics_are_batched(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     marker = tmp_path / "runs" / "r" / RUN_FILE
-    t = model_run(tmp_path, marker, "exp", "r")
+    t = open_model_run(tmp_path, EXP, "r", marker, key="config-a")
     assert t.fresh and json.loads(marker.read_text())["run_id"] == t.run_id
     for step in range(5):
         t.log_metrics({"loss": 5.0 - step}, step=step)
@@ -18,13 +21,16 @@ def test_model_run_is_reopened_and_metrics_are_batched(tmp_path, monkeypatch):
     assert client.get_metric_history(t.run_id, "loss") == []  # still buffered
     t.finish()
     assert [m.value for m in client.get_metric_history(t.run_id, "loss")] == [5.0, 4.0, 3.0, 2.0, 1.0]
-    again = model_run(tmp_path, marker, "exp", "r")
+    again = open_model_run(tmp_path, EXP, "r", marker, key="config-a")
     assert again.run_id == t.run_id and not again.fresh
     again.log_params({"a": {"b": 1}})
     again.log_params({"a": {"b": 2}})  # params are immutable in MLflow: the first value stays, no error
     again.finish()
     run = client.get_run(t.run_id)
     assert run.data.params == {"a.b": "1"} and run.info.status == "FINISHED"
+    other = open_model_run(tmp_path, EXP, "r", marker, key="config-b")  # another configuration: another run
+    assert other.fresh and other.run_id != t.run_id
+    assert open_model_run(tmp_path, EXP, "r", marker).run_id == other.run_id  # no key: whatever is recorded
     exp = client.get_experiment_by_name("exp")
     assert exp.artifact_location.startswith((tmp_path / "mlartifacts").as_uri())
 
@@ -32,7 +38,7 @@ def test_model_run_is_reopened_and_metrics_are_batched(tmp_path, monkeypatch):
 def test_env_uri_wins_and_stage_runs_go_to_data_experiment(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'other.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    t = stage_run(tmp_path, "exp", "clean")
+    t = stage_run(tmp_path, EXP, "clean")
     t.log_metrics(numeric_items({"documents": 3, "per_source": {"a": {"chars": 10}}, "name": "x", "ok": True}))
     t.finish()
     client = MlflowClient(uri)
@@ -43,7 +49,7 @@ def test_env_uri_wins_and_stage_runs_go_to_data_experiment(tmp_path, monkeypatch
 
 def test_disabled_tracking_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    t = model_run(tmp_path, tmp_path / RUN_FILE, "exp", "r", enabled=False)
+    t = open_model_run(tmp_path, TrackingParams(enabled=False), "r", tmp_path / RUN_FILE)
     t.log_metrics({"loss": 1.0})
     t.finish()
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / RUN_FILE).exists()

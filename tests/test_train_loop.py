@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cgpt.data.loader import HEADER_BYTES, pack_header
+from cgpt.data.tokens import HEADER_BYTES, pack_header
 from cgpt.presets import ModelConfig, TrainRecipe
 from cgpt.train.checkpoint import list_checkpoints
 from cgpt.train.loop import RunSetup, train
+from cgpt.train.params import TrainParams
 
 VOCAB = 32
 
@@ -37,16 +38,18 @@ def pattern(n: int, seed: int) -> np.ndarray:
 def setup(steps: int = 12, **kw) -> RunSetup:
     cfg = ModelConfig(n_layer=1, d_model=32, n_head=2, d_ffn=64, vocab_size=VOCAB, n_positions=32)
     recipe = TrainRecipe(peak_lr=1e-2, end_lr=1e-3, batch_size=4, warmup_steps=2, decay="linear", decay_steps=steps - 2, seq_len=16)
-    base = RunSetup(cfg, recipe, seed=5, tokenizer_sha256="x", log_interval=3, eval_interval=6, eval_tokens=256, checkpoint_interval=6, keep_checkpoints=5)
-    return replace(base, **kw)
+    loop = TrainParams(seed=5, log_interval=3, eval_interval=6, eval_tokens=256, checkpoint_interval=6, keep_checkpoints=5)
+    if "seed" in kw:
+        loop = loop.model_copy(update={"seed": kw.pop("seed")})
+    return replace(RunSetup(cfg, recipe, train=loop, tokenizer_sha256="x"), **kw)
 
 
 def test_loss_falls_on_learnable_data(tmp_path):
     tokens = write_tokens(tmp_path / "tok", {"train": pattern(20_000, 0), "val": pattern(2_000, 0)})
     out = train(setup(steps=60), tokens, tmp_path / "run", progress=False)
-    losses = [r["loss"] for r in out["history"] if "loss" in r]
+    losses = [r["loss"] for r in out.history if "loss" in r]
     assert losses[-1] < 0.5 * losses[0]
-    assert out["metrics"]["val_loss"] < np.log(VOCAB) / 2
+    assert out.summary.val_loss < np.log(VOCAB) / 2
 
 
 def test_resume_is_exact(tmp_path):
@@ -55,17 +58,17 @@ def test_resume_is_exact(tmp_path):
     train(setup(), tokens, tmp_path / "b", progress=False)
     shutil.rmtree(tmp_path / "b" / "checkpoints" / "step-00000012")  # as if killed after step 6
     resumed = train(setup(), tokens, tmp_path / "b", progress=False)
-    assert resumed["metrics"]["resumed_from_step"] == 6
-    for k, v in full["model"].state_dict().items():
-        assert torch.equal(v, resumed["model"].state_dict()[k]), k
-    assert [r for r in full["history"] if "loss" in r] != []
+    assert resumed.summary.resumed_from_step == 6
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    assert [r["step"] for r in full.history if "loss" in r] == [3, 6, 9, 12]
 
 
 def test_finished_run_is_not_retrained(tmp_path):
     tokens = write_tokens(tmp_path / "tok", {"train": pattern(5_000, 2), "val": pattern(500, 2)})
     train(setup(), tokens, tmp_path / "a", progress=False)
     again = train(setup(), tokens, tmp_path / "a", progress=False)
-    assert again["metrics"]["resumed_from_step"] == 12 and np.isfinite(again["metrics"]["val_loss"])
+    assert again.summary.resumed_from_step == 12 and np.isfinite(again.summary.val_loss)
 
 
 def test_checkpoints_of_another_model_are_set_aside_not_deleted(tmp_path):
@@ -73,7 +76,7 @@ def test_checkpoints_of_another_model_are_set_aside_not_deleted(tmp_path):
     train(setup(), tokens, tmp_path / "a", progress=False)
     other = setup(seed=99)
     out = train(other, tokens, tmp_path / "a", progress=False)
-    assert out["metrics"]["resumed_from_step"] == 0
+    assert out.summary.resumed_from_step == 0
     superseded = list((tmp_path / "a" / "checkpoints").glob("superseded-*"))
     assert len(superseded) == 1 and list_checkpoints(superseded[0])
 
@@ -90,9 +93,9 @@ def test_continues_from_an_imported_hugging_face_folder(tmp_path):
     import_hf_to_checkpoint(tmp_path / "hf", tmp_path / "run" / "checkpoints")
     frozen = replace(base, recipe=replace(base.recipe, peak_lr=0.0, end_lr=0.0))  # lr 0: weights must stay the imported ones
     out = train(frozen, tokens, tmp_path / "run", progress=False)
-    assert out["metrics"]["resumed_from_step"] == 0
+    assert out.summary.resumed_from_step == 0
     for k, v in source.state_dict().items():
-        assert torch.allclose(out["model"].state_dict()[k], v, atol=1e-6), k
+        assert torch.allclose(out.model.state_dict()[k], v, atol=1e-6), k
 
 
 def test_imported_model_of_another_shape_is_a_clear_error(tmp_path):

@@ -1,0 +1,1 @@
+"""Evaluation: upstream cross-entropy over whole splits; its params section: params.py."""

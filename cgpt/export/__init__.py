@@ -1,0 +1,1 @@
+"""To and from the Hugging Face GPT2LMHeadModel format, and the export check; its params section: params.py."""

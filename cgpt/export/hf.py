@@ -57,7 +57,9 @@ PT_INDEX = "pytorch_model.bin.index.json"
 # Prefixes a state dict may carry from torch.compile / DDP / FSDP wrappers.
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 _LEGACY_BUFFER = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
-_DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+#: ``export.dtype`` names and the torch dtypes the weights are written in.
+EXPORT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_DTYPE_NAMES = {v: k for k, v in EXPORT_DTYPES.items()}
 
 
 # --------------------------------------------------------------------------------------------- config

@@ -1,5 +1,1 @@
-"""The GPT-3-style decoder (SP and muP)."""
-
-from cgpt.model.gpt import GPT
-
-__all__ = ["GPT"]
+"""The GPT-3-style decoder of Cerebras-GPT (SP and muP): :mod:`cgpt.model.gpt`; its params section: :mod:`cgpt.model.params`."""

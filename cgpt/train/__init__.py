@@ -1,0 +1,1 @@
+"""Training: optimizer, schedule, sampler (data order), checkpoints, the loop; its params section: params.py."""

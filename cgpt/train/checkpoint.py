@@ -67,11 +67,6 @@ def list_checkpoints(ckpt_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))  # type: ignore[union-attr]
 
 
-def latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    found = list_checkpoints(ckpt_dir)
-    return found[-1] if found else None
-
-
 def _rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():

@@ -47,6 +47,3 @@ class ChunkSampler:
         rows = [self.stream.read(i * self.chunk, self.chunk) for i in self.batch_indices(step, batch_size)]  # type: ignore[attr-defined]
         data = torch.from_numpy(np.stack(rows).astype(np.int64, copy=False))
         return data[:, :-1], data[:, 1:]
-
-    def epochs(self, step: int, batch_size: int) -> float:
-        return step * batch_size / self.num_chunks

@@ -56,3 +56,12 @@ def lr_at(recipe: TrainRecipe, update: int) -> float:
 def batch_size_at(recipe: TrainRecipe, update: int) -> int:
     switch = recipe.batch_switch
     return recipe.batch_size if switch is None or update < switch.at_step else switch.batch_size
+
+
+def tokens_seen(recipe: TrainRecipe, updates: int) -> int:
+    """Tokens consumed by the first ``updates`` optimizer updates (the 13B switch included)."""
+    switch = recipe.batch_switch
+    if switch is None or updates <= switch.at_step:
+        return updates * recipe.batch_size * recipe.seq_len
+    before = switch.at_step * recipe.batch_size
+    return (before + (updates - switch.at_step) * switch.batch_size) * recipe.seq_len

@@ -25,8 +25,8 @@ An empty section means the built-in corpus (Shakespeare's complete works)::
       parallel: 1                    # files of a url source downloaded at the same time
 
 Everything that can be checked before the stage runs is checked here, including that every local
-path or glob matches at least one file (relative paths are resolved against the working directory,
-which is the project root for ``dvc repro``, ``cgpt`` and the flows).
+path or glob matches at least one file. Relative paths (``paths``, ``cache_dir``) are resolved
+against the params file's folder, the project root, wherever the command runs from.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from cgpt.data.formats import FORMATS, SUFFIXES, format_for_name
 
@@ -90,6 +90,7 @@ class SourceParams(BaseModel):
     split: Split | None = None
     sha256: dict[str, str] = Field(default_factory=dict)
     size: dict[str, int] = Field(default_factory=dict)
+    _root: Path = PrivateAttr(default_factory=Path.cwd)  # where relative paths start (the params file's folder)
 
     @field_validator("name")
     @classmethod
@@ -117,8 +118,9 @@ class SourceParams(BaseModel):
                              f"{'local' if extra[0] == 'paths' else 'url'})")
         if self.kind == "shakespeare" and self.format not in ("auto", "jsonl"):
             raise ValueError(f"format = {self.format!r}: the built-in corpus is written as jsonl; remove format")
+        self._root = Path((info.context or {}).get("root") or Path.cwd())
         if self.kind == "local":
-            self._check_local(Path((info.context or {}).get("root") or Path.cwd()))
+            self._check_local(self._root)
         if self.kind == "url":
             self._check_urls()
         return self
@@ -199,7 +201,7 @@ class SourceParams(BaseModel):
         out: list[Path] = []
         seen: set[Path] = set()
         for pat in self.paths or []:
-            for p in expand_local(pat):
+            for p in expand_local(pat, self._root):
                 rp = p.resolve()
                 if rp not in seen:
                     seen.add(rp)
@@ -222,6 +224,16 @@ class DownloadParams(BaseModel):
     backoff_s: float = Field(default=1.0, ge=0)
     cache_dir: str | None = None
     parallel: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _resolve_cache_dir(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """A relative cache folder means relative to the params file's folder (the project root)."""
+        if v is None:
+            return v
+        path = Path(os.path.expanduser(os.path.expandvars(v)))
+        root = (info.context or {}).get("root")
+        return str(path if path.is_absolute() or root is None else Path(root) / path)
 
     @model_validator(mode="after")
     def _unique_names(self) -> "DownloadParams":

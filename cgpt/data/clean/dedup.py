@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cgpt.data.params_clean import DedupParams
+from cgpt.data.clean.params import DedupParams
 
 MINHASH_SEED = 1
 

@@ -1,4 +1,4 @@
-"""Zero-copy reading of the packed token shards written by :mod:`cgpt.data.pack`.
+"""The token-file format of ``data/tokens/``: the shard header, the writer, ``index.json``, the zero-copy reader.
 
 A shard ``{split}-{k:05d}.bin`` is a 32-byte little-endian header followed by the tokens::
 
@@ -16,9 +16,8 @@ Readable without cgpt: ``np.memmap(path, dtype=np.uint16, mode="r", offset=32)``
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -79,6 +78,74 @@ def read_index(tokens_dir: Path) -> dict[str, Any]:
         )
     return index
 
+class TokenFileWriter:
+    """Appends one split's tokens to ``{split}-{k:05d}.bin`` files of at most ``shard_tokens`` tokens.
+
+    The header is written with count 0 and patched when the file is closed, so a file without a
+    final header is detectably incomplete (and lives inside a temporary folder anyway).
+    """
+
+    def __init__(self, out_dir: Path, split: str, dtype: np.dtype, shard_tokens: int) -> None:
+        self.out_dir, self.split, self.dtype, self.cap = out_dir, split, dtype, shard_tokens
+        self.shards: list[dict[str, Any]] = []
+        self.tokens = 0
+        self.documents = 0
+        self._fh: BinaryIO | None = None
+        self._count = 0
+
+    def _open(self) -> None:
+        name = f"{self.split}-{len(self.shards):05d}.bin"
+        self._fh = open(self.out_dir / name, "wb")
+        self._fh.write(pack_header(self.dtype.itemsize, 0))
+        self._count = 0
+        self.shards.append({"path": name, "tokens": 0})
+
+    def _close(self) -> None:
+        if self._fh is None:
+            return
+        self._fh.seek(0)
+        self._fh.write(pack_header(self.dtype.itemsize, self._count))
+        self._fh.close()
+        self.shards[-1]["tokens"] = self._count
+        self._fh = None
+
+    def write(self, tokens: np.ndarray) -> None:
+        tokens = tokens.astype(self.dtype, copy=False)
+        i = 0
+        while i < len(tokens):
+            if self._fh is None or self._count >= self.cap:
+                self._close()
+                self._open()
+            assert self._fh is not None
+            n = min(len(tokens) - i, self.cap - self._count)
+            self._fh.write(tokens[i : i + n].tobytes())
+            self._count += n
+            self.tokens += n
+            i += n
+
+    def close(self) -> None:
+        self._close()
+
+    def split_entry(self) -> dict[str, Any]:
+        """This split's entry of ``index.json``."""
+        return {"tokens": self.tokens, "documents": self.documents, "shards": self.shards}
+
+
+def token_index(
+    vocab_size: int, eos: int, dtype: np.dtype, tokenizer_sha256: str, split_params: dict[str, Any], splits: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``index.json`` of a tokens folder (one helper, so a shard merge writes what one run writes)."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "header_bytes": HEADER_BYTES,
+        "vocab_size": vocab_size,
+        "eos_token_id": eos,
+        "dtype": dtype.name,
+        "tokenizer_sha256": tokenizer_sha256,
+        "split_params": split_params,
+        "splits": splits,
+    }
+
 
 class TokenStream:
     """One split as a single read-only token sequence over its memmapped shards."""
@@ -135,18 +202,3 @@ class TokenStream:
 
 def open_split(tokens_dir: Path, split: str) -> TokenStream:
     return TokenStream(tokens_dir, split)
-
-
-def iter_windows(stream: TokenStream, seq_len: int, *, drop_last: bool = True) -> Iterator[np.ndarray]:
-    """Non-overlapping windows of ``seq_len + 1`` tokens (the recipe's 2049-token chunks: input =
-    w[:-1], labels = w[1:]), from the start of the stream. The tail shorter than ``seq_len + 1``
-    is dropped (``drop_last=False`` yields it too, when it has at least 2 tokens)."""
-    if seq_len < 1:
-        raise ValueError(f"seq_len={seq_len} must be >= 1")
-    w = seq_len + 1
-    n = len(stream) // w
-    for i in range(n):
-        yield stream.read(i * w, w)
-    tail = len(stream) - n * w
-    if not drop_last and tail >= 2:
-        yield stream.read(n * w, tail)

@@ -1,4 +1,4 @@
-"""Zero-copy token loading: reads across shard boundaries, header validation, windows."""
+"""Zero-copy token loading: reads across shard boundaries, header validation."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cgpt.data.loader import HEADER_BYTES, iter_windows, open_split, pack_header, read_index
-from cgpt.data.pack import _SplitWriter
+from cgpt.data.tokens import HEADER_BYTES, TokenFileWriter, open_split, pack_header, read_index
 from cgpt.errors import DataError
 
 
 def make_tokens(d: Path, tokens: np.ndarray, shard_tokens: int, vocab: int = 1000) -> Path:
     d.mkdir(parents=True, exist_ok=True)
-    w = _SplitWriter(d, "train", np.dtype("<u2"), shard_tokens)
+    w = TokenFileWriter(d, "train", np.dtype("<u2"), shard_tokens)
     w.write(tokens)
     w.close()
     index = {"format_version": 1, "vocab_size": vocab, "eos_token_id": 0, "dtype": "uint16",
@@ -38,19 +37,6 @@ def test_read_across_shard_boundaries(tmp_path):
     with pytest.raises(IndexError):
         s.read(995, 10)
     assert len(open_split(d, "val")) == 0
-
-
-def test_iter_windows(tmp_path):
-    data = np.arange(100, dtype=np.int64)
-    s = open_split(make_tokens(tmp_path, data, shard_tokens=30), "train")
-    wins = list(iter_windows(s, seq_len=9))
-    assert len(wins) == 10 and all(len(w) == 10 for w in wins)
-    assert np.array_equal(np.concatenate(wins), data)
-    wins = list(iter_windows(s, seq_len=10))
-    assert len(wins) == 9 and np.array_equal(wins[1], data[11:22])
-    assert len(list(iter_windows(s, seq_len=12))) == 7
-    tail = list(iter_windows(s, seq_len=12, drop_last=False))
-    assert len(tail) == 8 and np.array_equal(tail[-1], data[91:])
 
 
 @pytest.mark.parametrize(

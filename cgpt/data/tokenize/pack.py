@@ -1,20 +1,16 @@
-"""The tokenize stage: data/clean/ -> data/tokens/ (tokenizer.json, token shards, index.json).
+"""The tokenize stage's work: data/clean/ -> data/tokens/ (tokenizer.json, token shards, index.json).
 
 * Tokenizer: trained on the train split of the cleaned corpus (``kind: train``) or loaded
   (``kind: pretrained``, e.g. the GPT-2 files = the Cerebras-GPT tokenizer).
-* Split: a part of the clean output with an official split (the Pile's val/test files) keeps it.
-  Otherwise each document longer than ``split.chunk_chars`` is cut on paragraph boundaries into
-  pieces of about ``chunk_chars`` characters, and each piece goes to val/test/train by a hash of
-  (seed, piece text). Consecutive pieces of one document that land in the same split are joined
-  again; each such run is one "document" of its split. So the split depends only on the text and
-  the seed, never on workers, shards or ``shard_tokens``.
+* Split: :mod:`cgpt.data.tokenize.split` (a seeded hash of ~4 kB pieces; official splits kept);
+  each run of consecutive pieces of one document in one split is one "document" of that split.
 * Packing: every document is encoded and followed by ``<|endoftext|>`` (no BOS), and the documents
   of a split are concatenated into shards ``{split}-{k:05d}.bin`` of at most ``shard_tokens``
-  tokens (see :mod:`cgpt.data.loader` for the header). The 2049-token chunking of the recipe
-  happens at read time (:func:`cgpt.data.loader.iter_windows`, the trainer's sampler).
+  tokens (:mod:`cgpt.data.tokens` has the format). The recipe's 2049-token chunking happens at
+  read time (:mod:`cgpt.train.sampler`, :mod:`cgpt.eval.xent`).
 * Sharding: ``shard: {index, count}`` encodes only the clean parts ``k % count == index`` with a
   tokenizer made once for all shards (:func:`train_shared_tokenizer`);
-  :func:`cgpt.data.pack_merge.merge_token_shards` concatenates the shards per split in part order
+  :func:`cgpt.data.tokenize.merge.merge_token_shards` concatenates the shards per split in part order
   and re-cuts the files at ``shard_tokens``: the same bytes as one unsharded run.
 * Speed: ``tokenizers.Tokenizer.encode_batch_fast`` encodes batches of ``batch_docs`` documents
   on its own Rust thread pool (all cores, or ``workers`` threads); a reader thread decompresses
@@ -23,7 +19,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import queue
@@ -35,16 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from cgpt.data.clean import iter_clean_documents, read_clean_manifest
-from cgpt.data.loader import (
-    FORMAT_VERSION,
-    HEADER_BYTES,
-    SPLITS,
-    dtype_for_vocab,
-    pack_header,
-)
-from cgpt.data.params_clean import SplitParams, TokenizeParams
-from cgpt.data.tokenizer import (
+from cgpt.data.clean.parts import clean_manifest_sha256, iter_clean_documents, read_clean_manifest
+from cgpt.data.tokenize.params import SplitParams, TokenizeParams
+from cgpt.data.tokenize.split import document_units
+from cgpt.data.tokenize.tokenizer import (
     eos_token_id,
     load_tokenizer,
     save_tokenizer,
@@ -52,62 +41,12 @@ from cgpt.data.tokenizer import (
     tokenizer_sha256,
     train_tokenizer,
 )
+from cgpt.data.tokens import SPLITS, TokenFileWriter, dtype_for_vocab, token_index
 from cgpt.errors import DataError
 from cgpt.fsutil import atomic_dir, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 _QUEUE_BATCHES = 4
-
-
-# ----------------------------------------------------------------------------------------------
-# split assignment
-
-
-def split_pieces(text: str, chunk_chars: int) -> list[str]:
-    """Cut ``text`` after a blank line (else after a newline) once a piece reaches ``chunk_chars``.
-    ``"".join(pieces) == text``; a text without newlines stays whole."""
-    if chunk_chars <= 0 or len(text) <= chunk_chars:
-        return [text]
-    pieces, pos, n = [], 0, len(text)
-    while n - pos > chunk_chars:
-        cut = text.find("\n\n", pos + chunk_chars)
-        if cut < 0:
-            cut = text.find("\n", pos + chunk_chars)
-        if cut < 0:
-            break
-        while cut < n and text[cut] == "\n":
-            cut += 1
-        if cut >= n:
-            break
-        pieces.append(text[pos:cut])
-        pos = cut
-    pieces.append(text[pos:])
-    return pieces
-
-
-def assign_split(text: str, split: SplitParams) -> str:
-    """val / test / train for one piece, from a keyed 64-bit hash of its text."""
-    h = hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8, key=str(split.seed).encode()).digest()
-    u = int.from_bytes(h, "little") / 2.0**64
-    if u < split.val:
-        return "val"
-    if u < split.val + split.test:
-        return "test"
-    return "train"
-
-
-def document_units(text: str, official: str | None, split: SplitParams) -> list[tuple[str, str]]:
-    """The (split, text) units one cleaned document contributes, in order."""
-    if official is not None:
-        return [(official, text)]
-    units: list[tuple[str, str]] = []
-    for piece in split_pieces(text, split.chunk_chars):
-        s = assign_split(piece, split)
-        if units and units[-1][0] == s:
-            units[-1] = (s, units[-1][1] + piece)
-        else:
-            units.append((s, piece))
-    return units
 
 
 def selected_parts(manifest: dict[str, Any], index: int = 0, count: int = 1) -> list[int]:
@@ -125,54 +64,6 @@ def _iter_units(
         official = part.get("split")
         for doc in iter_clean_documents(clean_dir, part):
             yield 1, document_units(doc["text"], official, split), k
-
-
-# ----------------------------------------------------------------------------------------------
-# writing shards
-
-
-class _SplitWriter:
-    """Appends tokens to ``{split}-{k:05d}.bin`` files of at most ``shard_tokens`` tokens."""
-
-    def __init__(self, out_dir: Path, split: str, dtype: np.dtype, shard_tokens: int) -> None:
-        self.out_dir, self.split, self.dtype, self.cap = out_dir, split, dtype, shard_tokens
-        self.shards: list[dict[str, Any]] = []
-        self.tokens = 0
-        self.documents = 0
-        self._fh = None
-        self._count = 0
-
-    def _open(self) -> None:
-        name = f"{self.split}-{len(self.shards):05d}.bin"
-        self._fh = open(self.out_dir / name, "wb")
-        self._fh.write(pack_header(self.dtype.itemsize, 0))
-        self._count = 0
-        self.shards.append({"path": name, "tokens": 0})
-
-    def _close(self) -> None:
-        if self._fh is None:
-            return
-        self._fh.seek(0)
-        self._fh.write(pack_header(self.dtype.itemsize, self._count))
-        self._fh.close()
-        self.shards[-1]["tokens"] = self._count
-        self._fh = None
-
-    def write(self, tokens: np.ndarray) -> None:
-        tokens = tokens.astype(self.dtype, copy=False)
-        i = 0
-        while i < len(tokens):
-            if self._fh is None or self._count >= self.cap:
-                self._close()
-                self._open()
-            n = min(len(tokens) - i, self.cap - self._count)
-            self._fh.write(tokens[i : i + n].tobytes())
-            self._count += n
-            self.tokens += n
-            i += n
-
-    def close(self) -> None:
-        self._close()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -259,14 +150,10 @@ def _get_tokenizer(params: TokenizeParams, clean_dir: Path, manifest: dict[str, 
     if params.shard.count > 1:
         raise DataError(
             f"tokenize shard {params.shard.index} of {params.shard.count}: tokenizer.kind=train needs the shared tokenizer "
-            "trained once on the whole corpus; run cgpt.data.pack.train_shared_tokenizer(params, clean_dir, path) first "
+            "trained once on the whole corpus; run cgpt.data.tokenize.pack.train_shared_tokenizer(params, clean_dir, path) first "
             "and pass tokenizer_file=path (flows/data_shards.py --stage tokenize does both)"
         )
     return _train_on_corpus(params, clean_dir, manifest)
-
-
-def clean_manifest_sha256(clean_dir: Path) -> str:
-    return hashlib.sha256((Path(clean_dir) / "manifest.json").read_bytes()).hexdigest()
 
 
 def train_shared_tokenizer(params: TokenizeParams, clean_dir: Path, path: Path) -> dict[str, Any]:
@@ -282,20 +169,6 @@ def train_shared_tokenizer(params: TokenizeParams, clean_dir: Path, path: Path) 
     tok = load_tokenizer(tp.path) if tp.kind == "pretrained" else _train_on_corpus(params, clean_dir, manifest)
     write_text_atomic(path, tokenizer_json(tok))
     return {"path": str(path), "tokenizer_sha256": tokenizer_sha256(tok), "seconds": round(time.perf_counter() - t0, 3)}
-
-
-def token_index(vocab_size: int, eos: int, dtype: np.dtype, sha: str, split: SplitParams, splits: dict[str, Any]) -> dict[str, Any]:
-    """The ``index.json`` of a tokens folder (one helper, so a merge writes exactly what one run writes)."""
-    return {
-        "format_version": FORMAT_VERSION,
-        "header_bytes": HEADER_BYTES,
-        "vocab_size": vocab_size,
-        "eos_token_id": eos,
-        "dtype": dtype.name,
-        "tokenizer_sha256": sha,
-        "split_params": split.model_dump(mode="json"),
-        "splits": splits,
-    }
 
 
 def shard_fingerprint(params: TokenizeParams) -> dict[str, Any]:
@@ -322,7 +195,7 @@ def tokenize_corpus(
     ``tokenizer_file``: load this tokenizer.json instead of training/loading per ``params.tokenizer``
     (the shared tokenizer of a sharded run). With ``params.shard.count > 1`` only the clean parts
     ``k % count == index`` are encoded and index.json gets a ``shard`` block (parts, token counts)
-    that :func:`cgpt.data.pack_merge.merge_token_shards` needs; such a run needs ``tokenizer_file``
+    that :func:`cgpt.data.tokenize.merge.merge_token_shards` needs; such a run needs ``tokenizer_file``
     when ``tokenizer.kind`` is ``train``, and an empty train split is left to the merge to judge.
     """
     clean_dir, out_dir = Path(clean_dir), Path(out_dir)
@@ -348,7 +221,7 @@ def tokenize_corpus(
     # per split: part index -> [tokens, documents] (parts arrive in increasing order), shard runs only
     part_counts: dict[str, dict[int, list[int]]] = {s: {} for s in SPLITS}
     with atomic_dir(out_dir) as tmp:
-        writers = {s: _SplitWriter(tmp, s, dtype, params.shard_tokens) for s in SPLITS}
+        writers = {s: TokenFileWriter(tmp, s, dtype, params.shard_tokens) for s in SPLITS}
         batches = _batches(clean_dir, manifest, params.split, params.batch_docs, parts)
         for n_docs, units, unit_parts in _background(batches, _QUEUE_BATCHES):
             encs = tok.encode_batch_fast([t for _, t in units], add_special_tokens=False)
@@ -376,8 +249,8 @@ def tokenize_corpus(
             check_split_sizes({s: w.tokens for s, w in writers.items()}, docs_in, str(clean_dir))
         save_tokenizer(tok, tmp)
         index = token_index(
-            vocab_size, eos, dtype, tokenizer_sha256(tok), params.split,
-            {s: {"tokens": w.tokens, "documents": w.documents, "shards": w.shards} for s, w in writers.items()},
+            vocab_size, eos, dtype, tokenizer_sha256(tok), params.split.model_dump(mode="json"),
+            {s: w.split_entry() for s, w in writers.items()},
         )
         if sharded:
             index["shard"] = {

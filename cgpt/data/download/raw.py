@@ -1,4 +1,4 @@
-"""The download stage's work: every source in ``download.sources`` -> ``data/raw/`` + ``manifest.json``.
+"""The download stage's work and its output format: ``download.sources`` -> ``data/raw/`` + ``manifest.json``.
 
 Output layout (``out_dir``, normally ``data/raw/``)::
 
@@ -7,7 +7,8 @@ Output layout (``out_dir``, normally ``data/raw/``)::
     manifest.json                {"version": 1, "files": [...], "sources": {name: stats}}
 
 Each ``files`` entry: ``{"path": <relative to out_dir>, "source", "pile_set_name", "split"
-(null | train | val | test), "format", "bytes", "sha256"}``; the clean stage reads only this.
+(null | train | val | test), "format", "bytes", "sha256"}``; the clean stage reads only this
+(:func:`read_raw_manifest`).
 
 The folder is built as a temporary sibling (``.raw.tmp``) and renamed into place at the end, so a
 failure never leaves a ``data/raw`` that looks finished. Large files are fetched into the download
@@ -17,14 +18,23 @@ output, so a rerun after a failure resumes the partial file and skips finished o
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from cgpt.data.params_download import DownloadParams
-from cgpt.data.sources import HashCache, RawFile, materialize_local, materialize_shakespeare, materialize_url
-from cgpt.fsutil import atomic_dir, write_json_atomic
+from cgpt.data.download.params import DownloadParams
+from cgpt.data.download.sources import (
+    HashCache,
+    RawFile,
+    RawFileEntry,
+    materialize_local,
+    materialize_shakespeare,
+    materialize_url,
+)
+from cgpt.errors import DataError
+from cgpt.fsutil import atomic_dir, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +109,25 @@ def download(params: DownloadParams, out_dir: Path, *, progress: bool = True) ->
     }
 
 
-def read_manifest(out_dir: Path) -> dict[str, Any]:
-    """The manifest written by :func:`download` (no validation; the clean stage validates)."""
-    import json
+def read_raw_manifest(raw_dir: Path) -> list[RawFileEntry]:
+    """The ``files`` of ``raw_dir/manifest.json``, validated (the clean stage's input)."""
+    path = Path(raw_dir) / MANIFEST
+    manifest = read_json(
+        path, missing="raw manifest not found; run the download stage first (dvc repro download)", invalid="rerun the download stage"
+    )
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, list):
+        raise DataError(f"{path}: expected {{\"files\": [...]}}; rerun the download stage")
+    for i, entry in enumerate(files):
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise DataError(f"{path}: files[{i}] has no 'path'; rerun the download stage")
+        if entry.get("split") not in (None, "train", "val", "test"):
+            raise DataError(f"{path}: files[{i}].split={entry.get('split')!r}; expected null, train, val or test")
+        if not (Path(raw_dir) / entry["path"]).is_file():
+            raise DataError(f"{Path(raw_dir) / entry['path']}: listed in {path} but missing; rerun the download stage")
+    return files
 
-    return json.loads((Path(out_dir) / MANIFEST).read_text(encoding="utf-8"))
+
+def raw_manifest_sha256(raw_dir: Path) -> str:
+    """What downstream outputs record to say which raw data they were made from."""
+    return hashlib.sha256((Path(raw_dir) / MANIFEST).read_bytes()).hexdigest()

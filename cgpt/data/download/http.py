@@ -1,6 +1,6 @@
 """Robust HTTP downloads of large files: resume, retry with backoff, verify, rename atomically.
 
-``fetch(url, dest)`` streams into ``<dest>.part``. A rerun after a failure (or a dropped
+``fetch_file(url, dest)`` streams into ``<dest>.part``. A rerun after a failure (or a dropped
 connection within one run) resumes the partial file with an HTTP ``Range`` request; a server that
 ignores ``Range`` (answers 200) restarts the file from byte 0. Connection errors, timeouts,
 incomplete bodies and 5xx/408/429 answers are retried with exponential backoff (``backoff_s``,
@@ -71,23 +71,6 @@ def sha256_file(path: Path, chunk: int = CHUNK) -> str:
     return h.hexdigest()
 
 
-def fetch(
-    url: str,
-    dest: Path,
-    *,
-    sha256: str | None = None,
-    size: int | None = None,
-    retries: int = 5,
-    timeout_s: float = 60.0,
-    backoff_s: float = 1.0,
-    progress: bool = True,
-) -> Path:
-    """Download ``url`` to ``dest`` (resuming, retrying, verifying); returns ``dest``."""
-    return fetch_file(
-        url, dest, sha256=sha256, size=size, retries=retries, timeout_s=timeout_s, backoff_s=backoff_s, progress=progress
-    ).path
-
-
 def fetch_file(
     url: str,
     dest: Path,
@@ -101,7 +84,7 @@ def fetch_file(
     session: requests.Session | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> FetchResult:
-    """:func:`fetch`, returning a :class:`FetchResult` (size, sha256, bytes downloaded, attempts)."""
+    """Download ``url`` to ``dest`` (resuming, retrying, verifying); see the module docstring."""
     dest = Path(dest)
     sha256 = sha256.lower() if sha256 else None
     t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """Merge tokenize shard runs into one tokens folder: the same bytes as one unsharded run.
 
-A shard run (``tokenize.shard: {index: i, count: n}``, see :func:`cgpt.data.pack.tokenize_corpus`)
+A shard run (``tokenize.shard: {index: i, count: n}``, see :func:`cgpt.data.tokenize.pack.tokenize_corpus`)
 encodes the clean parts ``k % n == i`` and records in its index.json, per split, the tokens and
 documents each part contributed (``shard.parts``). One unsharded run writes, per split, the
 documents of every part in part order. So the merge walks the parts of each split in order, copies
@@ -22,11 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from cgpt.data.loader import SPLITS, TokenStream
-from cgpt.data.pack import _SplitWriter, check_split_sizes, token_index
-from cgpt.data.params_clean import SplitParams
+from cgpt.data.tokenize.pack import check_split_sizes
+from cgpt.data.tokens import SPLITS, TokenFileWriter, TokenStream, token_index
 from cgpt.errors import DataError
-from cgpt.fsutil import atomic_dir, write_json_atomic
+from cgpt.fsutil import atomic_dir, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 _CHUNK_TOKENS = 1 << 22  # 4 M tokens (32 MB as int64) per read
@@ -34,13 +33,9 @@ _CHUNK_TOKENS = 1 << 22  # 4 M tokens (32 MB as int64) per read
 
 def _read_shard_index(d: Path) -> dict[str, Any]:
     path = d / "index.json"
-    if not path.is_file():
-        raise DataError(f"{path}: tokenize shard output not found; run tokenize for that shard first")
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); rerun that tokenize shard") from None
-    if not isinstance(index.get("shard"), dict):
+    index = read_json(path, missing="tokenize shard output not found; run tokenize for that shard first",
+                      invalid="rerun that tokenize shard")
+    if not isinstance(index, dict) or not isinstance(index.get("shard"), dict):
         raise DataError(f"{path}: not a tokenize shard output (no 'shard' block); run tokenize with shard.count > 1")
     return index
 
@@ -54,7 +49,7 @@ def _same(indexes: list[dict[str, Any]], dirs: list[Path], get, what: str, fix: 
 
 def merge_token_shards(shard_dirs: list[Path], out_dir: Path, *, progress: bool = False) -> dict[str, Any]:
     """Merge tokenize shards ``0..n-1`` (any order) into ``out_dir`` (atomically); return stats
-    shaped like :func:`cgpt.data.pack.tokenize_corpus`'s, plus ``shards``. The shard dirs are left
+    shaped like :func:`cgpt.data.tokenize.pack.tokenize_corpus`'s, plus ``shards``. The shard dirs are left
     untouched. Every check failure is a one-line :class:`DataError`."""
     t0 = time.perf_counter()
     dirs = [Path(d) for d in shard_dirs]
@@ -123,7 +118,7 @@ def merge_token_shards(shard_dirs: list[Path], out_dir: Path, *, progress: bool 
     with atomic_dir(Path(out_dir)) as tmp:
         writers = {}
         for s in SPLITS:
-            w = writers[s] = _SplitWriter(tmp, s, dtype, shard_tokens)
+            w = writers[s] = TokenFileWriter(tmp, s, dtype, shard_tokens)
             streams: dict[int, TokenStream] = {}
             for _k, j, off, tokens in plan[s]:
                 if j not in streams:
@@ -144,8 +139,8 @@ def merge_token_shards(shard_dirs: list[Path], out_dir: Path, *, progress: bool 
         check_split_sizes({s: w.tokens for s, w in writers.items()}, docs_in, "merge_token_shards")
         (tmp / "tokenizer.json").write_bytes(tok_bytes[0])
         index = token_index(
-            first["vocab_size"], first["eos_token_id"], dtype, shas[0], SplitParams.model_validate(first["split_params"]),
-            {s: {"tokens": w.tokens, "documents": w.documents, "shards": w.shards} for s, w in writers.items()},
+            first["vocab_size"], first["eos_token_id"], dtype, shas[0], first["split_params"],
+            {s: w.split_entry() for s, w in writers.items()},
         )
         write_json_atomic(tmp / "index.json", index)
 

@@ -1,8 +1,10 @@
-"""Shard fan-out helpers for the clean and tokenize stages (orchestrator-agnostic; flows/data_shards.py uses them).
+"""Shard bookkeeping for the clean and tokenize fan-out: shard folders, per-shard params, done checks, merges.
+
+Orchestrator-agnostic (``flows/data_shards.py`` wires it into Prefect).
 
 A sharded clean runs ``clean`` once per shard ``i`` of ``n`` into
 ``<out_dir>.shards/shard-{i:05d}-of-{n:05d}/``, in any order and on any machine that sees the
-same raw data, then :func:`cgpt.data.clean.merge_clean_shards` writes ``out_dir``: the same bytes
+same raw data, then :func:`cgpt.data.clean.merge.merge_clean_shards` writes ``out_dir``: the same bytes
 as one unsharded run. A shard whose folder already holds a finished output for the same raw
 manifest, params and shard spec is skipped (a relaunch resumes), like dolma's ``.done`` markers.
 
@@ -10,64 +12,35 @@ A sharded tokenize works the same way over the clean parts (part ``k`` goes to s
 into ``<out_dir>.shards/shard-...``, after one step that makes the shared tokenizer
 ``<out_dir>.shards/tokenizer.json`` (:func:`prepare_tokenize_shards`: trained once on the train
 split of the whole corpus, or the pretrained one loaded once); every shard loads that file, and
-:func:`cgpt.data.pack_merge.merge_token_shards` writes ``out_dir`` (the same bytes as one run).
+:func:`cgpt.data.tokenize.merge.merge_token_shards` writes ``out_dir`` (the same bytes as one run).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from cgpt.data.clean import (
-    _params_fingerprint,
-    clean,
-    merge_clean_shards,
-    raw_manifest_sha256,
-)
-from cgpt.data.pack import (
-    clean_manifest_sha256,
-    shard_fingerprint,
-    tokenize_corpus,
-    train_shared_tokenizer,
-)
-from cgpt.data.pack_merge import merge_token_shards
-from cgpt.data.params_clean import CleanParams, TokenizeParams
+from cgpt.data.clean.cleaner import clean
+from cgpt.data.clean.merge import merge_clean_shards
+from cgpt.data.clean.params import CleanParams
+from cgpt.data.clean.parts import clean_manifest_sha256, params_fingerprint
+from cgpt.data.download.raw import raw_manifest_sha256
+from cgpt.data.tokenize.merge import merge_token_shards
+from cgpt.data.tokenize.pack import shard_fingerprint, tokenize_corpus, train_shared_tokenizer
+from cgpt.data.tokenize.params import TokenizeParams
 from cgpt.errors import DataError
-from cgpt.fsutil import write_json_atomic
+from cgpt.fsutil import read_json, write_json_atomic
+from cgpt.runtime import available_cores
 
 
-def load_clean_params(params_path: str | Path) -> CleanParams:
-    """The ``clean:`` section of a params.yaml (validated alone: the flow needs nothing else)."""
-    return _load_section(params_path, "clean", CleanParams)
-
-
-def load_tokenize_params(params_path: str | Path) -> TokenizeParams:
-    """The ``tokenize:`` section of a params.yaml (validated alone)."""
-    return _load_section(params_path, "tokenize", TokenizeParams)
-
-
-def _load_section(params_path: str | Path, section: str, model):
-    import yaml
-    from pydantic import ValidationError
-
-    from cgpt.errors import ConfigError
-
-    path = Path(params_path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such params file (run from the project root, or pass --params)")
+def _read_if_valid(path: Path) -> dict[str, Any] | None:
+    """A finished shard's json record, or None when it is missing or unreadable (then: redo the shard)."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
-    try:
-        return model.model_validate(raw.get(section) or {})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(x) for x in (section, *err["loc"]))
-        raise ConfigError(f"{path}: {key}: {err['msg']} (got {err.get('input')!r})") from None
+        obj = read_json(path, missing="not there")
+    except DataError:
+        return None
+    return obj if isinstance(obj, dict) else None
 
 
 def shards_root(out_dir: Path) -> Path:
@@ -90,24 +63,15 @@ def shard_params(params: CleanParams, index: int, count: int, *, by: str | None 
 
 def default_workers_per_shard(concurrent_shards: int) -> int:
     """Cores split between the shards that run at once on this machine (at least 1)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, concurrent_shards))
+    return max(1, available_cores() // max(1, concurrent_shards))
 
 
 def shard_is_done(params: CleanParams, raw_dir: Path, out: Path) -> bool:
-    path = Path(out) / "manifest.json"
-    if not path.is_file():
-        return False
-    try:
-        m = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return False
+    m = _read_if_valid(Path(out) / "manifest.json")
     return (
-        m.get("raw_manifest_sha256") == raw_manifest_sha256(raw_dir)
-        and m.get("params") == _params_fingerprint(params)
+        m is not None
+        and m.get("raw_manifest_sha256") == raw_manifest_sha256(raw_dir)
+        and m.get("params") == params_fingerprint(params)
         and m.get("shard") == params.shard.model_dump(mode="json")
     )
 
@@ -116,7 +80,7 @@ def clean_shard(params: CleanParams, raw_dir: Path, out_dir: Path, *, progress: 
     """Run one shard (``params.shard``) into its folder under ``<out_dir>.shards``; skip if done."""
     out = shard_dir(out_dir, params.shard.index, params.shard.count)
     if shard_is_done(params, raw_dir, out):
-        m = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        m = read_json(out / "manifest.json", missing="vanished")
         return {**m["stats"], "skipped": True, "dir": str(out)}
     stats = clean(params, raw_dir, out, progress=progress)
     return {**stats, "skipped": False, "dir": str(out)}
@@ -162,11 +126,8 @@ def prepare_tokenize_shards(params: TokenizeParams, clean_dir: Path, out_dir: Pa
     path = shared_tokenizer_path(out_dir)
     meta_path = path.with_name("tokenizer.source.json")
     src = _tokenizer_source(params, Path(clean_dir))
-    if path.is_file() and meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            meta = None
+    if path.is_file():
+        meta = _read_if_valid(meta_path)
         if meta and meta.get("source") == src:
             return {**meta["result"], "skipped": True}
     result = train_shared_tokenizer(params, Path(clean_dir), path)
@@ -175,12 +136,8 @@ def prepare_tokenize_shards(params: TokenizeParams, clean_dir: Path, out_dir: Pa
 
 
 def tokenize_shard_is_done(params: TokenizeParams, clean_dir: Path, out: Path, tokenizer_file: Path) -> bool:
-    path = Path(out) / "index.json"
-    if not path.is_file() or not (Path(out) / "tokenizer.json").is_file():
-        return False
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+    index = _read_if_valid(Path(out) / "index.json")
+    if index is None or not (Path(out) / "tokenizer.json").is_file():
         return False
     sh = index.get("shard") or {}
     return (
@@ -208,12 +165,12 @@ def tokenize_shard(params: TokenizeParams, clean_dir: Path, out_dir: Path, *, pr
         if params.tokenizer.kind == "train":
             raise DataError(
                 f"{tok_file}: shared tokenizer not found; tokenize shards with tokenizer.kind=train need it trained once "
-                f"on the whole corpus first: run cgpt.data.parallel.prepare_tokenize_shards(params, {str(clean_dir)!r}, "
+                f"on the whole corpus first: run cgpt.data.shards.prepare_tokenize_shards(params, {str(clean_dir)!r}, "
                 f"{str(out_dir)!r}) (python flows/data_shards.py --stage tokenize does it)"
             )
         tok_file = None
     if tok_file is not None and tokenize_shard_is_done(params, clean_dir, out, tok_file):
-        index = json.loads((out / "index.json").read_text(encoding="utf-8"))
+        index = read_json(out / "index.json", missing="vanished")
         return {"skipped": True, "dir": str(out), "documents_in": index["shard"]["documents_in"],
                 "tokens": {s: v["tokens"] for s, v in index["splits"].items()}}
     stats = tokenize_corpus(params, clean_dir, out, progress=progress, tokenizer_file=tok_file)

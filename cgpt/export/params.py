@@ -1,0 +1,15 @@
+"""The ``export:`` section of params.yaml (dtype names map to torch dtypes in :mod:`cgpt.export.hf`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ExportParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    sample_prompt: str = "ROMEO:"
+    sample_tokens: int = Field(default=40, ge=0)

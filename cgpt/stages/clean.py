@@ -1,0 +1,16 @@
+"""Stage clean: ``data/raw/`` -> ``data/clean/`` (ftfy NFC, filters, dedup), ``metrics/clean.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cgpt.data.clean.cleaner import clean
+from cgpt.stages.data_stats import publish_data_stats
+from cgpt.stages.project import Project
+
+
+def run(project: Project) -> dict[str, Any]:
+    params = project.params()
+    stats = clean(params.clean, project.raw, project.clean)
+    publish_data_stats(project, params, "clean", stats)
+    return stats

@@ -1,0 +1,16 @@
+"""Stage download: the sources in params.yaml -> ``data/raw/`` (+ manifest.json), ``metrics/download.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cgpt.data.download.raw import download
+from cgpt.stages.data_stats import publish_data_stats
+from cgpt.stages.project import Project
+
+
+def run(project: Project) -> dict[str, Any]:
+    params = project.params()
+    stats = download(params.download, project.raw)
+    publish_data_stats(project, params, "download", stats)
+    return stats

@@ -1,0 +1,59 @@
+"""A cgpt project on disk: the folder holding ``params.yaml`` and ``dvc.yaml``, and where each stage's files live.
+
+Every stage function takes a :class:`Project` (never the working directory), so ``dvc repro``,
+the ``cgpt`` command (``--project``) and the Prefect flows run the same code from anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cgpt.config import Params, load_params
+from cgpt.errors import ConfigError
+
+PARAMS_FILE = "params.yaml"
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | Path) -> Project:
+        """The project at ``root``; one line if it is not one."""
+        path = Path(root).expanduser().resolve()
+        if not (path / PARAMS_FILE).is_file():
+            raise ConfigError(f"{path}: no {PARAMS_FILE} here; run inside a cgpt project (the folder holding dvc.yaml) "
+                              "or pass --project")
+        return cls(path)
+
+    @property
+    def params_file(self) -> Path:
+        return self.root / PARAMS_FILE
+
+    def params(self) -> Params:
+        return load_params(self.params_file)
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def raw(self) -> Path:
+        return self.data / "raw"
+
+    @property
+    def clean(self) -> Path:
+        return self.data / "clean"
+
+    @property
+    def tokens(self) -> Path:
+        return self.data / "tokens"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics"
+
+    def run_dir(self, run_name: str) -> Path:
+        return self.root / "runs" / run_name

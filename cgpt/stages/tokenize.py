@@ -1,0 +1,16 @@
+"""Stage tokenize: ``data/clean/`` -> ``data/tokens/`` (tokenizer.json, token shards, index.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cgpt.data.tokenize.pack import tokenize_corpus
+from cgpt.stages.data_stats import publish_data_stats
+from cgpt.stages.project import Project
+
+
+def run(project: Project) -> dict[str, Any]:
+    params = project.params()
+    stats = tokenize_corpus(params.tokenize, project.clean, project.tokens)
+    publish_data_stats(project, params, "tokenize", stats)
+    return stats
