@@ -1,4 +1,5 @@
-# cgpt task runner. `make pipeline` and `make test` each set up the venv first (idempotent).
+# cgpt task runner. `make pipeline` and `make test` each set up the venv first (idempotent);
+# `make test` lints (ruff) before it runs the tests.
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -6,7 +7,7 @@ BIN    := $(VENV)/bin
 #   make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: setup pipeline flow test test-fast bench clean-outputs
+.PHONY: setup pipeline flow lint test test-fast bench
 
 setup: $(VENV)/.installed
 
@@ -24,7 +25,11 @@ pipeline: setup
 flow: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python flows/pipeline.py
 
-test: setup
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 test-fast: setup

@@ -40,11 +40,24 @@ def make_raw(d: Path, mb: float, *, files: int = 2, seed: int = 0, docs_per_file
                     words = rng.choices(vocab, k=rng.randint(50, 1500))
                     text = " ".join(words)
                     size += len(text)
-                    lines.append(json.dumps({"text": text, "meta": {"pile_set_name": rng.choice(["Pile-CC", "Books3", "Github"])}}))
+                    lines.append(
+                        json.dumps(
+                            {"text": text, "meta": {"pile_set_name": rng.choice(["Pile-CC", "Books3", "Github"])}}
+                        )
+                    )
                 w.write(("\n".join(lines) + "\n").encode())
         total += size
-        entries.append({"path": name, "source": "bench", "pile_set_name": "Pile-CC", "split": None,
-                        "format": "jsonl.zst", "bytes": (d / name).stat().st_size, "sha256": ""})
+        entries.append(
+            {
+                "path": name,
+                "source": "bench",
+                "pile_set_name": "Pile-CC",
+                "split": None,
+                "format": "jsonl.zst",
+                "bytes": (d / name).stat().st_size,
+                "sha256": "",
+            }
+        )
     (d / "manifest.json").write_text(json.dumps({"version": 1, "files": entries}))
     return total
 
@@ -69,9 +82,13 @@ def main() -> None:
             st = clean(CleanParams(workers=w), td / "raw", td / f"clean{w}", progress=False)
             res[w] = st
             print(f"workers={w}: {st['mb_per_s']:.2f} MB/s, {st['docs_per_s']:.0f} docs/s ({st['seconds']:.1f} s)")
-        same = all((td / "clean1" / p.name).read_bytes() == p.read_bytes() for p in (td / f"clean{a.workers}").iterdir())
-        print(f"ratio workers={a.workers} / workers=1 = {res[a.workers]['mb_per_s'] / res[1]['mb_per_s']:.2f} "
-              f"(ideal {a.workers}); outputs byte-identical: {same}")
+        same = all(
+            (td / "clean1" / p.name).read_bytes() == p.read_bytes() for p in (td / f"clean{a.workers}").iterdir()
+        )
+        print(
+            f"ratio workers={a.workers} / workers=1 = {res[a.workers]['mb_per_s'] / res[1]['mb_per_s']:.2f} "
+            f"(ideal {a.workers}); outputs byte-identical: {same}"
+        )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ peak-tree-RSS / input bytes shows that memory does not grow with the corpus.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
 import sys
 import tempfile
@@ -23,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clean_throughput import make_raw  # noqa: E402
 
 from cgpt.data.clean.cleaner import clean  # noqa: E402
-from cgpt.data.tokenize.pack import tokenize_corpus  # noqa: E402
 from cgpt.data.clean.params import CleanParams  # noqa: E402
+from cgpt.data.tokenize.pack import tokenize_corpus  # noqa: E402
 from cgpt.data.tokenize.params import TokenizeParams  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,10 +46,8 @@ class TreeSampler(threading.Thread):
         while not self._stop_evt.is_set():
             total = 0
             for p in [me, *me.children(recursive=True)]:
-                try:
+                with contextlib.suppress(psutil.Error):  # a child may exit between listing and reading
                     total += p.memory_info().rss
-                except psutil.Error:
-                    pass
             self.peak = max(self.peak, total)
             time.sleep(0.2)
 
@@ -74,20 +73,34 @@ def main() -> None:
         td = Path(td)
         t = time.perf_counter()
         size = make_raw(td / "raw", a.gb * 1000, files=a.files)
-        print(f"generated {size / 1e9:.2f} GB text in {time.perf_counter() - t:.0f} s "
-              f"({sum(f.stat().st_size for f in (td / 'raw').iterdir()) / 1e9:.2f} GB compressed)")
+        print(
+            f"generated {size / 1e9:.2f} GB text in {time.perf_counter() - t:.0f} s "
+            f"({sum(f.stat().st_size for f in (td / 'raw').iterdir()) / 1e9:.2f} GB compressed)"
+        )
         base_self = maxrss_mb(resource.RUSAGE_SELF)
         sampler = TreeSampler()
         sampler.start()
         st = clean(CleanParams(workers=a.workers), td / "raw", td / "clean", progress=False)
-        print(f"clean: {st['mb_per_s']:.1f} MB/s, {st['docs_per_s']:.0f} docs/s, {st['seconds']:.0f} s, workers={st['workers']}")
+        print(
+            f"clean: {st['mb_per_s']:.1f} MB/s, {st['docs_per_s']:.0f} docs/s, {st['seconds']:.0f} s, "
+            f"workers={st['workers']}"
+        )
         tok = {"kind": "pretrained", "path": a.tokenizer} if Path(a.tokenizer).exists() else {"kind": "train"}
-        ts = tokenize_corpus(TokenizeParams.model_validate({"tokenizer": tok}), td / "clean", td / "tokens", progress=False)
-        print(f"tokenize: {ts['tokens_total']} tokens, {ts['tokens_per_s'] / 1e6:.2f} M tokens/s, {ts['seconds']:.0f} s")
+        ts = tokenize_corpus(
+            TokenizeParams.model_validate({"tokenizer": tok}), td / "clean", td / "tokens", progress=False
+        )
+        print(
+            f"tokenize: {ts['tokens_total']} tokens, {ts['tokens_per_s'] / 1e6:.2f} M tokens/s, {ts['seconds']:.0f} s"
+        )
         tree = sampler.stop() / 2**20
-        print(f"peak RSS: main process {maxrss_mb(resource.RUSAGE_SELF):.0f} MB (after generation {base_self:.0f} MB), "
-              f"largest child {maxrss_mb(resource.RUSAGE_CHILDREN):.0f} MB, whole tree (sampled) {tree:.0f} MB")
-        print(f"ratio peak tree RSS / input size = {tree * 2**20 / size:.3f} (a bound shows as this falling when --gb grows)")
+        print(
+            f"peak RSS: main process {maxrss_mb(resource.RUSAGE_SELF):.0f} MB (after generation {base_self:.0f} MB), "
+            f"largest child {maxrss_mb(resource.RUSAGE_CHILDREN):.0f} MB, whole tree (sampled) {tree:.0f} MB"
+        )
+        print(
+            f"ratio peak tree RSS / input size = {tree * 2**20 / size:.3f} (a bound shows as this falling when --gb "
+            "grows)"
+        )
 
 
 if __name__ == "__main__":

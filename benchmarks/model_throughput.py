@@ -61,7 +61,9 @@ def bench(name: str, reps: int, warmup: int, profile: bool = False) -> dict[str,
     cfg = replace(get_preset(preset).model, vocab_size=vocab)
     torch.manual_seed(0)
     ours = GPT(cfg).train()
-    theirs = build_hf_model({k: v.clone() for k, v in ours.state_dict().items()}, cfg, attn_implementation="sdpa").train()
+    theirs = build_hf_model(
+        {k: v.clone() for k, v in ours.state_dict().items()}, cfg, attn_implementation="sdpa"
+    ).train()
     x = torch.randint(0, vocab, (batch, seq + 1))
     with torch.no_grad():  # same function: same loss (a cheap guard against benchmarking two different things)
         l1 = float(ours(x[:, :-1], _cgpt_labels(x))[1])
@@ -107,7 +109,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 CPU, forward+backward, median of {args.reps}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 CPU, forward+backward, median of "
+        f"{args.reps}"
+    )
     print(
         f"{'shape':<10} {'preset':<14} {'vocab':>6} {'seq':>4} {'batch':>5} {'cgpt tok/s':>11} {'HF tok/s':>10} "
         f"{'ratio':>6} {'ratio(cpu time)':>15}"

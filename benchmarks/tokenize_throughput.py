@@ -31,14 +31,18 @@ REPO = Path(__file__).resolve().parents[1]
 def make_clean_dir(d: Path, mb: float, seed: int = 0) -> int:
     """A clean-stage output of ~``mb`` MB of varied English-like text (one part per 2000 docs)."""
     rng = random.Random(seed)
-    vocab = [("".join(rng.choice("etaoinshrdlucmfwypvbgkqjxz") for _ in range(rng.randint(1, 10)))) for _ in range(20000)]
+    vocab = [
+        ("".join(rng.choice("etaoinshrdlucmfwypvbgkqjxz") for _ in range(rng.randint(1, 10)))) for _ in range(20000)
+    ]
     d.mkdir(parents=True)
     files, size, k, docs = [], 0, 0, 0
     while size < mb * 1e6:
         lines = []
         for _ in range(2000):
-            paras = ["".join(" " + rng.choice(vocab) for _ in range(rng.randint(20, 200))).strip().capitalize() + "."
-                     for _ in range(rng.randint(1, 8))]
+            paras = [
+                "".join(" " + rng.choice(vocab) for _ in range(rng.randint(20, 200))).strip().capitalize() + "."
+                for _ in range(rng.randint(1, 8))
+            ]
             text = "\n\n".join(paras)
             size += len(text)
             lines.append(json.dumps({"text": text, "meta": {"pile_set_name": "Bench"}}))
@@ -54,8 +58,11 @@ def make_clean_dir(d: Path, mb: float, seed: int = 0) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=float, default=20.0, help="corpus size in MB of text")
-    ap.add_argument("--tokenizer", default=str(REPO.parent / "shared" / "gpt2-tokenizer"),
-                    help="pretrained tokenizer (default: ../shared GPT-2; trained 8k BPE if absent)")
+    ap.add_argument(
+        "--tokenizer",
+        default=str(REPO.parent / "shared" / "gpt2-tokenizer"),
+        help="pretrained tokenizer (default: ../shared GPT-2; trained 8k BPE if absent)",
+    )
     ap.add_argument("--batch-docs", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=2)
     a = ap.parse_args()
@@ -70,8 +77,9 @@ def main() -> None:
             tok = train_tokenizer(iter(texts[:2000]), 8192, 2)
             tok_path = str(td / "tok.json")
             Path(tok_path).write_text(tok.to_str())
-        params = TokenizeParams.model_validate({"tokenizer": {"kind": "pretrained", "path": tok_path},
-                                                "batch_docs": a.batch_docs})
+        params = TokenizeParams.model_validate(
+            {"tokenizer": {"kind": "pretrained", "path": tok_path}, "batch_docs": a.batch_docs}
+        )
         tok.encode_batch(texts[:100])  # warm the thread pool
         base_best = ours_best = float("inf")
         for r in range(a.repeats):
@@ -85,7 +93,10 @@ def main() -> None:
             ours_best = min(ours_best, time.perf_counter() - t)
         print(f"corpus: {size / 1e6:.1f} MB, {len(texts)} docs, {n_tok} tokens; tokenizer {tok_path}")
         print(f"baseline tokenizers.encode_batch : {n_tok / base_best / 1e6:.3f} M tokens/s ({base_best:.2f} s)")
-        print(f"cgpt tokenize_corpus (end to end): {stats['tokens_total'] / ours_best / 1e6:.3f} M tokens/s ({ours_best:.2f} s)")
+        print(
+            f"cgpt tokenize_corpus (end to end): {stats['tokens_total'] / ours_best / 1e6:.3f} M tokens/s "
+            f"({ours_best:.2f} s)"
+        )
         ratio = (stats["tokens_total"] / ours_best) / (n_tok / base_best)
         print(f"ratio ours/baseline = {ratio:.2f} (target >= 0.80)")
         sys.exit(0)

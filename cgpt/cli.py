@@ -30,9 +30,13 @@ def _generate(args: argparse.Namespace) -> None:
     sample = args.temperature > 0
     with torch.no_grad():
         out = model.generate(
-            **inputs, max_new_tokens=args.max_new_tokens, do_sample=sample,
-            temperature=args.temperature if sample else None, top_k=args.top_k if sample else None,
-            num_beams=args.num_beams, no_repeat_ngram_size=args.no_repeat_ngram_size,
+            **inputs,
+            max_new_tokens=args.max_new_tokens,
+            do_sample=sample,
+            temperature=args.temperature if sample else None,
+            top_k=args.top_k if sample else None,
+            num_beams=args.num_beams,
+            no_repeat_ngram_size=args.no_repeat_ngram_size,
             pad_token_id=tokenizer.eos_token_id,
         )
     print(tokenizer.decode(out[0], skip_special_tokens=True))
@@ -47,8 +51,10 @@ def _presets(args: argparse.Namespace) -> None:
     for p in PRESETS.values():
         if not p.family:
             m = p.model
-            print(f"  {p.name:10s} {m.n_layer} x {m.d_model}, {m.n_head} heads, seq {p.recipe.seq_len}, "
-                  f"batch {p.recipe.batch_size}, {p.recipe.total_steps} steps - {p.description}")
+            print(
+                f"  {p.name:10s} {m.n_layer} x {m.d_model}, {m.n_head} heads, seq {p.recipe.seq_len}, "
+                f"batch {p.recipe.batch_size}, {p.recipe.total_steps} steps - {p.description}"
+            )
 
 
 def _import_hf(args: argparse.Namespace) -> None:
@@ -63,7 +69,10 @@ def _check(args: argparse.Namespace) -> None:
 
     p = load_params(args.params)
     r = p.recipe()
-    print(f"{args.params}: ok (preset {p.model.preset}, {r.optimizer_steps()} steps of {r.batch_size} x {r.seq_len} tokens)")
+    print(
+        f"{args.params}: ok (preset {p.model.preset}, {r.optimizer_steps()} steps of {r.batch_size} x {r.seq_len} "
+        "tokens)"
+    )
 
 
 def _summary(args: argparse.Namespace) -> None:
@@ -81,15 +90,26 @@ def _summary(args: argparse.Namespace) -> None:
     train, ev, ex = read(run / "train_metrics.json"), read(run / "eval_metrics.json"), read(run / "export_metrics.json")
     if clean:
         t = clean["total"]
-        print(f"clean     {t['documents_in']:,} documents in, {t['documents_out']:,} out, {t['characters_out']:,} characters")
+        print(
+            f"clean     {t['documents_in']:,} documents in, {t['documents_out']:,} out, {t['characters_out']:,} "
+            "characters"
+        )
     if tok:
-        print(f"tokenize  vocab {tok['vocab_size']:,}; tokens train {tok['tokens']['train']:,}, val {tok['tokens']['val']:,}, "
-              f"test {tok['tokens']['test']:,}; {tok['tokens_per_s']:,.0f} tokens/s")
+        print(
+            f"tokenize  vocab {tok['vocab_size']:,}; tokens train {tok['tokens']['train']:,}, val "
+            f"{tok['tokens']['val']:,}, "
+            f"test {tok['tokens']['test']:,}; {tok['tokens_per_s']:,.0f} tokens/s"
+        )
     if train:
-        print(f"train     {train['steps']} steps, {train['tokens_seen']:,} tokens, {train['tokens_per_s']:,.0f} tokens/s, "
-              f"{train['seconds']:.0f} s; final train loss {train['train_loss']:.3f}, val loss {train['val_loss']:.3f}")
+        print(
+            f"train     {train['steps']} steps, {train['tokens_seen']:,} tokens, {train['tokens_per_s']:,.0f} "
+            "tokens/s, "
+            f"{train['seconds']:.0f} s; final train loss {train['train_loss']:.3f}, val loss {train['val_loss']:.3f}"
+        )
     for split, m in sorted(ev.items(), key=lambda kv: kv[0] != "val"):
-        print(f"evaluate  {split}: {m['loss']:.4f} nats/token, perplexity {m['perplexity']:.2f} ({m['tokens']:,} tokens)")
+        print(
+            f"evaluate  {split}: {m['loss']:.4f} nats/token, perplexity {m['perplexity']:.2f} ({m['tokens']:,} tokens)"
+        )
     if ex:
         print(f"export    {run / 'hf'}: max |logit diff| vs cgpt {ex['max_abs_logit_diff']:.1e}")
     sample = run / "sample.txt"
@@ -114,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     sub.add_parser("presets", help="print the Cerebras-GPT family table and the CPU presets")
     i = sub.add_parser("import-hf", help="import a GPT2LMHeadModel folder as a checkpoint the train stage resumes from")
-    i.add_argument("src", help="folder with config.json and model weights (e.g. a downloaded cerebras/Cerebras-GPT-111M)")
+    i.add_argument(
+        "src", help="folder with config.json and model weights (e.g. a downloaded cerebras/Cerebras-GPT-111M)"
+    )
     i.add_argument("--out", default="runs/default/checkpoints", help="checkpoint folder of the run to continue")
     c = sub.add_parser("check", help="validate params.yaml and print the resolved run")
     c.add_argument("params", nargs="?", default="params.yaml")
@@ -128,7 +150,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.command in STAGES:
         run_main(lambda: stage_function(args.command)(Project.at(args.project)))
         return
-    handlers = {"generate": _generate, "presets": _presets, "import-hf": _import_hf, "check": _check, "summary": _summary}
+    handlers = {
+        "generate": _generate,
+        "presets": _presets,
+        "import-hf": _import_hf,
+        "check": _check,
+        "summary": _summary,
+    }
     run_main(lambda: handlers[args.command](args))
 
 

@@ -46,7 +46,7 @@ class Params(BaseModel):
     tracking: TrackingParams = TrackingParams()
 
     @model_validator(mode="after")
-    def _context_fits_positions(self) -> "Params":
+    def _context_fits_positions(self) -> Params:
         preset = PRESETS[self.model.preset]
         seq_len = self.train.seq_len or preset.recipe.seq_len
         n_pos = self.model.n_positions or preset.model.n_positions
@@ -108,7 +108,9 @@ def _format_error(err: dict[str, Any], source: str) -> str:
     loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     value = err.get("input")
     if err["type"] == "extra_forbidden":
-        return f"{source}: unknown key {loc} (value {value!r}); check the spelling against the README's params reference"
+        return (
+            f"{source}: unknown key {loc} (value {value!r}); check the spelling against the README's params reference"
+        )
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "missing":
         return f"{source}: {loc} is required"

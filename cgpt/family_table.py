@@ -84,15 +84,17 @@ def format_family_table() -> str:
             (
                 r["name"], r["parameterization"].upper(), f"{r['n_layer']} x {r['d_model']} ({r['n_head']})",
                 f"{r['params']:,}", _count(r["tokens"]), f"{r['tokens_per_param']:.2f}", f"{r['steps']:,}", tps,
-                _count(r["warmup_tokens"]), f"{r['peak_lr']:.1e}", f"{r['flops_6nd']:.2e}", f"{r['flops_6nd_attn']:.2e}",
-                f"{r['mem_fp32_gib']:.1f}", f"{r['mem_bf16_mixed_gib']:.1f}",
+                _count(r["warmup_tokens"]), f"{r['peak_lr']:.1e}", f"{r['flops_6nd']:.2e}",
+                f"{r['flops_6nd_attn']:.2e}", f"{r['mem_fp32_gib']:.1f}", f"{r['mem_bf16_mixed_gib']:.1f}",
             )
         )  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     left = {0, 1, 2}
 
     def line(cells) -> str:
-        return "  ".join(str(c).ljust(w) if i in left else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(
+            str(c).ljust(w) if i in left else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        )
 
     out = ["Cerebras-GPT family (seq 2048; FLOPs for the whole run; memory = weights + grads + AdamW, no activations)"]
     out += [line(head), line("-" * w for w in widths), *(line(r) for r in rows)]

@@ -47,6 +47,14 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def read_json_if_valid(path: Path) -> Any | None:
+    """A cache or marker file's JSON, or None when it is missing or unreadable (the caller redoes the work)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def read_json(path: Path, *, missing: str, invalid: str = "", error: type[CgptError] = DataError) -> Any:
     """Parse a json file; a missing file or bad JSON is one line naming the file (and line)."""
     if not path.is_file():

@@ -244,14 +244,18 @@ def _cpu() -> dict[str, Preset]:
         "cpu-tiny": Preset(
             "cpu-tiny",
             tiny,
-            TrainRecipe(peak_lr=3e-3, end_lr=3e-4, batch_size=8, warmup_steps=10, decay="linear", decay_steps=90, seq_len=64),
+            TrainRecipe(
+                peak_lr=3e-3, end_lr=3e-4, batch_size=8, warmup_steps=10, decay="linear", decay_steps=90, seq_len=64
+            ),
             "2 x 64 toy decoder for tests (seconds on a CPU)",
             family=False,
         ),
         "cpu-small": Preset(
             "cpu-small",
             small,
-            TrainRecipe(peak_lr=2e-3, end_lr=2e-4, batch_size=16, warmup_steps=30, decay="cosine", decay_steps=270, seq_len=256),
+            TrainRecipe(
+                peak_lr=2e-3, end_lr=2e-4, batch_size=16, warmup_steps=30, decay="cosine", decay_steps=270, seq_len=256
+            ),
             "4 x 192 decoder: the default, whole pipeline in minutes on 2 CPU cores",
             family=False,
         ),

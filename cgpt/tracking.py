@@ -137,7 +137,9 @@ def disabled() -> Tracker:
     return Tracker(None, None)
 
 
-def open_model_run(root: Path, tracking: TrackingParams, run_name: str, marker: Path, *, key: str | None = None) -> Tracker:
+def open_model_run(
+    root: Path, tracking: TrackingParams, run_name: str, marker: Path, *, key: str | None = None
+) -> Tracker:
     """The MLflow run of a model: the one recorded in ``marker`` (a ``mlflow_run.json``) when it is
     in the current store, still active, and (if ``key`` is given) recorded for the same ``key``;
     otherwise a new run, recorded in ``marker``. ``key`` identifies what the run is about (the
@@ -181,7 +183,9 @@ def stage_run(root: Path, tracking: TrackingParams, stage: str) -> Tracker:
     return Tracker(client, run.info.run_id)
 
 
-def publish_stage_stats(root: Path, tracking: TrackingParams, stage: str, section: dict[str, Any], stats: dict[str, Any]) -> None:
+def publish_stage_stats(
+    root: Path, tracking: TrackingParams, stage: str, section: dict[str, Any], stats: dict[str, Any]
+) -> None:
     """Log one data-stage execution: its params section and its numeric statistics."""
     tracker = stage_run(root, tracking, stage)
     tracker.log_params({stage: section})

@@ -49,8 +49,12 @@ Runner = Literal["thread", "process", "dask"]
 def clean_shard_task(params: CleanParams, raw_dir: str, out_dir: str, index: int, count: int) -> dict[str, Any]:
     stats = clean_shard(params, Path(raw_dir), Path(out_dir))
     get_run_logger().info(
-        "shard %d/%d: %s documents in, %s out%s", index, count, stats["total"]["documents_in"],
-        stats["total"]["documents_out"], " (already done, skipped)" if stats["skipped"] else "",
+        "shard %d/%d: %s documents in, %s out%s",
+        index,
+        count,
+        stats["total"]["documents_in"],
+        stats["total"]["documents_out"],
+        " (already done, skipped)" if stats["skipped"] else "",
     )
     return stats
 
@@ -109,8 +113,12 @@ def prepare_tokenizer_task(params: TokenizeParams, clean_dir: str, out_dir: str)
 def tokenize_shard_task(params: TokenizeParams, clean_dir: str, out_dir: str, index: int, count: int) -> dict[str, Any]:
     stats = tokenize_shard(params, Path(clean_dir), Path(out_dir))
     get_run_logger().info(
-        "tokenize shard %d/%d: %s documents in, %s tokens%s", index, count, stats["documents_in"],
-        sum(stats["tokens"].values()), " (already done, skipped)" if stats["skipped"] else "",
+        "tokenize shard %d/%d: %s documents in, %s tokens%s",
+        index,
+        count,
+        stats["documents_in"],
+        sum(stats["tokens"].values()),
+        " (already done, skipped)" if stats["skipped"] else "",
     )
     return stats
 
@@ -129,7 +137,12 @@ _STAGES: dict[str, tuple[Any, Any, Any]] = {
 
 @flow(name="shards-run", flow_run_name="{stage}: {n_shards} shards")
 def _run_shards(
-    stage: str, params: CleanParams | TokenizeParams, in_dir: str, out_dir: str, n_shards: int, workers: int | None,
+    stage: str,
+    params: CleanParams | TokenizeParams,
+    in_dir: str,
+    out_dir: str,
+    n_shards: int,
+    workers: int | None,
     keep_shards: bool,
 ) -> dict[str, Any]:
     """One task per shard on the flow's task runner, then the merge task."""
@@ -168,8 +181,12 @@ def sharded_tokenize_flow(
     sub = _run_shards.with_options(task_runner=make_task_runner(runner, n_shards, dask_address))
     stats = sub("tokenize", params, clean_dir, out_dir, n_shards, workers_per_shard, keep_shards)
     secs = max(time.perf_counter() - t1, 1e-9)  # shards + merge, wall clock (same keys as one run's stats)
-    stats.update(tokenizer_seconds=round(t1 - t0, 3), seconds=round(secs, 3),
-                 tokens_per_s=round(stats["tokens_total"] / secs, 1), docs_per_s=round(stats["documents_in"] / secs, 1))
+    stats.update(
+        tokenizer_seconds=round(t1 - t0, 3),
+        seconds=round(secs, 3),
+        tokens_per_s=round(stats["tokens_total"] / secs, 1),
+        docs_per_s=round(stats["documents_in"] / secs, 1),
+    )
     get_run_logger().info("merged %d tokenize shards: %s tokens", n_shards, stats["tokens_total"])
     return stats
 
@@ -188,11 +205,27 @@ def main() -> None:
     ap.add_argument("--keep-shards", action="store_true")
     a = ap.parse_args()
     if a.stage == "tokenize":
-        sharded_tokenize_flow(a.params, a.shards, a.runner, a.dask_address, a.clean_dir, a.out_dir or "data/tokens",
-                              a.workers_per_shard, a.keep_shards)
+        sharded_tokenize_flow(
+            a.params,
+            a.shards,
+            a.runner,
+            a.dask_address,
+            a.clean_dir,
+            a.out_dir or "data/tokens",
+            a.workers_per_shard,
+            a.keep_shards,
+        )
     else:
-        sharded_clean_flow(a.params, a.shards, a.runner, a.dask_address, a.raw_dir, a.out_dir or "data/clean",
-                           a.workers_per_shard, a.keep_shards)
+        sharded_clean_flow(
+            a.params,
+            a.shards,
+            a.runner,
+            a.dask_address,
+            a.raw_dir,
+            a.out_dir or "data/clean",
+            a.workers_per_shard,
+            a.keep_shards,
+        )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ from cgpt.errors import CgptError  # noqa: E402
 from cgpt.runtime import fail  # noqa: E402
 from cgpt.stages.data_stats import publish_data_stats  # noqa: E402
 from cgpt.stages.project import Project  # noqa: E402
-
 from flows.data_shards import sharded_clean_flow, sharded_tokenize_flow  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -53,8 +52,13 @@ def stage_names(project: Path) -> list[str]:
 def _dvc(project: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "TQDM_MININTERVAL": "5", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "dvc", *args], cwd=project, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+        [sys.executable, "-m", "dvc", *args],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
     )
 
 
@@ -78,14 +82,20 @@ def reproduce_stage(stage: str, project: str, force: bool = False) -> str:
 
 def stage_is_stale(project: Path, stage: str) -> bool:
     out = subprocess.run(
-        [sys.executable, "-m", "dvc", "status", stage, "--json"], cwd=project, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "dvc", "status", stage, "--json"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return bool(json.loads(out.stdout or "{}"))
 
 
 @task(task_run_name="dvc commit {stage}")
 def commit_stage(stage: str, project: str) -> None:
-    subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", stage], cwd=project, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "commit", "--force", stage], cwd=project, check=True, capture_output=True
+    )
 
 
 def _sharded_stage(project: Path, stage: str, n_shards: int, run_flow) -> str:
@@ -102,20 +112,36 @@ def _sharded_stage(project: Path, stage: str, n_shards: int, run_flow) -> str:
 
 def sharded_clean(project: Path, n_shards: int, runner: str, dask_address: str | None) -> str:
     """Fan the clean stage out over shards (a subflow), publish its stats, record it in dvc.lock."""
-    return _sharded_stage(project, "clean", n_shards, lambda params: sharded_clean_flow(
-        params, n_shards, runner, dask_address, str(project / "data/raw"), str(project / "data/clean")))
+    return _sharded_stage(
+        project,
+        "clean",
+        n_shards,
+        lambda params: sharded_clean_flow(
+            params, n_shards, runner, dask_address, str(project / "data/raw"), str(project / "data/clean")
+        ),
+    )
 
 
 def sharded_tokenize(project: Path, n_shards: int, runner: str, dask_address: str | None) -> str:
     """Fan the tokenize stage out over shards (shared tokenizer, shards, merge), like sharded_clean."""
-    return _sharded_stage(project, "tokenize", n_shards, lambda params: sharded_tokenize_flow(
-        params, n_shards, runner, dask_address, str(project / "data/clean"), str(project / "data/tokens")))
+    return _sharded_stage(
+        project,
+        "tokenize",
+        n_shards,
+        lambda params: sharded_tokenize_flow(
+            params, n_shards, runner, dask_address, str(project / "data/clean"), str(project / "data/tokens")
+        ),
+    )
 
 
 @task
 def metrics_markdown(project: str) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "dvc", "metrics", "show", "--md"], cwd=project, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "dvc", "metrics", "show", "--md"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return out.stdout
 
@@ -162,15 +188,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--clean-shards", type=int, default=1, help="fan the clean stage out over this many shards")
     ap.add_argument("--tokenize-shards", type=int, default=1, help="fan the tokenize stage out over this many shards")
     ap.add_argument("--shard-runner", choices=["thread", "process", "dask"], default="thread")
-    ap.add_argument("--dask-address", help="a running Dask scheduler (default with --shard-runner dask: a local cluster)")
+    ap.add_argument(
+        "--dask-address", help="a running Dask scheduler (default with --shard-runner dask: a local cluster)"
+    )
     args = ap.parse_args(argv)
     try:
         load_params(Path(args.project) / "params.yaml")
     except CgptError as exc:
         fail(str(exc))
     kwargs = {
-        "project": args.project, "force": args.force, "clean_shards": args.clean_shards,
-        "tokenize_shards": args.tokenize_shards, "shard_runner": args.shard_runner, "dask_address": args.dask_address,
+        "project": args.project,
+        "force": args.force,
+        "clean_shards": args.clean_shards,
+        "tokenize_shards": args.tokenize_shards,
+        "shard_runner": args.shard_runner,
+        "dask_address": args.dask_address,
     }
     if args.serve:
         if not os.environ.get("PREFECT_API_URL"):

@@ -1,4 +1,4 @@
-"""DVC entry point of the clean stage (`python -m stages.clean` in the project root); the work is cgpt.stages.clean."""
+"""DVC entry point of the clean stage (`python -m stages.clean`); the work is in cgpt.stages.clean."""
 
 from cgpt.stages import main
 

@@ -1,4 +1,4 @@
-"""DVC entry point of the download stage (`python -m stages.download` in the project root); the work is cgpt.stages.download."""
+"""DVC entry point of the download stage (`python -m stages.download`); the work is in cgpt.stages.download."""
 
 from cgpt.stages import main
 

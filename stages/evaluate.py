@@ -1,4 +1,4 @@
-"""DVC entry point of the evaluate stage (`python -m stages.evaluate` in the project root); the work is cgpt.stages.evaluate."""
+"""DVC entry point of the evaluate stage (`python -m stages.evaluate`); the work is in cgpt.stages.evaluate."""
 
 from cgpt.stages import main
 

@@ -1,4 +1,4 @@
-"""DVC entry point of the export stage (`python -m stages.export` in the project root); the work is cgpt.stages.export."""
+"""DVC entry point of the export stage (`python -m stages.export`); the work is in cgpt.stages.export."""
 
 from cgpt.stages import main
 

@@ -1,4 +1,4 @@
-"""DVC entry point of the tokenize stage (`python -m stages.tokenize` in the project root); the work is cgpt.stages.tokenize."""
+"""DVC entry point of the tokenize stage (`python -m stages.tokenize`); the work is in cgpt.stages.tokenize."""
 
 from cgpt.stages import main
 

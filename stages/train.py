@@ -1,4 +1,4 @@
-"""DVC entry point of the train stage (`python -m stages.train` in the project root); the work is cgpt.stages.train."""
+"""DVC entry point of the train stage (`python -m stages.train`); the work is in cgpt.stages.train."""
 
 from cgpt.stages import main
 

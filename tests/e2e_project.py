@@ -28,10 +28,20 @@ OBJECTS = ["the crown", "his love", "the storm", "her father", "the night", "old
 TINY_PARAMS: dict[str, Any] = {
     "download": {"sources": [{"name": "templates", "kind": "local", "paths": ["corpus/templates.jsonl"]}]},
     "clean": {"workers": 1},
-    "tokenize": {"tokenizer": {"vocab_size": 512}, "split": {"val": 0.1, "test": 0.1, "chunk_chars": 1000}, "workers": 1},
+    "tokenize": {
+        "tokenizer": {"vocab_size": 512},
+        "split": {"val": 0.1, "test": 0.1, "chunk_chars": 1000},
+        "workers": 1,
+    },
     "model": {"preset": "cpu-tiny"},
-    "train": {"run_name": "default", "max_steps": 60, "eval_interval": 30, "checkpoint_interval": 20, "log_interval": 10,
-              "eval_tokens": 4096},
+    "train": {
+        "run_name": "default",
+        "max_steps": 60,
+        "eval_interval": 30,
+        "checkpoint_interval": 20,
+        "log_interval": 10,
+        "eval_tokens": 4096,
+    },
     "evaluate": {"batch_size": 8},
     "export": {"sample_prompt": "The king", "sample_tokens": 12},
 }
@@ -45,7 +55,10 @@ def make_corpus(path: Path, docs: int = 60, seed: int = 0) -> None:
         for d in range(docs):
             n = rng.randint(40, 80)
             lines = [f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}." for _ in range(n)]
-            fh.write(json.dumps({"text": " ".join(lines).capitalize(), "meta": {"pile_set_name": "Templates", "id": d}}) + "\n")
+            fh.write(
+                json.dumps({"text": " ".join(lines).capitalize(), "meta": {"pile_set_name": "Templates", "id": d}})
+                + "\n"
+            )
 
 
 def env() -> dict[str, str]:
@@ -57,7 +70,9 @@ def env() -> dict[str, str]:
 def run(cmd: list[str], cwd: Path, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, **kw)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 

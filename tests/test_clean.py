@@ -13,15 +13,62 @@ from pydantic import ValidationError
 
 from cgpt.data.clean.cleaner import clean
 from cgpt.data.clean.merge import merge_clean_shards
-from cgpt.data.clean.parts import iter_clean_documents, read_clean_manifest
 from cgpt.data.clean.params import CleanParams
+from cgpt.data.clean.parts import iter_clean_documents, read_clean_manifest
 from cgpt.data.tokenize.params import TokenizeParams
 from cgpt.errors import DataError
 
-WORDS = (
-    "the of and to in a is that for it as was with be by on not he this are or his from at which but have an they "
-    "you were her she there king lord love night sweet good death heaven crown sword blood speak hath thou thee"
-).split()
+WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "a",
+    "is",
+    "that",
+    "for",
+    "it",
+    "as",
+    "was",
+    "with",
+    "be",
+    "by",
+    "on",
+    "not",
+    "he",
+    "this",
+    "are",
+    "or",
+    "his",
+    "from",
+    "at",
+    "which",
+    "but",
+    "have",
+    "an",
+    "they",
+    "you",
+    "were",
+    "her",
+    "she",
+    "there",
+    "king",
+    "lord",
+    "love",
+    "night",
+    "sweet",
+    "good",
+    "death",
+    "heaven",
+    "crown",
+    "sword",
+    "blood",
+    "speak",
+    "hath",
+    "thou",
+    "thee",
+]
 
 
 def random_text(rng: random.Random, n_words: int, paragraphs: int = 1) -> str:
@@ -42,8 +89,17 @@ def write_raw(raw: Path, files: list[tuple[str, str | None, str, list[dict | str
             data = zstandard.ZstdCompressor().compress(data)
         (raw / name).write_bytes(data)
         fmt = "jsonl.zst" if name.endswith(".zst") else "jsonl"
-        entries.append({"path": name, "source": psn, "pile_set_name": psn, "split": split, "format": fmt,
-                        "bytes": len(data), "sha256": "0" * 64})
+        entries.append(
+            {
+                "path": name,
+                "source": psn,
+                "pile_set_name": psn,
+                "split": split,
+                "format": fmt,
+                "bytes": len(data),
+                "sha256": "0" * 64,
+            }
+        )
     (raw / "manifest.json").write_text(json.dumps({"version": 1, "files": entries}), encoding="utf-8")
     return raw
 
@@ -61,11 +117,14 @@ def synthetic_raw(raw: Path, n_docs: int = 120, seed: int = 0) -> Path:
             out.append({"text": text, "meta": meta})
         return out
 
-    return write_raw(raw, [
-        ("train0.jsonl.zst", None, "Gamma", docs(n_docs)),
-        ("train1.jsonl", None, "Gamma", docs(n_docs // 2)),
-        ("val.jsonl.zst", "val", "Gamma", docs(n_docs // 4)),
-    ])
+    return write_raw(
+        raw,
+        [
+            ("train0.jsonl.zst", None, "Gamma", docs(n_docs)),
+            ("train1.jsonl", None, "Gamma", docs(n_docs // 2)),
+            ("val.jsonl.zst", "val", "Gamma", docs(n_docs // 4)),
+        ],
+    )
 
 
 def dir_bytes(d: Path) -> dict[str, bytes]:
@@ -115,17 +174,25 @@ def test_tokenize_params_reject():
 
 
 def test_ftfy_nfc_filters_and_stats(tmp_path):
-    raw = write_raw(tmp_path / "raw", [
-        ("a.jsonl", None, "Books", [
-            {"text": "caf\u00c3\u00a9 au lait", "meta": {}},            # mojibake -> café
-            {"text": "cafe\u0301 noir", "meta": {"pile_set_name": "Web"}},  # NFC composes é
-            {"text": "   \n ", "meta": {}},                               # empty after strip
-            {"text": "", "meta": {}},                                     # empty
-            {"text": "tiny", "meta": {}},                                 # too short (min 5)
-            {"text": "x" * 50, "meta": {"pile_set_name": "Web"}},         # too long (max 40)
-            {"text": "plain ascii text", "meta": {}},
-        ]),
-    ])
+    raw = write_raw(
+        tmp_path / "raw",
+        [
+            (
+                "a.jsonl",
+                None,
+                "Books",
+                [
+                    {"text": "caf\u00c3\u00a9 au lait", "meta": {}},  # mojibake -> café
+                    {"text": "cafe\u0301 noir", "meta": {"pile_set_name": "Web"}},  # NFC composes é
+                    {"text": "   \n ", "meta": {}},  # empty after strip
+                    {"text": "", "meta": {}},  # empty
+                    {"text": "tiny", "meta": {}},  # too short (min 5)
+                    {"text": "x" * 50, "meta": {"pile_set_name": "Web"}},  # too long (max 40)
+                    {"text": "plain ascii text", "meta": {}},
+                ],
+            ),
+        ],
+    )
     stats = clean(CleanParams(min_chars=5, max_chars=40, workers=1), raw, tmp_path / "clean", progress=False)
     docs = read_docs(tmp_path / "clean")
     assert [d["text"] for d in docs] == ["café au lait", "caf\u00e9 noir", "plain ascii text"]
@@ -153,7 +220,10 @@ def test_official_split_and_manifest(tmp_path):
     clean(CleanParams(workers=1, part_docs=15), raw, tmp_path / "c", progress=False)
     m = read_clean_manifest(tmp_path / "c")
     assert {(f["raw_path"], f["split"]) for f in m["files"]} == {
-        ("train0.jsonl.zst", None), ("train1.jsonl", None), ("val.jsonl.zst", "val")}
+        ("train0.jsonl.zst", None),
+        ("train1.jsonl", None),
+        ("val.jsonl.zst", "val"),
+    }
     assert [f["path"] for f in m["files"]] == [f"part-{i:05d}.jsonl.zst" for i in range(len(m["files"]))]
     assert m["stats"]["total"]["documents_out"] == sum(f["documents"] for f in m["files"])
     for f in m["files"]:
@@ -165,9 +235,22 @@ def test_exact_and_near_dedup(tmp_path):
     base = random_text(rng, 300)
     near = base.replace(base.split()[150], "zebra", 1)  # one word changed out of 300
     other = random_text(rng, 300)
-    raw = write_raw(tmp_path / "raw", [("a.jsonl", None, "S", [
-        {"text": base, "meta": {}}, {"text": other, "meta": {}}, {"text": base, "meta": {}},
-        {"text": near, "meta": {}}])])
+    raw = write_raw(
+        tmp_path / "raw",
+        [
+            (
+                "a.jsonl",
+                None,
+                "S",
+                [
+                    {"text": base, "meta": {}},
+                    {"text": other, "meta": {}},
+                    {"text": base, "meta": {}},
+                    {"text": near, "meta": {}},
+                ],
+            )
+        ],
+    )
     st = clean(CleanParams(workers=1), raw, tmp_path / "none", progress=False)
     assert st["total"]["documents_out"] == 4
     st = clean(CleanParams(workers=1, dedup={"exact": True}), raw, tmp_path / "exact", progress=False)
@@ -191,11 +274,21 @@ def test_shards_merged_equal_single_run(tmp_path, by, dedup):
     raw = synthetic_raw(tmp_path / "raw", n_docs=90)
     # duplicates across blocks and files so that cross-shard dedup matters
     m = json.loads((raw / "manifest.json").read_text())
-    extra = [{"text": json.loads(line)["text"], "meta": {}}
-             for line in (raw / "train1.jsonl").read_text().splitlines()[:10]]
+    extra = [
+        {"text": json.loads(line)["text"], "meta": {}} for line in (raw / "train1.jsonl").read_text().splitlines()[:10]
+    ]
     (raw / "dups.jsonl").write_text("\n".join(json.dumps(r) for r in extra) + "\n")
-    m["files"].append({"path": "dups.jsonl", "source": "Dups", "pile_set_name": "Dups", "split": None,
-                       "format": "jsonl", "bytes": 0, "sha256": "0" * 64})
+    m["files"].append(
+        {
+            "path": "dups.jsonl",
+            "source": "Dups",
+            "pile_set_name": "Dups",
+            "split": None,
+            "format": "jsonl",
+            "bytes": 0,
+            "sha256": "0" * 64,
+        }
+    )
     (raw / "manifest.json").write_text(json.dumps(m))
 
     base = CleanParams(workers=1, part_docs=20, dedup=dedup)
@@ -251,7 +344,10 @@ def test_missing_manifest_and_file(tmp_path):
 
 
 def test_bad_lines_error_or_skip(tmp_path):
-    raw = write_raw(tmp_path / "raw", [("a.jsonl", None, "S", [{"text": "good one", "meta": {}}, "{not json", {"text": "good two", "meta": {}}])])
+    raw = write_raw(
+        tmp_path / "raw",
+        [("a.jsonl", None, "S", [{"text": "good one", "meta": {}}, "{not json", {"text": "good two", "meta": {}}])],
+    )
     with pytest.raises(Exception, match="a.jsonl"):
         clean(CleanParams(workers=1), raw, tmp_path / "c", progress=False)
     st = clean(CleanParams(workers=1, on_bad_line="skip"), raw, tmp_path / "c", progress=False)
@@ -269,7 +365,9 @@ def test_output_is_zstd_jsonl(tmp_path):
 
 
 def test_bad_lines_and_invalid_utf8_counted_once_across_shards(tmp_path):
-    raw = write_raw(tmp_path / "raw", [("a.jsonl", None, "S", [{"text": f"doc {i} text", "meta": {}} for i in range(30)])])
+    raw = write_raw(
+        tmp_path / "raw", [("a.jsonl", None, "S", [{"text": f"doc {i} text", "meta": {}} for i in range(30)])]
+    )
     lines = (raw / "a.jsonl").read_bytes().splitlines()
     lines.insert(5, b"{broken")
     lines.insert(20, b'{"text": "bad \xff byte", "meta": {}}')

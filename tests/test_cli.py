@@ -25,7 +25,9 @@ def hf_dir(tmp_path_factory) -> Path:
     tok_json = save_tokenizer(tok, root / "tokens")
     torch.manual_seed(0)
     cfg = ModelConfig(n_layer=1, d_model=32, n_head=2, d_ffn=128, vocab_size=tok.get_vocab_size(), n_positions=64)
-    return export_hf(GPT(cfg).state_dict(), cfg, root / "hf", tokenizer_json=tok_json, eos_token_id=tok.token_to_id("<|endoftext|>"))
+    return export_hf(
+        GPT(cfg).state_dict(), cfg, root / "hf", tokenizer_json=tok_json, eos_token_id=tok.token_to_id("<|endoftext|>")
+    )
 
 
 def test_check_ok_and_one_line_error(tmp_path):

@@ -9,19 +9,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from flows.data_shards import sharded_clean_flow
 from test_clean import synthetic_raw
 
 from cgpt.data.clean.cleaner import clean
 from cgpt.data.clean.params import CleanParams
+from flows.data_shards import sharded_clean_flow
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # the Prefect test server takes ~25 s to start; the module ~50 s
 CLEAN = {"workers": 1, "part_docs": 10, "dedup": {"exact": True}}
-
-
-
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +39,11 @@ def test_sharded_clean_flow_equals_single_run(harness, corpus, runner):
     tmp, raw, params_path = corpus
     out = tmp / f"clean-{runner}"
     stats = sharded_clean_flow(
-        params_path=str(params_path), n_shards=3, runner=runner, raw_dir=str(raw), out_dir=str(out),
+        params_path=str(params_path),
+        n_shards=3,
+        runner=runner,
+        raw_dir=str(raw),
+        out_dir=str(out),
         workers_per_shard=1,
     )
     assert _dir_bytes(out) == _dir_bytes(tmp / "single")
@@ -60,6 +60,12 @@ def test_finished_shards_are_skipped_on_relaunch(harness, corpus):
     first = clean_shard(shard_params(base, 1, 2), raw, out)
     again = clean_shard(shard_params(base, 1, 2), raw, out)
     assert not first["skipped"] and again["skipped"]
-    sharded_clean_flow(params_path=str(params_path), n_shards=2, runner="thread", raw_dir=str(raw),
-                       out_dir=str(out), workers_per_shard=1)
+    sharded_clean_flow(
+        params_path=str(params_path),
+        n_shards=2,
+        runner="thread",
+        raw_dir=str(raw),
+        out_dir=str(out),
+        workers_per_shard=1,
+    )
     assert _dir_bytes(out) == _dir_bytes(tmp / "single")

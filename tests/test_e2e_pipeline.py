@@ -70,8 +70,16 @@ def test_mlflow_run_holds_curves_metrics_and_export(project):
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     run_id = json.loads((project / "runs/default/model/mlflow_run.json").read_text())["run_id"]
     mlrun = client.get_run(run_id)
-    expected = {"loss", "lr", "grad_norm", "tokens_per_s", "val_loss", "eval.val.loss", "eval.test.loss",
-                "export.max_abs_logit_diff"}
+    expected = {
+        "loss",
+        "lr",
+        "grad_norm",
+        "tokens_per_s",
+        "val_loss",
+        "eval.val.loss",
+        "eval.test.loss",
+        "export.max_abs_logit_diff",
+    }
     assert expected <= set(mlrun.data.metrics)
     logged_steps = [m.step for m in client.get_metric_history(run_id, "loss")]
     assert logged_steps == list(range(10, 61, 10))  # one point per logged step (train.log_interval: 10)
@@ -148,7 +156,9 @@ def test_bad_params_stop_before_any_stage_with_one_line(project):
     proc = dvc("repro", cwd=project, check=False)
     assert proc.returncode != 0
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "params.yaml: model.n_head = 3: must divide model.d_model = 64" in errors[0], proc.stderr
+    assert len(errors) == 1 and "params.yaml: model.n_head = 3: must divide model.d_model = 64" in errors[0], (
+        proc.stderr
+    )
     assert "Traceback" not in proc.stderr
     assert (project / "dvc.lock").read_text() == lock  # nothing recorded as done
     checked = run([sys.executable, "-m", "cgpt.cli", "check"], cwd=project, check=False)

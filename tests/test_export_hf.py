@@ -162,7 +162,9 @@ def test_tokenizer_files_match_tokenizers(exported, tiny_tok):
 
 def test_gpt2_vocabulary_export(gpt2_tokenizer_dir, tmp_path):
     """With the real GPT-2 vocab: the card's prompt tokenizes to the documented ids."""
-    tok = Tokenizer(models.BPE.from_file(str(gpt2_tokenizer_dir / "vocab.json"), str(gpt2_tokenizer_dir / "merges.txt")))
+    tok = Tokenizer(
+        models.BPE.from_file(str(gpt2_tokenizer_dir / "vocab.json"), str(gpt2_tokenizer_dir / "merges.txt"))
+    )
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
@@ -170,7 +172,13 @@ def test_gpt2_vocabulary_export(gpt2_tokenizer_dir, tmp_path):
     tok.save(str(tmp_path / "tokenizer.json"))
     cfg = ModelConfig(n_layer=1, d_model=32, n_head=2, d_ffn=64, n_positions=64)  # vocab 50257
     assert tok.get_vocab_size() == cfg.vocab_size == 50257
-    out = export_hf(_random_model(cfg).state_dict(), cfg, tmp_path / "hf", tokenizer_json=tmp_path / "tokenizer.json", eos_token_id=50256)
+    out = export_hf(
+        _random_model(cfg).state_dict(),
+        cfg,
+        tmp_path / "hf",
+        tokenizer_json=tmp_path / "tokenizer.json",
+        eos_token_id=50256,
+    )
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert tokenizer("Generative AI is ")["input_ids"] == [8645, 876, 9552, 318, 220]
     assert tokenizer("Hello world")["input_ids"] == [15496, 995]
@@ -212,7 +220,9 @@ def test_mup_fold_and_unfold(tiny_tok, tmp_path):
     qkv = sd["h.1.attn.c_attn.weight"]
     torch.testing.assert_close(w["transformer.h.1.attn.c_attn.weight"][:, d : 2 * d], qkv[d : 2 * d].t() / r)
     torch.testing.assert_close(w["transformer.h.1.attn.c_attn.weight"][:, :d], qkv[:d].t())  # Q untouched
-    torch.testing.assert_close(w["transformer.h.1.attn.c_attn.bias"][d : 2 * d], sd["h.1.attn.c_attn.bias"][d : 2 * d] / r)
+    torch.testing.assert_close(
+        w["transformer.h.1.attn.c_attn.bias"][d : 2 * d], sd["h.1.attn.c_attn.bias"][d : 2 * d] / r
+    )
     cfg2, state = import_hf(out)
     assert cfg2 == cfg and cfg2.is_mup
     for k, v in sd.items():
@@ -254,7 +264,7 @@ def _save_hf_variants(tmp_path: Path, cfg: ModelConfig, model: GPT, eos: int) ->
             fname = f"{name}-0000{i}-of-00002.{ext}"
             part = {k: w[k].clone() for k in ks}
             save_file(part, str(d / fname)) if ext == "safetensors" else torch.save(part, d / fname)
-            weight_map.update({k: fname for k in ks})
+            weight_map.update(dict.fromkeys(ks, fname))
         index = f"{name}.{ext}.index.json"
         (d / index).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
         variants[kind] = d
@@ -352,7 +362,9 @@ def test_import_errors_are_one_line(tiny_tok, tmp_path, breakage, message):
     elif breakage == "missing_shard":
         (d / "model.safetensors").rename(d / "model-00001-of-00002.safetensors")
         (d / "model.safetensors.index.json").write_text(
-            json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}})
+            json.dumps(
+                {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+            )
         )
     with pytest.raises(CgptError) as exc:
         import_hf(d)
@@ -369,14 +381,18 @@ def test_export_errors_and_atomicity(tiny_tok, tmp_path):
     with pytest.raises(CgptError, match="tokenizer.json not found"):
         export_hf(sd, cfg, out, tokenizer_json=tmp_path / "missing.json", eos_token_id=eos)
     with pytest.raises(CgptError, match="missing 2 tensors"):
-        export_hf({k: v for k, v in sd.items() if not k.startswith("ln_f")}, cfg, out, tokenizer_json=tj, eos_token_id=eos)
+        export_hf(
+            {k: v for k, v in sd.items() if not k.startswith("ln_f")}, cfg, out, tokenizer_json=tj, eos_token_id=eos
+        )
     assert not out.exists() and not list(tmp_path.glob(".hf*"))
     export_hf(sd, cfg, out, tokenizer_json=tj, eos_token_id=eos)
     export_hf(sd, cfg, out, tokenizer_json=None, eos_token_id=eos)  # replaces the folder as a whole
     assert not (out / "tokenizer.json").exists() and (out / "model.safetensors").is_file()
     # state dicts of compiled / DDP-wrapped models export the same tensors
     wrapped = {"_orig_mod.module." + k: v for k, v in sd.items()}
-    assert all(torch.equal(a, b) for a, b in zip(to_hf_state_dict(wrapped, cfg).values(), to_hf_state_dict(sd, cfg).values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(to_hf_state_dict(wrapped, cfg).values(), to_hf_state_dict(sd, cfg).values())
+    )
 
 
 @pytest.mark.parametrize("par", ["sp", "mup"])
@@ -396,7 +412,9 @@ def test_build_hf_model_in_memory(par):
     assert abs(ours.item() - theirs.item()) < 1e-5
     ours.backward()
     theirs.backward()
-    torch.testing.assert_close(hf.transformer.h[1].mlp.c_fc.weight.grad, model.h[1].mlp.c_fc.weight.grad.t(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        hf.transformer.h[1].mlp.c_fc.weight.grad, model.h[1].mlp.c_fc.weight.grad.t(), rtol=1e-4, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("par", ["sp", "mup"])

@@ -157,11 +157,13 @@ def test_txt_is_one_document(tmp_path):
 
 def test_parquet_streams_batches(tmp_path):
     n = 2500  # more than one record batch
-    table = pa.table({
-        "text": [f"row {i}" for i in range(n)],
-        "meta": [{"pile_set_name": "Wiki"} if i % 2 else None for i in range(n)],
-        "url": [f"u{i}" for i in range(n)],
-    })
+    table = pa.table(
+        {
+            "text": [f"row {i}" for i in range(n)],
+            "meta": [{"pile_set_name": "Wiki"} if i % 2 else None for i in range(n)],
+            "url": [f"u{i}" for i in range(n)],
+        }
+    )
     path = tmp_path / "t.parquet"
     pq.write_table(table, path, row_group_size=1000)
     got = list(iter_records(path, default_meta={"pile_set_name": "Default"}))
@@ -212,9 +214,8 @@ def test_writer_round_trip_and_atomic(tmp_path, name):
         for r in RECS:
             w.write(r)
     assert [r["text"] for r in iter_records(path)] == [r["text"] for r in RECS]
-    with pytest.raises(RuntimeError):
-        with open_jsonl_writer(path) as w:
-            w.write({"text": "replacement"})
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), open_jsonl_writer(path) as w:
+        w.write({"text": "replacement"})
+        raise RuntimeError("killed")
     assert len(list(iter_records(path))) == 3  # the old file is intact, no temp file left
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]

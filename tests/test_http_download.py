@@ -10,11 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cgpt.data.download.raw import download
-from cgpt.fsutil import read_json
 from cgpt.data.download.http import done_path, fetch_file, part_path
 from cgpt.data.download.params import DownloadParams
+from cgpt.data.download.raw import download
 from cgpt.errors import DataError
+from cgpt.fsutil import read_json
 
 PAYLOAD = random.Random(0).randbytes(300_000)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -231,21 +231,37 @@ def test_url_source_stage_resumes_after_failure(server, tmp_path):
     """A url source: a failed run promotes nothing and keeps finished files; the rerun resumes."""
     out = tmp_path / "data" / "raw"
     common = {"retries": 0, "timeout_s": 5, "backoff_s": 0.01}
-    bad = DownloadParams.model_validate({**common, "sources": [
-        {"name": "pile-val", "kind": "url", "base_url": f"{server.url}/ok", "files": ["val.jsonl.zst"], "split": "val",
-         "sha256": {"val.jsonl.zst": SHA}},
-        {"name": "pile-test", "kind": "url", "urls": [f"{server.url}/gone/test.jsonl.zst"], "split": "test"},
-    ]})
+    bad = DownloadParams.model_validate(
+        {
+            **common,
+            "sources": [
+                {
+                    "name": "pile-val",
+                    "kind": "url",
+                    "base_url": f"{server.url}/ok",
+                    "files": ["val.jsonl.zst"],
+                    "split": "val",
+                    "sha256": {"val.jsonl.zst": SHA},
+                },
+                {"name": "pile-test", "kind": "url", "urls": [f"{server.url}/gone/test.jsonl.zst"], "split": "test"},
+            ],
+        }
+    )
     with pytest.raises(DataError, match=r"pile-test.*HTTP 404"):
         download(bad, out, progress=False)
     assert not out.exists() and not (out.parent / ".raw.tmp").exists()
     cached = out.parent / ".download-cache" / "url" / "pile-val" / "val.jsonl.zst"
     assert cached.read_bytes() == PAYLOAD
 
-    good = DownloadParams.model_validate({**common, "sources": [
-        bad.sources[0].model_dump(),
-        {"name": "pile-test", "kind": "url", "urls": [f"{server.url}/ok/test.jsonl.zst"], "split": "test"},
-    ]})
+    good = DownloadParams.model_validate(
+        {
+            **common,
+            "sources": [
+                bad.sources[0].model_dump(),
+                {"name": "pile-test", "kind": "url", "urls": [f"{server.url}/ok/test.jsonl.zst"], "split": "test"},
+            ],
+        }
+    )
     before = server.hits.get("ok", 0)
     stats = download(good, out, progress=False)
     assert server.hits["ok"] == before + 1  # val came from the cache
@@ -263,11 +279,27 @@ def test_url_source_stage_resumes_after_failure(server, tmp_path):
 
 def test_parallel_downloads_keep_params_order(server, tmp_path):
     files = [f"train/{i:02d}.jsonl.zst" for i in range(5)]
-    p = DownloadParams.model_validate({"retries": 2, "timeout_s": 5, "backoff_s": 0.01, "parallel": 3, "sources": [
-        {"name": "pile-train", "kind": "url", "base_url": f"{server.url}/flaky", "files": files, "split": "train"},
-    ]})
+    p = DownloadParams.model_validate(
+        {
+            "retries": 2,
+            "timeout_s": 5,
+            "backoff_s": 0.01,
+            "parallel": 3,
+            "sources": [
+                {
+                    "name": "pile-train",
+                    "kind": "url",
+                    "base_url": f"{server.url}/flaky",
+                    "files": files,
+                    "split": "train",
+                },
+            ],
+        }
+    )
     out = tmp_path / "raw"
     stats = download(p, out, progress=False)
-    assert [f["path"] for f in read_json(out / "manifest.json", missing="")["files"]] == [f"pile-train/{f}" for f in files]
+    assert [f["path"] for f in read_json(out / "manifest.json", missing="")["files"]] == [
+        f"pile-train/{f}" for f in files
+    ]
     assert all((out / "pile-train" / f).read_bytes() == PAYLOAD for f in files)
     assert stats["sources"]["pile-train"]["downloaded_bytes"] == 5 * len(PAYLOAD)

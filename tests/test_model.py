@@ -51,12 +51,13 @@ def _groups(model: GPT) -> dict[str, torch.Tensor]:
     "cfg",
     [
         # SP with the 1.3B+ fixed output-layer init of 0.0025
-        ModelConfig(n_layer=4, d_model=256, n_head=4, d_ffn=1024, vocab_size=2000, n_positions=256, output_init_std=0.0025),
+        ModelConfig(n_layer=4, d_model=256, n_head=4, d_ffn=1024, vocab_size=2000, n_positions=256,
+                    output_init_std=0.0025),
         # SP with the GPT-2 rule 0.02/sqrt(2L)
         ModelConfig(n_layer=4, d_model=256, n_head=4, d_ffn=1024, vocab_size=2000, n_positions=256),
         # muP, m = 256/64 = 4
-        ModelConfig(n_layer=4, d_model=256, n_head=4, d_ffn=1024, vocab_size=2000, n_positions=256, parameterization="mup",
-                    init_std=0.08, embeddings_scale=10.0, mup_base_width=64),
+        ModelConfig(n_layer=4, d_model=256, n_head=4, d_ffn=1024, vocab_size=2000, n_positions=256,
+                    parameterization="mup", init_std=0.08, embeddings_scale=10.0, mup_base_width=64),
     ],
     ids=["sp-0.0025", "sp-gpt2-rule", "mup"],
 )  # fmt: skip
@@ -89,7 +90,11 @@ def _tiny(**kw) -> ModelConfig:
 
 @pytest.mark.parametrize("par", ["sp", "mup"])
 def test_causal_masking(par):
-    cfg = _tiny() if par == "sp" else _tiny(parameterization="mup", init_std=0.08, embeddings_scale=10.0, mup_base_width=16)
+    cfg = (
+        _tiny()
+        if par == "sp"
+        else _tiny(parameterization="mup", init_std=0.08, embeddings_scale=10.0, mup_base_width=16)
+    )
     torch.manual_seed(0)
     model = GPT(cfg).eval()
     x = torch.randint(0, cfg.vocab_size, (2, 20))
@@ -125,7 +130,11 @@ def _manual_forward(model: GPT, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("par", ["sp", "mup"])
 def test_forward_matches_written_out_equations(par):
-    cfg = _tiny() if par == "sp" else _tiny(parameterization="mup", init_std=0.08, embeddings_scale=10.0, mup_base_width=16)
+    cfg = (
+        _tiny()
+        if par == "sp"
+        else _tiny(parameterization="mup", init_std=0.08, embeddings_scale=10.0, mup_base_width=16)
+    )
     torch.manual_seed(1)
     model = GPT(cfg).eval()
     with torch.no_grad():

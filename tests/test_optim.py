@@ -9,7 +9,9 @@ from cgpt.train.optim import CerebrasAdamW, build_optimizer, param_groups
 
 
 def _tiny(parameterization="sp", d=64):
-    cfg = ModelConfig(n_layer=2, d_model=d, n_head=2, d_ffn=4 * d, vocab_size=50, n_positions=16, parameterization=parameterization)
+    cfg = ModelConfig(
+        n_layer=2, d_model=d, n_head=2, d_ffn=4 * d, vocab_size=50, n_positions=16, parameterization=parameterization
+    )
     if parameterization == "mup":
         cfg = ModelConfig(**{**cfg.__dict__, "init_std": 0.08, "embeddings_scale": 10.0, "mup_base_width": 32})
     return GPT(cfg)
@@ -33,7 +35,9 @@ def test_mup_hidden_matrices_get_lr_over_m():
     names = {id(p): n for n, p in model.named_parameters()}
     hidden = {names[id(p)] for p in groups["hidden"]["params"]}
     assert groups["hidden"]["lr_mult"] == pytest.approx(0.5)
-    assert hidden == {f"h.{i}.{k}.weight" for i in range(2) for k in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}
+    assert hidden == {
+        f"h.{i}.{k}.weight" for i in range(2) for k in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+    }
     assert {names[id(p)] for p in groups["decay"]["params"]} == {"wte.weight", "wpe.weight"}
     opt = build_optimizer(model, lr=6e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
     lrs = {g["name"]: g["lr"] for g in opt.param_groups}

@@ -39,7 +39,18 @@ def test_13b_batch_switch_is_continuous():
     assert lr_at(r, r.optimizer_steps()) == pytest.approx(1.2e-5, rel=1e-12)
 
 
-@pytest.mark.parametrize("name", ["cerebras-111m", "cerebras-256m", "cerebras-590m", "cerebras-1.3b", "cerebras-2.7b", "cerebras-6.7b", "cerebras-13b"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "cerebras-111m",
+        "cerebras-256m",
+        "cerebras-590m",
+        "cerebras-1.3b",
+        "cerebras-2.7b",
+        "cerebras-6.7b",
+        "cerebras-13b",
+    ],
+)
 def test_family_tokens_and_warmup(name):
     p = get_preset(name)
     tokens = p.recipe.total_tokens()

@@ -11,13 +11,12 @@ import pytest
 from test_clean import WORDS, random_text, synthetic_raw, write_raw
 
 from cgpt.data.clean.cleaner import clean
-from cgpt.data.tokens import HEADER_BYTES, MAGIC, dtype_for_vocab, open_split, read_header, read_index
-from cgpt.data.tokenize.pack import tokenize_corpus
-from cgpt.data.tokenize.split import assign_split, document_units, split_pieces
-from cgpt.data.tokens import TokenFileWriter
 from cgpt.data.clean.params import CleanParams
+from cgpt.data.tokenize.pack import tokenize_corpus
 from cgpt.data.tokenize.params import SplitParams, TokenizeParams
+from cgpt.data.tokenize.split import assign_split, document_units, split_pieces
 from cgpt.data.tokenize.tokenizer import load_tokenizer, train_tokenizer
+from cgpt.data.tokens import HEADER_BYTES, MAGIC, TokenFileWriter, dtype_for_vocab, open_split, read_header, read_index
 from cgpt.errors import DataError
 
 
@@ -186,8 +185,13 @@ def test_dtype_choice_and_uint32_shards(tmp_path):
     assert [s["tokens"] for s in w.shards] == [5, 2]
     dtype, count = read_header(tmp_path / "train-00000.bin")
     assert dtype == np.uint32 and count == 5
-    index = {"format_version": 1, "vocab_size": 100001, "eos_token_id": 0, "dtype": "uint32",
-             "splits": {"train": {"tokens": 7, "documents": 1, "shards": w.shards}}}
+    index = {
+        "format_version": 1,
+        "vocab_size": 100001,
+        "eos_token_id": 0,
+        "dtype": "uint32",
+        "splits": {"train": {"tokens": 7, "documents": 1, "shards": w.shards}},
+    }
     (tmp_path / "index.json").write_text(json.dumps(index))
     s = open_split(tmp_path, "train")
     assert s.read(0, 7).tolist() == data.tolist()

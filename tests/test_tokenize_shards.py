@@ -12,11 +12,8 @@ from pydantic import ValidationError
 from test_clean import random_text, write_raw
 
 from cgpt.data.clean.cleaner import clean
-from flows.data_shards import sharded_tokenize_flow
+from cgpt.data.clean.params import CleanParams
 from cgpt.data.clean.parts import read_clean_manifest
-from cgpt.data.tokens import read_index
-from cgpt.data.tokenize.pack import selected_parts, tokenize_corpus, train_shared_tokenizer
-from cgpt.data.tokenize.merge import merge_token_shards
 from cgpt.data.shards import (
     merge_tokenize_shards,
     prepare_tokenize_shards,
@@ -26,14 +23,21 @@ from cgpt.data.shards import (
     tokenize_shard,
     tokenize_shard_params,
 )
-from cgpt.data.clean.params import CleanParams
+from cgpt.data.tokenize.merge import merge_token_shards
+from cgpt.data.tokenize.pack import selected_parts, tokenize_corpus, train_shared_tokenizer
 from cgpt.data.tokenize.params import TokenizeParams
+from cgpt.data.tokens import read_index
 from cgpt.errors import DataError
+from flows.data_shards import sharded_tokenize_flow
 
 REPO = Path(__file__).resolve().parents[1]
 # small shard_tokens: merged files cross shard-run boundaries; official val and test files
-TOKENIZE = {"tokenizer": {"vocab_size": 400}, "split": {"val": 0.1, "test": 0.1, "chunk_chars": 200},
-            "shard_tokens": 997, "workers": 1}
+TOKENIZE = {
+    "tokenizer": {"vocab_size": 400},
+    "split": {"val": 0.1, "test": 0.1, "chunk_chars": 200},
+    "shard_tokens": 997,
+    "workers": 1,
+}
 
 
 def _docs(rng: random.Random, k: int) -> list[dict]:
@@ -44,12 +48,15 @@ def _docs(rng: random.Random, k: int) -> list[dict]:
 def clean_dir(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("tokshards")
     rng = random.Random(3)
-    raw = write_raw(tmp / "raw", [
-        ("train0.jsonl.zst", None, "Gamma", _docs(rng, 120)),
-        ("val.jsonl.zst", "val", "Gamma", _docs(rng, 30)),
-        ("train1.jsonl", None, "Delta", _docs(rng, 60)),
-        ("test.jsonl", "test", "Delta", _docs(rng, 25)),
-    ])
+    raw = write_raw(
+        tmp / "raw",
+        [
+            ("train0.jsonl.zst", None, "Gamma", _docs(rng, 120)),
+            ("val.jsonl.zst", "val", "Gamma", _docs(rng, 30)),
+            ("train1.jsonl", None, "Delta", _docs(rng, 60)),
+            ("test.jsonl", "test", "Delta", _docs(rng, 25)),
+        ],
+    )
     clean(CleanParams(workers=1, part_docs=16), raw, tmp / "clean", progress=False)
     return tmp / "clean"
 
@@ -154,8 +161,12 @@ def test_tokenizer_mismatch_and_missing_shard_are_errors(clean_dir, tmp_path):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     train_shared_tokenizer(params(), clean_dir, a)
     train_shared_tokenizer(params(tokenizer={"vocab_size": 300}), clean_dir, b)  # another tokenizer
-    tokenize_corpus(params(shard={"index": 0, "count": 2}), clean_dir, tmp_path / "s0", progress=False, tokenizer_file=a)
-    tokenize_corpus(params(shard={"index": 1, "count": 2}), clean_dir, tmp_path / "s1", progress=False, tokenizer_file=b)
+    tokenize_corpus(
+        params(shard={"index": 0, "count": 2}), clean_dir, tmp_path / "s0", progress=False, tokenizer_file=a
+    )
+    tokenize_corpus(
+        params(shard={"index": 1, "count": 2}), clean_dir, tmp_path / "s1", progress=False, tokenizer_file=b
+    )
     with pytest.raises(DataError, match="different tokenizer") as exc:
         merge_token_shards([tmp_path / "s0", tmp_path / "s1"], tmp_path / "merged")
     assert "\n" not in str(exc.value) and not (tmp_path / "merged").exists()
@@ -169,9 +180,6 @@ def test_tokenizer_mismatch_and_missing_shard_are_errors(clean_dir, tmp_path):
 # ---------------------------------------------------------------------------------------------- the Prefect flow
 
 
-
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("runner", ["thread", "dask"])
 def test_sharded_tokenize_flow_equals_single_run(harness, clean_dir, single, tmp_path, runner):
@@ -179,7 +187,11 @@ def test_sharded_tokenize_flow_equals_single_run(harness, clean_dir, single, tmp
     params_path.write_text(yaml.safe_dump({"tokenize": TOKENIZE}), encoding="utf-8")
     out = tmp_path / "tokens"
     stats = sharded_tokenize_flow(
-        params_path=str(params_path), n_shards=3, runner=runner, clean_dir=str(clean_dir), out_dir=str(out),
+        params_path=str(params_path),
+        n_shards=3,
+        runner=runner,
+        clean_dir=str(clean_dir),
+        out_dir=str(out),
         workers_per_shard=1,
     )
     assert files_bytes(out) == files_bytes(single)

@@ -17,9 +17,17 @@ def make_tokens(d: Path, tokens: np.ndarray, shard_tokens: int, vocab: int = 100
     w = TokenFileWriter(d, "train", np.dtype("<u2"), shard_tokens)
     w.write(tokens)
     w.close()
-    index = {"format_version": 1, "vocab_size": vocab, "eos_token_id": 0, "dtype": "uint16",
-             "tokenizer_sha256": "x", "splits": {"train": {"tokens": len(tokens), "documents": 1, "shards": w.shards},
-                                                 "val": {"tokens": 0, "documents": 0, "shards": []}}}
+    index = {
+        "format_version": 1,
+        "vocab_size": vocab,
+        "eos_token_id": 0,
+        "dtype": "uint16",
+        "tokenizer_sha256": "x",
+        "splits": {
+            "train": {"tokens": len(tokens), "documents": 1, "shards": w.shards},
+            "val": {"tokens": 0, "documents": 0, "shards": []},
+        },
+    }
     (d / "index.json").write_text(json.dumps(index))
     return d
 

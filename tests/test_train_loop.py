@@ -19,12 +19,23 @@ VOCAB = 32
 
 def write_tokens(root: Path, splits: dict[str, np.ndarray]) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    index = {"format_version": 1, "vocab_size": VOCAB, "eos_token_id": VOCAB - 1, "dtype": "uint16", "tokenizer_sha256": "x", "splits": {}}
+    index = {
+        "format_version": 1,
+        "vocab_size": VOCAB,
+        "eos_token_id": VOCAB - 1,
+        "dtype": "uint16",
+        "tokenizer_sha256": "x",
+        "splits": {},
+    }
     for split, arr in splits.items():
         path = root / f"{split}-00000.bin"
         path.write_bytes(pack_header(2, len(arr)) + arr.astype("<u2").tobytes())
         assert path.stat().st_size == HEADER_BYTES + 2 * len(arr)
-        index["splits"][split] = {"tokens": len(arr), "documents": 1, "shards": [{"path": path.name, "tokens": len(arr)}]}
+        index["splits"][split] = {
+            "tokens": len(arr),
+            "documents": 1,
+            "shards": [{"path": path.name, "tokens": len(arr)}],
+        }
     (root / "index.json").write_text(json.dumps(index))
     return root
 
@@ -37,8 +48,12 @@ def pattern(n: int, seed: int) -> np.ndarray:
 
 def setup(steps: int = 12, **kw) -> RunSetup:
     cfg = ModelConfig(n_layer=1, d_model=32, n_head=2, d_ffn=64, vocab_size=VOCAB, n_positions=32)
-    recipe = TrainRecipe(peak_lr=1e-2, end_lr=1e-3, batch_size=4, warmup_steps=2, decay="linear", decay_steps=steps - 2, seq_len=16)
-    loop = TrainParams(seed=5, log_interval=3, eval_interval=6, eval_tokens=256, checkpoint_interval=6, keep_checkpoints=5)
+    recipe = TrainRecipe(
+        peak_lr=1e-2, end_lr=1e-3, batch_size=4, warmup_steps=2, decay="linear", decay_steps=steps - 2, seq_len=16
+    )
+    loop = TrainParams(
+        seed=5, log_interval=3, eval_interval=6, eval_tokens=256, checkpoint_interval=6, keep_checkpoints=5
+    )
     if "seed" in kw:
         loop = loop.model_copy(update={"seed": kw.pop("seed")})
     return replace(RunSetup(cfg, recipe, train=loop, tokenizer_sha256="x"), **kw)
@@ -91,7 +106,9 @@ def test_continues_from_an_imported_hugging_face_folder(tmp_path):
     source = GPT(replace(base.model_config, init_std=0.05))  # different init settings, same architecture
     export_hf(source.state_dict(), source.config, tmp_path / "hf", tokenizer_json=None, eos_token_id=VOCAB - 1)
     import_hf_to_checkpoint(tmp_path / "hf", tmp_path / "run" / "checkpoints")
-    frozen = replace(base, recipe=replace(base.recipe, peak_lr=0.0, end_lr=0.0))  # lr 0: weights must stay the imported ones
+    frozen = replace(
+        base, recipe=replace(base.recipe, peak_lr=0.0, end_lr=0.0)
+    )  # lr 0: weights must stay the imported ones
     out = train(frozen, tokens, tmp_path / "run", progress=False)
     assert out.summary.resumed_from_step == 0
     for k, v in source.state_dict().items():

@@ -131,7 +131,11 @@ class _Ctx:
             return None
         text = obj.get("text")
         if not isinstance(text, str):
-            what = "no 'text' key" if text is None and "text" not in obj else f"'text' is {type(text).__name__}, not a string"
+            what = (
+                "no 'text' key"
+                if text is None and "text" not in obj
+                else f"'text' is {type(text).__name__}, not a string"
+            )
             self.bad(where, f"record has {what}", "missing_text_skipped")
             return None
         meta = obj.get("meta")
@@ -230,7 +234,9 @@ def _iter_parquet(ctx: _Ctx) -> Iterator[dict[str, Any]]:
     try:
         pf = pq.ParquetFile(ctx.path)
     except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for corrupt files
-        raise DataError(f"{ctx.path}: not a readable parquet file ({exc}); delete it and rerun the download stage") from None
+        raise DataError(
+            f"{ctx.path}: not a readable parquet file ({exc}); delete it and rerun the download stage"
+        ) from None
     if "text" not in pf.schema_arrow.names:
         raise DataError(f"{ctx.path}: parquet file has no 'text' column (columns: {', '.join(pf.schema_arrow.names)})")
     row = 0
@@ -248,7 +254,9 @@ def _iter_parquet(ctx: _Ctx) -> Iterator[dict[str, Any]]:
     except DataError:
         raise
     except Exception as exc:
-        raise DataError(f"{ctx.path}: corrupt parquet file after row {row} ({exc}); delete it and rerun the download stage") from None
+        raise DataError(
+            f"{ctx.path}: corrupt parquet file after row {row} ({exc}); delete it and rerun the download stage"
+        ) from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -339,7 +347,11 @@ class JsonlWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.name}.tmp")
         self._raw = open(self._tmp, "wb")
-        self._zw = zstandard.ZstdCompressor(level=level).stream_writer(self._raw, closefd=False) if fmt == "jsonl.zst" else None
+        self._zw = (
+            zstandard.ZstdCompressor(level=level).stream_writer(self._raw, closefd=False)
+            if fmt == "jsonl.zst"
+            else None
+        )
         self._out: IO[bytes] = self._zw if self._zw is not None else self._raw  # type: ignore[assignment]
         self.records = 0
         self.bytes_in = 0
@@ -364,7 +376,7 @@ class JsonlWriter:
         finally:
             self._tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> "JsonlWriter":
+    def __enter__(self) -> JsonlWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -30,16 +30,13 @@ from cgpt.data.tokenize.merge import merge_token_shards
 from cgpt.data.tokenize.pack import shard_fingerprint, tokenize_corpus, train_shared_tokenizer
 from cgpt.data.tokenize.params import TokenizeParams
 from cgpt.errors import DataError
-from cgpt.fsutil import read_json, write_json_atomic
+from cgpt.fsutil import read_json, read_json_if_valid, write_json_atomic
 from cgpt.runtime import available_cores
 
 
 def _read_if_valid(path: Path) -> dict[str, Any] | None:
     """A finished shard's json record, or None when it is missing or unreadable (then: redo the shard)."""
-    try:
-        obj = read_json(path, missing="not there")
-    except DataError:
-        return None
+    obj = read_json_if_valid(path)
     return obj if isinstance(obj, dict) else None
 
 
@@ -52,7 +49,9 @@ def shard_dir(out_dir: Path, index: int, count: int) -> Path:
     return shards_root(out_dir) / f"shard-{index:05d}-of-{count:05d}"
 
 
-def shard_params(params: CleanParams, index: int, count: int, *, by: str | None = None, workers: int | None = None) -> CleanParams:
+def shard_params(
+    params: CleanParams, index: int, count: int, *, by: str | None = None, workers: int | None = None
+) -> CleanParams:
     """``params`` with ``shard: {index, count}`` (and optionally ``by`` and ``workers``) set."""
     data = params.model_dump(mode="json")
     data["shard"] = {"index": index, "count": count, "by": by or params.shard.by}
@@ -86,7 +85,9 @@ def clean_shard(params: CleanParams, raw_dir: Path, out_dir: Path, *, progress: 
     return {**stats, "skipped": False, "dir": str(out)}
 
 
-def merge_shards(shard_dirs: list[Path], out_dir: Path, *, keep_shards: bool = False, progress: bool = False) -> dict[str, Any]:
+def merge_shards(
+    shard_dirs: list[Path], out_dir: Path, *, keep_shards: bool = False, progress: bool = False
+) -> dict[str, Any]:
     """Merge shard outputs into ``out_dir`` and (unless ``keep_shards``) delete ``<out_dir>.shards``."""
     stats = merge_clean_shards([Path(d) for d in shard_dirs], out_dir, progress=progress)
     if not keep_shards:
@@ -97,7 +98,9 @@ def merge_shards(shard_dirs: list[Path], out_dir: Path, *, keep_shards: bool = F
 # ---------------------------------------------------------------------------------------------- tokenize
 
 
-def tokenize_shard_params(params: TokenizeParams, index: int, count: int, *, workers: int | None = None) -> TokenizeParams:
+def tokenize_shard_params(
+    params: TokenizeParams, index: int, count: int, *, workers: int | None = None
+) -> TokenizeParams:
     """``params`` with ``shard: {index, count}`` (and optionally ``workers``) set."""
     data = params.model_dump(mode="json")
     data["shard"] = {"index": index, "count": count}
@@ -164,20 +167,27 @@ def tokenize_shard(params: TokenizeParams, clean_dir: Path, out_dir: Path, *, pr
     if not tok_file.is_file():
         if params.tokenizer.kind == "train":
             raise DataError(
-                f"{tok_file}: shared tokenizer not found; tokenize shards with tokenizer.kind=train need it trained once "
+                f"{tok_file}: shared tokenizer not found; tokenize shards with tokenizer.kind=train need it trained "
+                "once "
                 f"on the whole corpus first: run cgpt.data.shards.prepare_tokenize_shards(params, {str(clean_dir)!r}, "
                 f"{str(out_dir)!r}) (python flows/data_shards.py --stage tokenize does it)"
             )
         tok_file = None
     if tok_file is not None and tokenize_shard_is_done(params, clean_dir, out, tok_file):
         index = read_json(out / "index.json", missing="vanished")
-        return {"skipped": True, "dir": str(out), "documents_in": index["shard"]["documents_in"],
-                "tokens": {s: v["tokens"] for s, v in index["splits"].items()}}
+        return {
+            "skipped": True,
+            "dir": str(out),
+            "documents_in": index["shard"]["documents_in"],
+            "tokens": {s: v["tokens"] for s, v in index["splits"].items()},
+        }
     stats = tokenize_corpus(params, clean_dir, out, progress=progress, tokenizer_file=tok_file)
     return {**stats, "skipped": False, "dir": str(out)}
 
 
-def merge_tokenize_shards(shard_dirs: list[Path], out_dir: Path, *, keep_shards: bool = False, progress: bool = False) -> dict[str, Any]:
+def merge_tokenize_shards(
+    shard_dirs: list[Path], out_dir: Path, *, keep_shards: bool = False, progress: bool = False
+) -> dict[str, Any]:
     """Merge tokenize shards into ``out_dir`` and (unless ``keep_shards``) delete ``<out_dir>.shards``
     (the shard folders and the shared tokenizer)."""
     stats = merge_token_shards([Path(d) for d in shard_dirs], out_dir, progress=progress)

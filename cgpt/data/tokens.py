@@ -50,14 +50,22 @@ def read_header(path: Path) -> tuple[np.dtype, int]:
     except OSError as exc:
         raise DataError(f"{path}: cannot read token shard ({exc.strerror}); rerun the tokenize stage") from None
     if len(raw) < HEADER_BYTES:
-        raise DataError(f"{path}: truncated token shard ({len(raw)} bytes < {HEADER_BYTES}-byte header); rerun the tokenize stage")
+        raise DataError(
+            f"{path}: truncated token shard ({len(raw)} bytes < {HEADER_BYTES}-byte header); rerun the tokenize stage"
+        )
     magic, version, itemsize, count, _ = HEADER.unpack(raw)
     if magic != MAGIC:
-        raise DataError(f"{path}: not a cgpt token shard (magic {magic!r}, expected {MAGIC!r}); rerun the tokenize stage")
+        raise DataError(
+            f"{path}: not a cgpt token shard (magic {magic!r}, expected {MAGIC!r}); rerun the tokenize stage"
+        )
     if version != FORMAT_VERSION:
-        raise DataError(f"{path}: token shard format version {version}, this cgpt reads {FORMAT_VERSION}; rerun the tokenize stage")
+        raise DataError(
+            f"{path}: token shard format version {version}, this cgpt reads {FORMAT_VERSION}; rerun the tokenize stage"
+        )
     if itemsize not in DTYPES:
-        raise DataError(f"{path}: token shard has {itemsize} bytes per token, expected 2 or 4; rerun the tokenize stage")
+        raise DataError(
+            f"{path}: token shard has {itemsize} bytes per token, expected 2 or 4; rerun the tokenize stage"
+        )
     size = path.stat().st_size
     if size != HEADER_BYTES + itemsize * count:
         raise DataError(
@@ -70,13 +78,17 @@ def read_header(path: Path) -> tuple[np.dtype, int]:
 def read_index(tokens_dir: Path) -> dict[str, Any]:
     path = Path(tokens_dir) / "index.json"
     index = read_json(
-        path, missing="token index not found; run the tokenize stage first (dvc repro tokenize)", invalid="rerun the tokenize stage"
+        path,
+        missing="token index not found; run the tokenize stage first (dvc repro tokenize)",
+        invalid="rerun the tokenize stage",
     )
     if index.get("format_version") != FORMAT_VERSION:
         raise DataError(
-            f"{path}: token format version {index.get('format_version')!r}, this cgpt reads {FORMAT_VERSION}; rerun the tokenize stage"
+            f"{path}: token format version {index.get('format_version')!r}, this cgpt reads {FORMAT_VERSION}; rerun "
+            "the tokenize stage"
         )
     return index
+
 
 class TokenFileWriter:
     """Appends one split's tokens to ``{split}-{k:05d}.bin`` files of at most ``shard_tokens`` tokens.
@@ -132,7 +144,12 @@ class TokenFileWriter:
 
 
 def token_index(
-    vocab_size: int, eos: int, dtype: np.dtype, tokenizer_sha256: str, split_params: dict[str, Any], splits: dict[str, Any]
+    vocab_size: int,
+    eos: int,
+    dtype: np.dtype,
+    tokenizer_sha256: str,
+    split_params: dict[str, Any],
+    splits: dict[str, Any],
 ) -> dict[str, Any]:
     """The ``index.json`` of a tokens folder (one helper, so a shard merge writes what one run writes)."""
     return {
@@ -155,7 +172,9 @@ class TokenStream:
         self.split = split
         index = index or read_index(tokens_dir)
         if split not in index["splits"]:
-            raise DataError(f"{self.tokens_dir / 'index.json'}: no split {split!r}; expected one of {sorted(index['splits'])}")
+            raise DataError(
+                f"{self.tokens_dir / 'index.json'}: no split {split!r}; expected one of {sorted(index['splits'])}"
+            )
         self.vocab_size: int = int(index["vocab_size"])
         self.eos_token_id: int = int(index["eos_token_id"])
         self.dtype = np.dtype(index["dtype"])
@@ -166,7 +185,8 @@ class TokenStream:
             dtype, count = read_header(path)
             if count != shard["tokens"] or dtype != self.dtype:
                 raise DataError(
-                    f"{path}: header says {count} {dtype.name} tokens, index.json says {shard['tokens']} {self.dtype.name}; rerun the tokenize stage"
+                    f"{path}: header says {count} {dtype.name} tokens, index.json says {shard['tokens']} "
+                    f"{self.dtype.name}; rerun the tokenize stage"
                 )
             if count:
                 self._maps.append(np.memmap(path, dtype=dtype, mode="r", offset=HEADER_BYTES, shape=(count,)))

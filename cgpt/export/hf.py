@@ -46,7 +46,7 @@ from safetensors.torch import load_file, save_file
 
 from cgpt.errors import CgptError
 from cgpt.export.hf_tokenizer import write_tokenizer_files
-from cgpt.fsutil import atomic_dir
+from cgpt.fsutil import atomic_dir, read_json
 from cgpt.presets import ModelConfig
 
 SAFE_WEIGHTS = "model.safetensors"
@@ -256,12 +256,15 @@ def from_hf_state_dict(
             lm_head.float(), want, rtol=tol, atol=tol * float(want.abs().max())
         ):
             raise CgptError(f"{where}: lm_head.weight is not wte x output_logits_scale; not a cgpt folded muP export")
-    elif lm_head is not None and not tied:
-        if lm_head.shape != state["wte.weight"].shape or not torch.equal(lm_head.float(), state["wte.weight"]):
-            raise CgptError(
-                f"{where}: untied lm_head.weight differs from wte; cgpt's LM head is tied to the token embedding, "
-                "so this model cannot be imported without changing its function"
-            )
+    elif (
+        lm_head is not None
+        and not tied
+        and (lm_head.shape != state["wte.weight"].shape or not torch.equal(lm_head.float(), state["wte.weight"]))
+    ):
+        raise CgptError(
+            f"{where}: untied lm_head.weight differs from wte; cgpt's LM head is tied to the token embedding, "
+            "so this model cannot be imported without changing its function"
+        )
     return {k: state[k] for k in expected_shapes(cfg)}
 
 
@@ -290,7 +293,9 @@ def export_hf(
         _write_json(tmp / "config.json", config)
         _write_json(tmp / "generation_config.json", generation_config_dict(eos_token_id))
         if tokenizer_json is not None:
-            write_tokenizer_files(Path(tokenizer_json), tmp, eos_token_id=eos_token_id, model_max_length=cfg.n_positions)
+            write_tokenizer_files(
+                Path(tokenizer_json), tmp, eos_token_id=eos_token_id, model_max_length=cfg.n_positions
+            )
     return out_dir
 
 
@@ -328,20 +333,16 @@ def build_hf_model(
 def _read_config(src: Path) -> dict[str, Any]:
     if not src.is_dir():
         raise CgptError(f"{src}: not a folder; expected a Hugging Face GPT2LMHeadModel folder (config.json + weights)")
-    f = src / "config.json"
-    if not f.is_file():
-        raise CgptError(f"{src}: no config.json; expected a Hugging Face GPT2LMHeadModel folder")
-    try:
-        return json.loads(f.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CgptError(f"{f}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    return read_json(
+        src / "config.json", missing="no config.json; expected a Hugging Face GPT2LMHeadModel folder", error=CgptError
+    )
 
 
 def _load_weights(src: Path) -> dict[str, torch.Tensor]:
     def shards(index: Path) -> list[Path]:
         try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError):
+            weight_map = read_json(index, missing="shard index vanished", error=CgptError)["weight_map"]
+        except (KeyError, TypeError):
             raise CgptError(f"{index}: not a shard index (expected a 'weight_map' object)") from None
         files = sorted(set(weight_map.values()))
         for name in files:
@@ -353,7 +354,9 @@ def _load_weights(src: Path) -> dict[str, torch.Tensor]:
         try:
             return torch.load(p, map_location="cpu", weights_only=True)
         except Exception as exc:  # pickle errors come in many types
-            raise CgptError(f"{p}: cannot read as a weights-only torch file ({type(exc).__name__}); re-save it as safetensors") from None
+            raise CgptError(
+                f"{p}: cannot read as a weights-only torch file ({type(exc).__name__}); re-save it as safetensors"
+            ) from None
 
     state: dict[str, torch.Tensor] = {}
     if (src / SAFE_WEIGHTS).is_file():
@@ -367,9 +370,7 @@ def _load_weights(src: Path) -> dict[str, torch.Tensor]:
         for p in shards(src / PT_INDEX):
             state.update(load_pt(p))
     else:
-        raise CgptError(
-            f"{src}: no weights found (expected {SAFE_WEIGHTS}, {SAFE_INDEX}, {PT_WEIGHTS} or {PT_INDEX})"
-        )
+        raise CgptError(f"{src}: no weights found (expected {SAFE_WEIGHTS}, {SAFE_INDEX}, {PT_WEIGHTS} or {PT_INDEX})")
     return state
 
 
@@ -383,7 +384,11 @@ def _model_config_from_hf(c: dict[str, Any], where: str) -> tuple[ModelConfig, b
             f"{where}: activation_function is {act!r}; cgpt implements only the exact erf GELU ('gelu'), "
             "so a tanh-GELU model (e.g. OpenAI GPT-2) would change function"
         )
-    for key, want in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False), ("add_cross_attention", False)):
+    for key, want in (
+        ("scale_attn_weights", True),
+        ("scale_attn_by_inverse_layer_idx", False),
+        ("add_cross_attention", False),
+    ):
         if c.get(key, want) != want:
             raise CgptError(f"{where}: {key} is {c.get(key)!r}, expected {want!r} (cgpt's attention)")
     try:

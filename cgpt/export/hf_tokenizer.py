@@ -20,7 +20,9 @@ from cgpt.fsutil import read_json
 
 def _load(tokenizer_json: Path) -> dict[str, Any]:
     obj = read_json(
-        tokenizer_json, missing="tokenizer.json not found; run the tokenize stage or pass tokenizer_json=None", error=CgptError
+        tokenizer_json,
+        missing="tokenizer.json not found; run the tokenize stage or pass tokenizer_json=None",
+        error=CgptError,
     )
     model = obj.get("model") if isinstance(obj, dict) else None
     if not isinstance(model, dict) or model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
@@ -56,7 +58,9 @@ def write_tokenizer_files(tokenizer_json: Path, out_dir: Path, *, eos_token_id: 
     (out_dir / "merges.txt").write_text("#version: 0.2\n" + "".join(m + "\n" for m in merges), encoding="utf-8")
     special = {"bos_token": eos, "eos_token": eos, "unk_token": eos}
     added_decoder = {
-        str(t["id"]): {k: t[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special") if k in t}
+        str(t["id"]): {
+            k: t[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special") if k in t
+        }
         for t in obj.get("added_tokens") or []
     }
     config = {
@@ -69,5 +73,9 @@ def write_tokenizer_files(tokenizer_json: Path, out_dir: Path, *, eos_token_id: 
         "clean_up_tokenization_spaces": False,
         "added_tokens_decoder": added_decoder,
     }
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    (out_dir / "special_tokens_map.json").write_text(json.dumps(special, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (out_dir / "tokenizer_config.json").write_text(
+        json.dumps(config, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
+    (out_dir / "special_tokens_map.json").write_text(
+        json.dumps(special, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )

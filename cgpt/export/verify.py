@@ -31,7 +31,10 @@ def sample_text(hf_dir: Path, prompt: str, max_new_tokens: int) -> str:
     hf = AutoModelForCausalLM.from_pretrained(hf_dir).eval()
     inputs = tokenizer(prompt, return_tensors="pt")
     out = hf.generate(
-        **inputs, max_new_tokens=max_new_tokens, do_sample=False, no_repeat_ngram_size=2,
+        **inputs,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        no_repeat_ngram_size=2,
         pad_token_id=tokenizer.eos_token_id,
     )
     return tokenizer.decode(out[0], skip_special_tokens=True)

@@ -1,1 +1,1 @@
-"""The GPT-3-style decoder of Cerebras-GPT (SP and muP): :mod:`cgpt.model.gpt`; its params section: :mod:`cgpt.model.params`."""
+"""The GPT-3-style decoder of Cerebras-GPT (SP and muP): :mod:`cgpt.model.gpt`; its params: :mod:`cgpt.model.params`."""

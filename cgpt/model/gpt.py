@@ -103,7 +103,7 @@ class GPT(nn.Module):
     def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Final-LayerNorm hidden states [B, T, d]."""
         T = input_ids.shape[1]
-        if T > self.config.n_positions:
+        if self.config.n_positions < T:
             raise ValueError(f"sequence length {T} exceeds n_positions={self.config.n_positions}")
         pos = torch.arange(T, device=input_ids.device)
         x = self.wte(input_ids) + self.wpe(pos)
@@ -138,4 +138,3 @@ class GPT(nn.Module):
             if eos_token_id is not None and bool((nxt == eos_token_id).all()):
                 break
         return out
-

@@ -26,11 +26,19 @@ def run(project: Project) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     for split in params.evaluate.splits:
         res = cross_entropy(
-            model, open_split(project.tokens, split), info["seq_len"],
-            batch_size=params.evaluate.batch_size, max_tokens=params.evaluate.max_tokens, progress=True, desc=f"eval {split}",
+            model,
+            open_split(project.tokens, split),
+            info["seq_len"],
+            batch_size=params.evaluate.batch_size,
+            max_tokens=params.evaluate.max_tokens,
+            progress=True,
+            desc=f"eval {split}",
         )
         metrics[split] = {"loss": res["loss"], "perplexity": res["perplexity"], "tokens": int(res["tokens"])}
-        print(f"{split}: loss {res['loss']:.4f} nats/token, perplexity {res['perplexity']:.2f} over {int(res['tokens'])} tokens")
+        print(
+            f"{split}: loss {res['loss']:.4f} nats/token, perplexity {res['perplexity']:.2f} over "
+            f"{int(res['tokens'])} tokens"
+        )
     write_json_atomic(run_dir / "eval_metrics.json", metrics)
     tracker = open_model_run(project.root, params.tracking, params.train.run_name, run_dir / "model" / RUN_FILE)
     tracker.log_metrics({f"eval.{k}": v for k, v in numeric_items(metrics).items()}, step=int(info["step"]))

@@ -1,4 +1,4 @@
-"""Stage export: ``runs/<run_name>/model`` -> ``runs/<run_name>/hf`` (a GPT2LMHeadModel folder), checked with transformers."""
+"""Stage export: ``runs/<run_name>/model`` -> ``runs/<run_name>/hf`` (GPT2LMHeadModel), checked with transformers."""
 
 from __future__ import annotations
 
@@ -22,8 +22,12 @@ def run(project: Project) -> dict[str, Any]:
     cfg, state, info = load_model_dir(run_dir / "model")
     index = read_index(tokens)
     hf_dir = export_hf(
-        state, cfg, run_dir / "hf", tokenizer_json=tokens / "tokenizer.json",
-        eos_token_id=int(index["eos_token_id"]), dtype=EXPORT_DTYPES[params.export.dtype],
+        state,
+        cfg,
+        run_dir / "hf",
+        tokenizer_json=tokens / "tokenizer.json",
+        eos_token_id=int(index["eos_token_id"]),
+        dtype=EXPORT_DTYPES[params.export.dtype],
     )
     model = GPT(cfg)
     model.load_state_dict(state)
@@ -31,7 +35,11 @@ def run(project: Project) -> dict[str, Any]:
     n = min(len(val), 64)
     sample_ids = torch.from_numpy(val.read(0, n)).long().unsqueeze(0)
     diff = max_logit_difference(hf_dir, model, sample_ids)
-    text = sample_text(hf_dir, params.export.sample_prompt, params.export.sample_tokens) if params.export.sample_tokens else ""
+    text = (
+        sample_text(hf_dir, params.export.sample_prompt, params.export.sample_tokens)
+        if params.export.sample_tokens
+        else ""
+    )
     print(f"exported {hf_dir}: max |logit difference| vs cgpt = {diff:.2e}")
     print(f"sample: {text!r}")
     files = {f.name: f.stat().st_size for f in sorted(hf_dir.iterdir())}

@@ -24,8 +24,10 @@ class Project:
         """The project at ``root``; one line if it is not one."""
         path = Path(root).expanduser().resolve()
         if not (path / PARAMS_FILE).is_file():
-            raise ConfigError(f"{path}: no {PARAMS_FILE} here; run inside a cgpt project (the folder holding dvc.yaml) "
-                              "or pass --project")
+            raise ConfigError(
+                f"{path}: no {PARAMS_FILE} here; run inside a cgpt project (the folder holding dvc.yaml) "
+                "or pass --project"
+            )
         return cls(path)
 
     @property

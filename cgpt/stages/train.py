@@ -35,12 +35,14 @@ def run(project: Project) -> TrainResult:
         project.root, params.tracking, params.train.run_name, ckpt_dir / RUN_FILE, key=setup.fingerprint_key()
     )
     recipe = {k: v for k, v in dataclasses.asdict(setup.recipe).items() if k != "batch_switch"}
-    tracker.log_params({
-        "model": params.model.model_dump(),
-        "train": params.train.model_dump(),
-        "resolved.model": model_config_to_dict(setup.model_config),
-        "resolved.recipe": recipe,
-    })
+    tracker.log_params(
+        {
+            "model": params.model.model_dump(),
+            "train": params.train.model_dump(),
+            "resolved.model": model_config_to_dict(setup.model_config),
+            "resolved.recipe": recipe,
+        }
+    )
     tracker.set_tags({"cgpt.preset": params.model.preset, "cgpt.run_name": params.train.run_name})
     result = train(setup, project.tokens, run_dir, tracker=tracker)
     meta = {

@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cgpt.errors import CgptError
+from cgpt.fsutil import atomic_dir, read_json
 from cgpt.presets import ModelConfig
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -119,10 +120,7 @@ def save_checkpoint(
 
 def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Load a checkpoint folder; tensors via safetensors and ``weights_only`` torch.load only."""
-    state_file = path / "state.json"
-    if not state_file.is_file():
-        raise CgptError(f"{path}: not a cgpt checkpoint (no state.json)")
-    state = json.loads(state_file.read_text())
+    state = read_json(path / "state.json", missing="not a cgpt checkpoint (no state.json)", error=CgptError)
     model_state = load_file(str(path / "model.safetensors"), device=str(map_location))
     opt_file, rng_file = path / "optimizer.pt", path / "rng.pt"
     optimizer_state = torch.load(opt_file, map_location=map_location, weights_only=True) if opt_file.exists() else None
@@ -133,20 +131,21 @@ def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> 
 MODEL_DIR_CONFIG = "cgpt_model.json"
 
 
-def save_model_dir(out_dir: Path, model_state: dict[str, torch.Tensor], model_config: ModelConfig, meta: dict[str, Any]) -> None:
+def save_model_dir(
+    out_dir: Path, model_state: dict[str, torch.Tensor], model_config: ModelConfig, meta: dict[str, Any]
+) -> None:
     """The trained model as evaluate and export read it: weights + config, written atomically."""
-    from cgpt.fsutil import atomic_dir
-
     with atomic_dir(out_dir) as tmp:
-        save_file({k: v.detach().to("cpu").contiguous() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
+        save_file(
+            {k: v.detach().to("cpu").contiguous() for k, v in model_state.items()}, str(tmp / "model.safetensors")
+        )
         info = {"model_config": model_config_to_dict(model_config), **meta}
         (tmp / MODEL_DIR_CONFIG).write_text(json.dumps(info, indent=2, sort_keys=True))
 
 
 def load_model_dir(model_dir: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
-    cfg_file = model_dir / MODEL_DIR_CONFIG
-    if not cfg_file.is_file():
-        raise CgptError(f"{model_dir}: no trained model here (missing {MODEL_DIR_CONFIG}); run the train stage first")
-    info = json.loads(cfg_file.read_text())
+    info = read_json(
+        model_dir / MODEL_DIR_CONFIG, missing="no trained model here; run the train stage first", error=CgptError
+    )
     state = load_file(str(model_dir / "model.safetensors"))
     return model_config_from_dict(info["model_config"]), state, info

@@ -32,7 +32,6 @@ from cgpt.fsutil import read_json
 from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig, TrainRecipe
 from cgpt.tracking import Tracker, disabled
-from cgpt.train.params import TrainParams
 from cgpt.train.checkpoint import (
     list_checkpoints,
     load_checkpoint,
@@ -41,6 +40,7 @@ from cgpt.train.checkpoint import (
     save_checkpoint,
 )
 from cgpt.train.optim import build_optimizer, set_lr
+from cgpt.train.params import TrainParams
 from cgpt.train.sampler import ChunkSampler
 from cgpt.train.schedule import batch_size_at, lr_at, tokens_seen
 
@@ -128,8 +128,16 @@ def setup_from_params(params: Params, tokens_dir: Path) -> RunSetup:
 
 
 _ARCHITECTURE_KEYS = (
-    "n_layer", "d_model", "n_head", "d_ffn", "vocab_size", "n_positions", "layer_norm_eps",
-    "parameterization", "embeddings_scale", "mup_base_width",
+    "n_layer",
+    "d_model",
+    "n_head",
+    "d_ffn",
+    "vocab_size",
+    "n_positions",
+    "layer_norm_eps",
+    "parameterization",
+    "embeddings_scale",
+    "mup_base_width",
 )
 
 
@@ -162,7 +170,9 @@ def set_aside_incompatible(ckpt_dir: Path, setup: RunSetup) -> bool:
         shutil.move(str(p), dest / p.name)
     if (ckpt_dir / HISTORY_FILE).exists():
         shutil.move(str(ckpt_dir / HISTORY_FILE), dest / HISTORY_FILE)
-    log.warning("checkpoints in %s belong to a different model or data; moved them to %s and starting over", ckpt_dir, dest)
+    log.warning(
+        "checkpoints in %s belong to a different model or data; moved them to %s and starting over", ckpt_dir, dest
+    )
     return True
 
 
@@ -203,7 +213,12 @@ def train(
     torch.manual_seed(tp.seed)
     model = GPT(cfg).to(device)
     optimizer = build_optimizer(
-        model, lr=recipe.peak_lr, betas=recipe.betas, eps=recipe.eps, weight_decay=recipe.weight_decay, kind=tp.optimizer
+        model,
+        lr=recipe.peak_lr,
+        betas=recipe.betas,
+        eps=recipe.eps,
+        weight_decay=recipe.weight_decay,
+        kind=tp.optimizer,
     )
     start_step = 0
     resumable = [p for p in list_checkpoints(ckpt_dir) if int(p.name.split("-")[1]) <= total_steps]
@@ -220,13 +235,19 @@ def train(
         for row in history:
             tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step=row["step"])
 
-    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if tp.precision == "bf16" else nullcontext()
+    autocast = (
+        torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if tp.precision == "bf16" else nullcontext()
+    )
     flops_per_token = cfg.flops_per_token(recipe.seq_len)[1]
     state_extra = {**setup.fingerprint(), "preset": setup.preset, "run_name": tp.run_name}
 
     def checkpoint(step: int) -> None:
         save_checkpoint(
-            ckpt_dir, step, model.state_dict(), cfg, optimizer_state=optimizer.state_dict(),
+            ckpt_dir,
+            step,
+            model.state_dict(),
+            cfg,
+            optimizer_state=optimizer.state_dict(),
             extra={**state_extra, "tokens_seen": tokens_seen(recipe, step)},
             keep_last=tp.keep_checkpoints,
         )
@@ -239,7 +260,9 @@ def train(
         return res["loss"]
 
     model.train()
-    bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=total_steps, initial=start_step, desc="train", unit="step", disable=not progress, dynamic_ncols=True
+    )
     window_loss, window_tokens, window_steps, window_time = 0.0, 0, 0, 0.0
     run_start, run_tokens = time.perf_counter(), 0
     last_loss = last_val = float("nan")
@@ -263,7 +286,9 @@ def train(
         loss_value = float(loss)
         window_time += time.perf_counter() - step_start
         if not math.isfinite(loss_value):
-            raise TrainingError(f"training loss became {loss_value} at step {step + 1}; lower train.lr or check the data")
+            raise TrainingError(
+                f"training loss became {loss_value} at step {step + 1}; lower train.lr or check the data"
+            )
         window_loss += loss_value
         window_tokens += x.numel()
         window_steps += 1
@@ -274,7 +299,9 @@ def train(
             tps = window_tokens / max(window_time, 1e-9)
             row = {"step": done, "loss": last_loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tps}
             history.append(row)
-            tracker.log_metrics({k: v for k, v in row.items() if k != "step"} | {"flops_per_s": tps * flops_per_token}, step=done)
+            tracker.log_metrics(
+                {k: v for k, v in row.items() if k != "step"} | {"flops_per_s": tps * flops_per_token}, step=done
+            )
             bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
             window_loss, window_tokens, window_steps, window_time = 0.0, 0, 0, 0.0
         if done % tp.eval_interval == 0 or done == total_steps:

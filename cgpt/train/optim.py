@@ -21,7 +21,8 @@ eps is added to the *un*-bias-corrected sqrt(v) (the Hugging Face transformers c
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 
 import torch
 from torch import nn

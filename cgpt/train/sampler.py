@@ -10,8 +10,6 @@ tells what any step trained on (as OLMo's data-order tool does).
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 import torch
 
@@ -23,6 +21,7 @@ class ChunkSampler:
         self.stream = stream
         self.chunk = seq_len + 1
         self.seed = seed
+        self._orders: dict[int, np.ndarray] = {}
         self.num_chunks = len(stream) // self.chunk  # type: ignore[arg-type]
         if self.num_chunks == 0:
             raise DataError(
@@ -30,9 +29,13 @@ class ChunkSampler:
                 "use a larger corpus or a smaller train.seq_len"
             )
 
-    @lru_cache(maxsize=2)
     def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.num_chunks)
+        """The chunk order of ``epoch`` (the last two are kept: a batch can straddle an epoch boundary)."""
+        if epoch not in self._orders:
+            if len(self._orders) >= 2:
+                self._orders.pop(next(iter(self._orders)))
+            self._orders[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.num_chunks)
+        return self._orders[epoch]
 
     def batch_indices(self, step: int, batch_size: int) -> list[int]:
         """Chunk indices of update ``step`` (global position step*batch_size onwards)."""

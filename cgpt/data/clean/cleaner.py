@@ -110,8 +110,11 @@ def _chunks(
         chars = 0
         key = None
         records = iter_records(
-            raw_dir / entry["path"], entry.get("format"), on_bad_line=params.on_bad_line,
-            default_meta=default_meta, counters=counters,
+            raw_dir / entry["path"],
+            entry.get("format"),
+            on_bad_line=params.on_bad_line,
+            default_meta=default_meta,
+            counters=counters,
         )
         for ri, rec in enumerate(records):
             block = ri // params.part_docs
@@ -139,8 +142,9 @@ def _ordered_results(params: CleanParams, workers: int, chunks: Iterable) -> Ite
         for key, docs in chunks:
             yield key, clean_chunk(docs, params)
         return
-    with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_init_worker,
-                             initargs=(params.model_dump_json(),)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=_mp_context(), initializer=_init_worker, initargs=(params.model_dump_json(),)
+    ) as pool:
         pending: deque = deque()
         for key, docs in chunks:
             pending.append((key, pool.submit(clean_chunk, docs)))
@@ -163,7 +167,10 @@ def _mp_context():
 
 
 def _add_file_counters(
-    files: list[RawFileEntry], file_counters: list[dict[str, int]], per_source: dict[str, SourceStats], shard: ShardParams
+    files: list[RawFileEntry],
+    file_counters: list[dict[str, int]],
+    per_source: dict[str, SourceStats],
+    shard: ShardParams,
 ) -> None:
     """Fold the readers' per-file counters (skipped bad lines, invalid UTF-8) into the source stats.
 
@@ -244,7 +251,8 @@ def clean(params: CleanParams, raw_dir: Path, out_dir: Path, *, progress: bool =
         if stats["total"]["documents_out"] == 0 and not sharded:
             raise DataError(
                 f"{raw_dir}: clean kept 0 of {stats['total']['documents_in']} documents "
-                f"(dropped: {nonzero_drops(stats['total']['dropped'])}); check the raw data and clean.min_chars/max_chars"
+                f"(dropped: {nonzero_drops(stats['total']['dropped'])}); check the raw data and "
+                "clean.min_chars/max_chars"
             )
         manifest = {
             "version": MANIFEST_VERSION,

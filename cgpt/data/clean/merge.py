@@ -36,12 +36,17 @@ def _read_shard_manifests(shard_dirs: list[Path]) -> list[dict[str, Any]]:
     indices = sorted(m.get("shard", {}).get("index", 0) for m in manifests)
     if len(counts) != 1 or indices != list(range(next(iter(counts)))):
         raise DataError(
-            f"merge_clean_shards: got shard indices {indices} of counts {sorted(counts)}; pass every shard 0..n-1 exactly once"
+            f"merge_clean_shards: got shard indices {indices} of counts {sorted(counts)}; pass every shard 0..n-1 "
+            "exactly once"
         )
     if len({json.dumps(m["params"], sort_keys=True) for m in manifests}) != 1:
-        raise DataError("merge_clean_shards: the shards were cleaned with different clean params; rerun them with the same params")
+        raise DataError(
+            "merge_clean_shards: the shards were cleaned with different clean params; rerun them with the same params"
+        )
     if len({m.get("raw_manifest_sha256") for m in manifests}) != 1:
-        raise DataError("merge_clean_shards: the shards were cleaned from different raw data (raw manifest differs); rerun them")
+        raise DataError(
+            "merge_clean_shards: the shards were cleaned from different raw data (raw manifest differs); rerun them"
+        )
     return manifests
 
 
@@ -76,7 +81,9 @@ def merge_clean_shards(shard_dirs: list[Path], out_dir: Path, *, progress: bool 
                 if not any(reasons):
                     writer.copy_part(src_path, entry)
                 else:
-                    writer.start((entry["file_index"], entry["block"]), {"raw_path": entry["raw_path"], "split": entry["split"]})
+                    writer.start(
+                        (entry["file_index"], entry["block"]), {"raw_path": entry["raw_path"], "split": entry["split"]}
+                    )
                     for line, reason in zip(read_part_lines(src_path), reasons):
                         if reason is None:
                             writer.write(line)
@@ -97,7 +104,12 @@ def merge_clean_shards(shard_dirs: list[Path], out_dir: Path, *, progress: bool 
                 f"merge_clean_shards: 0 of {stats['total']['documents_in']} documents kept "
                 f"(dropped: {nonzero_drops(stats['total']['dropped'])}); check the raw data and clean params"
             )
-        manifest = {"version": MANIFEST_VERSION, "raw_manifest_sha256": manifests[0]["raw_manifest_sha256"],
-                    "params": params_fp, "files": writer.entries, "stats": stats}
+        manifest = {
+            "version": MANIFEST_VERSION,
+            "raw_manifest_sha256": manifests[0]["raw_manifest_sha256"],
+            "params": params_fp,
+            "files": writer.entries,
+            "stats": stats,
+        }
         write_json_atomic(tmp / MANIFEST, manifest)
     return {**stats, "parts": len(writer.entries), "shards": len(shard_dirs)}

@@ -49,7 +49,7 @@ class ShardParams(_Strict):
     by: Literal["block", "file"] = "block"
 
     @model_validator(mode="after")
-    def _index_below_count(self) -> "ShardParams":
+    def _index_below_count(self) -> ShardParams:
         if self.index >= self.count:
             raise ValueError(f"shard.index={self.index} must be < shard.count={self.count}")
         return self
@@ -69,7 +69,7 @@ class CleanParams(_Strict):
     shard: ShardParams = ShardParams()
 
     @model_validator(mode="after")
-    def _min_le_max(self) -> "CleanParams":
+    def _min_le_max(self) -> CleanParams:
         if self.max_chars is not None and self.max_chars < self.min_chars:
             raise ValueError(f"max_chars={self.max_chars} must be >= min_chars={self.min_chars}")
         return self

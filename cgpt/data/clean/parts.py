@@ -136,8 +136,8 @@ def save_signatures(part: Path, sigs: list[DocSignature]) -> None:
 
 def load_signatures(part: Path, n: int) -> list[DocSignature]:
     with np.load(signature_path(part)) as z:
-        exact = z["exact"] if "exact" in z else None
-        minhash = z["minhash"] if "minhash" in z else None
+        exact = z.get("exact")
+        minhash = z.get("minhash")
     return [
         DocSignature(int(exact[i]) if exact is not None else None, minhash[i] if minhash is not None else None)
         for i in range(n)
@@ -155,7 +155,9 @@ def read_clean_manifest(clean_dir: Path, *, allow_shard: bool = False) -> dict[s
     """``data/clean/manifest.json``, checked: version, files, and not an unmerged shard."""
     path = Path(clean_dir) / MANIFEST
     manifest = read_json(
-        path, missing="clean manifest not found; run the clean stage first (dvc repro clean)", invalid="rerun the clean stage"
+        path,
+        missing="clean manifest not found; run the clean stage first (dvc repro clean)",
+        invalid="rerun the clean stage",
     )
     if not isinstance(manifest, dict) or manifest.get("version") != MANIFEST_VERSION or "files" not in manifest:
         version = manifest.get("version") if isinstance(manifest, dict) else None

@@ -28,6 +28,7 @@ import requests
 import urllib3
 
 from cgpt.errors import DataError
+from cgpt.fsutil import read_json_if_valid
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +148,9 @@ def _reuse_finished(url: str, dest: Path, sha256: str | None, size: int | None) 
     done = done_path(dest)
     if not (dest.is_file() and done.is_file()):
         return None
+    rec = read_json_if_valid(done)
     try:
-        rec = json.loads(done.read_text(encoding="utf-8"))
-        n, digest = int(rec["bytes"]), str(rec["sha256"])
+        n, digest = int(rec["bytes"]), str(rec["sha256"])  # type: ignore[index]
     except (ValueError, KeyError, TypeError):
         return None
     if dest.stat().st_size != n or (size is not None and n != size) or (sha256 is not None and digest != sha256):
@@ -215,7 +216,11 @@ def _attempt(
         if status >= 400 or status not in (200, 206):
             raise DataError(
                 f"{url}: HTTP {status} {resp.reason or ''}".rstrip()
-                + ("; the file is not at this URL, check the mirror / base_url" if status == 404 else "; check the URL and access")
+                + (
+                    "; the file is not at this URL, check the mirror / base_url"
+                    if status == 404
+                    else "; check the URL and access"
+                )
             )
         if status == 206:
             start, total = _content_range_total(resp.headers.get("Content-Range"))
@@ -281,8 +286,17 @@ def _bar(progress: bool, total: int | None, initial: int, name: str):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name, leave=False,
-                dynamic_ncols=True, miniters=1)
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=name,
+        leave=False,
+        dynamic_ncols=True,
+        miniters=1,
+    )
 
 
 def _short(exc: BaseException) -> str:

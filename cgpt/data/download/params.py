@@ -63,7 +63,9 @@ def expand_local(pattern: str, base: Path | None = None) -> list[Path]:
     files: list[Path] = []
     for h in hits:
         if h.is_dir():
-            files.extend(p for p in h.rglob("*") if p.is_file() and format_for_name(p.name) and not p.name.startswith("."))
+            files.extend(
+                p for p in h.rglob("*") if p.is_file() and format_for_name(p.name) and not p.name.startswith(".")
+            )
         elif h.is_file():
             files.append(h)
     return sorted(set(files))
@@ -107,15 +109,19 @@ class SourceParams(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _by_kind(self, info: ValidationInfo) -> "SourceParams":
+    def _by_kind(self, info: ValidationInfo) -> SourceParams:
         given = {k for k in ("paths", "urls", "base_url", "files") if getattr(self, k) is not None}
         if self.sha256 or self.size:
             given |= {k for k in ("sha256", "size") if getattr(self, k)}
-        allowed = {"shakespeare": set(), "local": {"paths"}, "url": {"urls", "base_url", "files", "sha256", "size"}}[self.kind]
+        allowed = {"shakespeare": set(), "local": {"paths"}, "url": {"urls", "base_url", "files", "sha256", "size"}}[
+            self.kind
+        ]
         extra = sorted(given - allowed)
         if extra:
-            raise ValueError(f"kind = {self.kind!r}: {', '.join(extra)} not allowed (only for kind: "
-                             f"{'local' if extra[0] == 'paths' else 'url'})")
+            raise ValueError(
+                f"kind = {self.kind!r}: {', '.join(extra)} not allowed (only for kind: "
+                f"{'local' if extra[0] == 'paths' else 'url'})"
+            )
         if self.kind == "shakespeare" and self.format not in ("auto", "jsonl"):
             raise ValueError(f"format = {self.format!r}: the built-in corpus is written as jsonl; remove format")
         self._root = Path((info.context or {}).get("root") or Path.cwd())
@@ -154,7 +160,9 @@ class SourceParams(BaseModel):
                 raise ValueError(f"urls = {u!r}: expected an http:// or https:// URL")
         for f in self.files or []:
             if not _safe_relpath(f):
-                raise ValueError(f"files = {f!r}: expected a relative path like 'train/00.jsonl.zst' (no '..', no leading '/')")
+                raise ValueError(
+                    f"files = {f!r}: expected a relative path like 'train/00.jsonl.zst' (no '..', no leading '/')"
+                )
         names = [rel for _, rel in self.remote_files()]
         seen: set[str] = set()
         for rel in names:
@@ -164,8 +172,10 @@ class SourceParams(BaseModel):
                 raise ValueError(f"urls = {rel!r}: two URLs give the same file name; use base_url + files with folders")
             seen.add(rel)
             if self.format == "auto" and format_for_name(rel) is None:
-                raise ValueError(f"urls = {rel!r}: unknown format (suffixes: {', '.join(SUFFIXES)}); "
-                                 f"set format: to one of {', '.join(FORMATS)}")
+                raise ValueError(
+                    f"urls = {rel!r}: unknown format (suffixes: {', '.join(SUFFIXES)}); "
+                    f"set format: to one of {', '.join(FORMATS)}"
+                )
         for key, digest in self.sha256.items():
             if key not in seen:
                 raise ValueError(f"sha256 = {key!r}: no such file in this source (files: {', '.join(names)})")
@@ -236,12 +246,15 @@ class DownloadParams(BaseModel):
         return str(path if path.is_absolute() or root is None else Path(root) / path)
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "DownloadParams":
+    def _unique_names(self) -> DownloadParams:
         if not self.sources:
             raise ValueError("sources = []: needs at least one source (omit sources for the built-in Shakespeare)")
         seen: dict[str, int] = {}
         for i, s in enumerate(self.sources):
             if s.name in seen:
-                raise ValueError(f"sources[{i}].name = {s.name!r}: duplicate source name (also sources[{seen[s.name]}]); names must be unique")
+                raise ValueError(
+                    f"sources[{i}].name = {s.name!r}: duplicate source name (also sources[{seen[s.name]}]); names "
+                    "must be unique"
+                )
             seen[s.name] = i
         return self

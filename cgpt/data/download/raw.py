@@ -81,7 +81,9 @@ def download(params: DownloadParams, out_dir: Path, *, progress: bool = True) ->
                     **res.stats,
                 }
                 if stats.get("downloaded_bytes"):
-                    stats["download_bytes_per_s"] = round(stats["downloaded_bytes"] / seconds, 1) if seconds > 0 else 0.0
+                    stats["download_bytes_per_s"] = (
+                        round(stats["downloaded_bytes"] / seconds, 1) if seconds > 0 else 0.0
+                    )
                 per_source[source.name] = stats
                 files.extend(res.files)
                 log.info("download: %s: %d files, %.1f MB in %.1fs", source.name, len(res.files), nbytes / 1e6, seconds)
@@ -113,11 +115,13 @@ def read_raw_manifest(raw_dir: Path) -> list[RawFileEntry]:
     """The ``files`` of ``raw_dir/manifest.json``, validated (the clean stage's input)."""
     path = Path(raw_dir) / MANIFEST
     manifest = read_json(
-        path, missing="raw manifest not found; run the download stage first (dvc repro download)", invalid="rerun the download stage"
+        path,
+        missing="raw manifest not found; run the download stage first (dvc repro download)",
+        invalid="rerun the download stage",
     )
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, list):
-        raise DataError(f"{path}: expected {{\"files\": [...]}}; rerun the download stage")
+        raise DataError(f'{path}: expected {{"files": [...]}}; rerun the download stage')
     for i, entry in enumerate(files):
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
             raise DataError(f"{path}: files[{i}] has no 'path'; rerun the download stage")

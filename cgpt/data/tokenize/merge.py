@@ -33,8 +33,11 @@ _CHUNK_TOKENS = 1 << 22  # 4 M tokens (32 MB as int64) per read
 
 def _read_shard_index(d: Path) -> dict[str, Any]:
     path = d / "index.json"
-    index = read_json(path, missing="tokenize shard output not found; run tokenize for that shard first",
-                      invalid="rerun that tokenize shard")
+    index = read_json(
+        path,
+        missing="tokenize shard output not found; run tokenize for that shard first",
+        invalid="rerun that tokenize shard",
+    )
     if not isinstance(index, dict) or not isinstance(index.get("shard"), dict):
         raise DataError(f"{path}: not a tokenize shard output (no 'shard' block); run tokenize with shard.count > 1")
     return index
@@ -60,7 +63,8 @@ def merge_token_shards(shard_dirs: list[Path], out_dir: Path, *, progress: bool 
     got = sorted(i["shard"]["index"] for i in indexes)
     if len(counts) != 1 or got != list(range(next(iter(counts)))):
         raise DataError(
-            f"merge_token_shards: got shard indices {got} of counts {sorted(counts)}; pass every shard 0..n-1 exactly once"
+            f"merge_token_shards: got shard indices {got} of counts {sorted(counts)}; pass every shard 0..n-1 exactly "
+            "once"
         )
     order = sorted(range(len(dirs)), key=lambda j: indexes[j]["shard"]["index"])
     dirs, indexes = [dirs[j] for j in order], [indexes[j] for j in order]
@@ -82,8 +86,13 @@ def merge_token_shards(shard_dirs: list[Path], out_dir: Path, *, progress: bool 
     rerun = "rerun every shard with the same tokenize params and clean data"
     _same(indexes, dirs, lambda i: i["shard"]["params"], "tokenize params", rerun)
     _same(indexes, dirs, lambda i: i["shard"]["clean_manifest_sha256"], "clean data (clean manifest)", rerun)
-    _same(indexes, dirs, lambda i: [i["vocab_size"], i["eos_token_id"], i["dtype"], i["split_params"]],
-          "vocab/eos/dtype/split", rerun)
+    _same(
+        indexes,
+        dirs,
+        lambda i: [i["vocab_size"], i["eos_token_id"], i["dtype"], i["split_params"]],
+        "vocab/eos/dtype/split",
+        rerun,
+    )
 
     first = indexes[0]
     dtype = np.dtype(first["dtype"])
@@ -92,19 +101,24 @@ def merge_token_shards(shard_dirs: list[Path], out_dir: Path, *, progress: bool 
 
     # per split: [(part, shard position, offset in that shard's split stream, tokens)] in part order
     plan: dict[str, list[tuple[int, int, int, int]]] = {}
-    documents = {s: 0 for s in SPLITS}
+    documents = dict.fromkeys(SPLITS, 0)
     for s in SPLITS:
         rows = []
         for j, idx in enumerate(indexes):
             off, docs, n = 0, 0, idx["shard"]["count"]
             for k, tokens, ndocs in idx["shard"]["parts"][s]:
                 if k % n != idx["shard"]["index"] or not 0 <= k < parts_total:
-                    raise DataError(f"merge_token_shards: {dirs[j]} holds part {k}, which is not its part; rerun that shard")
+                    raise DataError(
+                        f"merge_token_shards: {dirs[j]} holds part {k}, which is not its part; rerun that shard"
+                    )
                 rows.append((k, j, off, tokens))
                 off += tokens
                 docs += ndocs
             if off != idx["splits"][s]["tokens"] or docs != idx["splits"][s]["documents"]:
-                raise DataError(f"merge_token_shards: {dirs[j]}/index.json: {s} part counts disagree with the split totals; rerun that shard")
+                raise DataError(
+                    f"merge_token_shards: {dirs[j]}/index.json: {s} part counts disagree with the split totals; rerun "
+                    "that shard"
+                )
             documents[s] += docs
         rows.sort()
         plan[s] = rows
@@ -113,8 +127,13 @@ def merge_token_shards(shard_dirs: list[Path], out_dir: Path, *, progress: bool 
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(desc="merge tokens", unit="tok", unit_scale=True, dynamic_ncols=True,
-                   total=sum(i["splits"][s]["tokens"] for i in indexes for s in SPLITS))
+        bar = tqdm(
+            desc="merge tokens",
+            unit="tok",
+            unit_scale=True,
+            dynamic_ncols=True,
+            total=sum(i["splits"][s]["tokens"] for i in indexes for s in SPLITS),
+        )
     with atomic_dir(Path(out_dir)) as tmp:
         writers = {}
         for s in SPLITS:
@@ -139,7 +158,11 @@ def merge_token_shards(shard_dirs: list[Path], out_dir: Path, *, progress: bool 
         check_split_sizes({s: w.tokens for s, w in writers.items()}, docs_in, "merge_token_shards")
         (tmp / "tokenizer.json").write_bytes(tok_bytes[0])
         index = token_index(
-            first["vocab_size"], first["eos_token_id"], dtype, shas[0], first["split_params"],
+            first["vocab_size"],
+            first["eos_token_id"],
+            dtype,
+            shas[0],
+            first["split_params"],
             {s: w.split_entry() for s, w in writers.items()},
         )
         write_json_atomic(tmp / "index.json", index)

@@ -141,7 +141,9 @@ def _train_on_corpus(params: TokenizeParams, clean_dir: Path, manifest: dict[str
     return train_tokenizer(train_texts(), tp.vocab_size, tp.min_frequency)
 
 
-def _get_tokenizer(params: TokenizeParams, clean_dir: Path, manifest: dict[str, Any], tokenizer_file: Path | None = None):
+def _get_tokenizer(
+    params: TokenizeParams, clean_dir: Path, manifest: dict[str, Any], tokenizer_file: Path | None = None
+):
     tp = params.tokenizer
     if tokenizer_file is not None:
         return load_tokenizer(tokenizer_file)
@@ -149,8 +151,10 @@ def _get_tokenizer(params: TokenizeParams, clean_dir: Path, manifest: dict[str, 
         return load_tokenizer(tp.path)
     if params.shard.count > 1:
         raise DataError(
-            f"tokenize shard {params.shard.index} of {params.shard.count}: tokenizer.kind=train needs the shared tokenizer "
-            "trained once on the whole corpus; run cgpt.data.tokenize.pack.train_shared_tokenizer(params, clean_dir, path) first "
+            f"tokenize shard {params.shard.index} of {params.shard.count}: tokenizer.kind=train needs the shared "
+            "tokenizer "
+            "trained once on the whole corpus; run cgpt.data.tokenize.pack.train_shared_tokenizer(params, clean_dir, "
+            "path) first "
             "and pass tokenizer_file=path (flows/data_shards.py --stage tokenize does both)"
         )
     return _train_on_corpus(params, clean_dir, manifest)
@@ -180,8 +184,10 @@ def shard_fingerprint(params: TokenizeParams) -> dict[str, Any]:
 def check_split_sizes(tokens: dict[str, int], docs_in: int, where: str) -> None:
     """An empty train split is an error; an empty val or test split only a warning."""
     if tokens["train"] == 0:
-        raise DataError(f"{where}: the train split is empty after tokenizing {docs_in} documents; "
-                        "lower tokenize.split.val/test or add training data")
+        raise DataError(
+            f"{where}: the train split is empty after tokenizing {docs_in} documents; "
+            "lower tokenize.split.val/test or add training data"
+        )
     for s in ("val", "test"):
         if tokens[s] == 0:
             log.warning("tokenize: the %s split is empty; raise tokenize.split.%s or lower split.chunk_chars", s, s)
@@ -215,7 +221,9 @@ def tokenize_corpus(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(desc="tokenize" if not sharded else f"tokenize {sh.index}/{sh.count}", unit="doc", dynamic_ncols=True)
+        bar = tqdm(
+            desc="tokenize" if not sharded else f"tokenize {sh.index}/{sh.count}", unit="doc", dynamic_ncols=True
+        )
     t1 = time.perf_counter()
     docs_in = 0
     # per split: part index -> [tokens, documents] (parts arrive in increasing order), shard runs only
@@ -249,7 +257,11 @@ def tokenize_corpus(
             check_split_sizes({s: w.tokens for s, w in writers.items()}, docs_in, str(clean_dir))
         save_tokenizer(tok, tmp)
         index = token_index(
-            vocab_size, eos, dtype, tokenizer_sha256(tok), params.split.model_dump(mode="json"),
+            vocab_size,
+            eos,
+            dtype,
+            tokenizer_sha256(tok),
+            params.split.model_dump(mode="json"),
             {s: w.split_entry() for s, w in writers.items()},
         )
         if sharded:

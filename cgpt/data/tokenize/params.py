@@ -30,7 +30,7 @@ class TokenizeShardParams(_Strict):
     count: int = Field(1, ge=1)
 
     @model_validator(mode="after")
-    def _index_below_count(self) -> "TokenizeShardParams":
+    def _index_below_count(self) -> TokenizeShardParams:
         if self.index >= self.count:
             raise ValueError(f"shard.index={self.index} must be < shard.count={self.count}")
         return self
@@ -49,8 +49,10 @@ class TokenizerParams(_Strict):
     @model_validator(mode="after")
     def _path_for_pretrained(self) -> TokenizerParams:
         if self.kind == "pretrained" and not self.path:
-            raise ValueError("tokenizer.kind=pretrained needs tokenizer.path (a dir with vocab.json+merges.txt, "
-                             "a tokenizer.json, or an http(s) URL)")
+            raise ValueError(
+                "tokenizer.kind=pretrained needs tokenizer.path (a dir with vocab.json+merges.txt, "
+                "a tokenizer.json, or an http(s) URL)"
+            )
         return self
 
     @field_validator("path")
@@ -81,7 +83,7 @@ class SplitParams(_Strict):
     chunk_chars: int = Field(4096, ge=0)
 
     @model_validator(mode="after")
-    def _fractions(self) -> "SplitParams":
+    def _fractions(self) -> SplitParams:
         if self.val + self.test >= 1.0:
             raise ValueError(f"split.val + split.test = {self.val + self.test} must be < 1 (train needs documents)")
         return self

@@ -9,7 +9,6 @@ EOS appended after every document, and the padding id). The tokenize stage saves
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 import urllib.parse
 import urllib.request
@@ -19,6 +18,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from cgpt.errors import DataError
+from cgpt.fsutil import read_json_if_valid
 
 EOS_TOKEN = "<|endoftext|>"
 _HTTP_TIMEOUT_S = 60
@@ -104,19 +104,20 @@ def load_tokenizer(path_or_url: str | Path) -> Tokenizer:
             return _from_json(p / "tokenizer.json")
         if (p / "vocab.json").is_file() and (p / "merges.txt").is_file():
             return _from_vocab_merges(p / "vocab.json", p / "merges.txt")
-        raise DataError(f"{p}: no tokenizer.json or vocab.json + merges.txt in this folder; point tokenizer.path at one")
+        raise DataError(
+            f"{p}: no tokenizer.json or vocab.json + merges.txt in this folder; point tokenizer.path at one"
+        )
     if p.is_file():
         if p.name == "vocab.json" or (p.suffix == ".json" and (p.parent / "merges.txt").is_file() and _is_vocab(p)):
             return _from_vocab_merges(p, p.parent / "merges.txt")
         return _from_json(p)
-    raise DataError(f"{p}: tokenizer path not found; set tokenize.tokenizer.path to a folder, a tokenizer.json or a URL")
+    raise DataError(
+        f"{p}: tokenizer path not found; set tokenize.tokenizer.path to a folder, a tokenizer.json or a URL"
+    )
 
 
 def _is_vocab(p: Path) -> bool:
-    try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return False
+    obj = read_json_if_valid(p)
     return isinstance(obj, dict) and "model" not in obj
 
 
