@@ -80,7 +80,7 @@ def main() -> None:
         base_self = maxrss_mb(resource.RUSAGE_SELF)
         sampler = TreeSampler()
         sampler.start()
-        st = clean(CleanParams(workers=a.workers), td / "raw", td / "clean", progress=False)
+        st = clean(CleanParams(workers=a.workers), td / "raw", td / "clean", progress=False)["timing"]
         print(
             f"clean: {st['mb_per_s']:.1f} MB/s, {st['docs_per_s']:.0f} docs/s, {st['seconds']:.0f} s, "
             f"workers={st['workers']}"
@@ -90,7 +90,8 @@ def main() -> None:
             TokenizeParams.model_validate({"tokenizer": tok}), td / "clean", td / "tokens", progress=False
         )
         print(
-            f"tokenize: {ts['tokens_total']} tokens, {ts['tokens_per_s'] / 1e6:.2f} M tokens/s, {ts['seconds']:.0f} s"
+            f"tokenize: {ts['tokens_total']} tokens, {ts['timing']['tokens_per_s'] / 1e6:.2f} M tokens/s, "
+            f"{ts['timing']['seconds']:.0f} s"
         )
         tree = sampler.stop() / 2**20
         print(

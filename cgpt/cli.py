@@ -76,45 +76,10 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _summary(args: argparse.Namespace) -> None:
-    """A compact view of the last run; `dvc metrics show` has every number."""
-    from cgpt.fsutil import read_json
+    """The last run at a glance; `dvc metrics show` has every number."""
+    from cgpt.summary import format_summary, summary_rows
 
-    project = Project.at(args.project)
-    p = project.params()
-    root, run = project.root, project.run_dir(p.train.run_name)
-
-    def read(path: Path) -> dict:
-        return read_json(path, missing="") if path.is_file() else {}
-
-    clean, tok = read(root / "metrics/clean.json"), read(root / "metrics/tokenize.json")
-    train, ev, ex = read(run / "train_metrics.json"), read(run / "eval_metrics.json"), read(run / "export_metrics.json")
-    if clean:
-        t = clean["total"]
-        print(
-            f"clean     {t['documents_in']:,} documents in, {t['documents_out']:,} out, {t['characters_out']:,} "
-            "characters"
-        )
-    if tok:
-        print(
-            f"tokenize  vocab {tok['vocab_size']:,}; tokens train {tok['tokens']['train']:,}, val "
-            f"{tok['tokens']['val']:,}, "
-            f"test {tok['tokens']['test']:,}; {tok['tokens_per_s']:,.0f} tokens/s"
-        )
-    if train:
-        print(
-            f"train     {train['steps']} steps, {train['tokens_seen']:,} tokens, {train['tokens_per_s']:,.0f} "
-            "tokens/s, "
-            f"{train['seconds']:.0f} s; final train loss {train['train_loss']:.3f}, val loss {train['val_loss']:.3f}"
-        )
-    for split, m in sorted(ev.items(), key=lambda kv: kv[0] != "val"):
-        print(
-            f"evaluate  {split}: {m['loss']:.4f} nats/token, perplexity {m['perplexity']:.2f} ({m['tokens']:,} tokens)"
-        )
-    if ex:
-        print(f"export    {run / 'hf'}: max |logit diff| vs cgpt {ex['max_abs_logit_diff']:.1e}")
-    sample = run / "sample.txt"
-    if sample.is_file():
-        print(f"sample    {sample.read_text(encoding='utf-8').strip()!r}")
+    print(format_summary(summary_rows(Project.at(args.project))))
 
 
 def build_parser() -> argparse.ArgumentParser:

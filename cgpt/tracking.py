@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +55,27 @@ def numeric_items(d: dict[str, Any]) -> dict[str, float]:
 
 
 class Tracker:
-    """A thin handle on one MLflow run; every method is a no-op when tracking is disabled."""
+    """A thin handle on one MLflow run; every method is a no-op when tracking is disabled.
 
-    def __init__(self, client: Any | None, run_id: str | None, flush_every: int = 200, fresh: bool = False) -> None:
+    Metrics are buffered and sent with ``log_batch`` when ``flush_every`` values are waiting or
+    ``flush_seconds`` have passed, so the UI follows a run live without one request per value.
+    """
+
+    def __init__(
+        self,
+        client: Any | None,
+        run_id: str | None,
+        flush_every: int = 200,
+        fresh: bool = False,
+        flush_seconds: float = 5.0,
+    ) -> None:
         self.client = client
         self.run_id = run_id
-        self.fresh = fresh  # created by this process (not reopened): earlier history may need re-logging
+        self.fresh = fresh  # created by this process (not reopened)
         self._buffer: list[Any] = []
         self._flush_every = flush_every
+        self._flush_seconds = flush_seconds
+        self._last_flush = time.monotonic()
 
     @property
     def enabled(self) -> bool:
@@ -90,15 +105,22 @@ class Tracker:
 
         ts = int(time.time() * 1000)
         self._buffer.extend(Metric(k, float(v), ts, step or 0) for k, v in metrics.items() if math.isfinite(v))
-        if len(self._buffer) >= self._flush_every:
+        if len(self._buffer) >= self._flush_every or time.monotonic() - self._last_flush >= self._flush_seconds:
             self.flush()
 
     def flush(self) -> None:
+        self._last_flush = time.monotonic()
         if not self.enabled or not self._buffer:
             return
         for i in range(0, len(self._buffer), 1000):
             self.client.log_batch(self.run_id, metrics=self._buffer[i : i + 1000])
         self._buffer.clear()
+
+    def last_logged_steps(self, keys: Iterable[str]) -> dict[str, int]:
+        """The highest step the run already holds for each metric (-1 when it holds none)."""
+        if not self.enabled:
+            return {}
+        return {k: max((m.step for m in self.client.get_metric_history(self.run_id, k)), default=-1) for k in keys}
 
     def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None:
         if self.enabled:
@@ -112,6 +134,29 @@ class Tracker:
         if self.enabled:
             self.flush()
             self.client.set_terminated(self.run_id, status=status)
+
+
+class CurveLogger:
+    """Training curves into MLflow exactly once per (metric, step), across kills and resumes.
+
+    At start it asks the run which step it last holds per metric; a point at or below that step
+    is not sent again (after a resume the steps since the checkpoint are recomputed bit-exactly,
+    so the store already has the same values), and every later point is sent. Replaying the
+    checkpoint's history through :meth:`log` therefore fills exactly what a kill lost.
+    """
+
+    def __init__(self, tracker: Tracker, keys: Iterable[str]) -> None:
+        self.tracker = tracker
+        self.last = tracker.last_logged_steps(keys)
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        fresh = {k: v for k, v in values.items() if step > self.last.get(k, -1) and math.isfinite(v)}
+        if fresh:
+            self.tracker.log_metrics(fresh, step=step)
+            self.last.update(dict.fromkeys(fresh, step))
+
+    def flush(self) -> None:
+        self.tracker.flush()
 
 
 def _client(root: Path) -> Any:
@@ -163,6 +208,21 @@ def open_model_run(
         record["key"] = key
     write_json_atomic(marker, record)
     return Tracker(client, run.info.run_id, fresh=True)
+
+
+@contextmanager
+def finishing(tracker: Tracker) -> Iterator[Tracker]:
+    """End the run whatever happens: FINISHED, KILLED after Ctrl-C/SIGTERM, FAILED after an error
+    (never left RUNNING), with every buffered metric sent first."""
+    try:
+        yield tracker
+    except KeyboardInterrupt:
+        tracker.finish("KILLED")
+        raise
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish()
 
 
 def _read_marker(marker: Path) -> dict[str, Any] | None:

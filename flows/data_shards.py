@@ -181,7 +181,7 @@ def sharded_tokenize_flow(
     sub = _run_shards.with_options(task_runner=make_task_runner(runner, n_shards, dask_address))
     stats = sub("tokenize", params, clean_dir, out_dir, n_shards, workers_per_shard, keep_shards)
     secs = max(time.perf_counter() - t1, 1e-9)  # shards + merge, wall clock (same keys as one run's stats)
-    stats.update(
+    stats["timing"].update(
         tokenizer_seconds=round(t1 - t0, 3),
         seconds=round(secs, 3),
         tokens_per_s=round(stats["tokens_total"] / secs, 1),

@@ -205,7 +205,7 @@ def test_ftfy_nfc_filters_and_stats(tmp_path):
     assert stats["per_source"]["Web"]["documents_out"] == 1
     assert stats["per_source"]["Books"]["documents_in"] == 5
     assert tot["characters_out"] == sum(len(d["text"]) for d in docs)
-    assert stats["docs_per_s"] > 0 and stats["mb_per_s"] > 0
+    assert stats["timing"]["docs_per_s"] > 0 and stats["timing"]["mb_per_s"] > 0
     json.dumps(stats)  # serializable
 
 

@@ -32,7 +32,8 @@ def load_stages() -> dict[str, dict]:
 
 @pytest.mark.parametrize("name", list(load_stages()))
 def test_deps_cover_the_import_closure(name):
-    assert uncovered(load_stages()[name]) == [], f"dvc.yaml stage {name} misses code deps"
+    missing = uncovered(load_stages()[name])
+    assert missing == [], f"dvc.yaml stage {name} misses code deps: {missing}"
 
 
 def test_every_stage_dep_exists():

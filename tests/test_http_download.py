@@ -272,8 +272,8 @@ def test_url_source_stage_resumes_after_failure(server, tmp_path):
     ]
     assert all(f["sha256"] == SHA and f["bytes"] == len(PAYLOAD) for f in m["files"])
     assert (out / "pile-val" / "val.jsonl.zst").read_bytes() == PAYLOAD
-    assert stats["sources"]["pile-val"]["downloaded_bytes"] == 0
-    assert stats["sources"]["pile-test"]["downloaded_bytes"] == len(PAYLOAD)
+    assert stats["timing"]["sources"]["pile-val"]["downloaded_bytes"] == 0
+    assert stats["timing"]["sources"]["pile-test"]["downloaded_bytes"] == len(PAYLOAD)
     assert stats["total"]["files"] == 2 and stats["total"]["bytes"] == 2 * len(PAYLOAD)
 
 
@@ -302,4 +302,4 @@ def test_parallel_downloads_keep_params_order(server, tmp_path):
         f"pile-train/{f}" for f in files
     ]
     assert all((out / "pile-train" / f).read_bytes() == PAYLOAD for f in files)
-    assert stats["sources"]["pile-train"]["downloaded_bytes"] == 5 * len(PAYLOAD)
+    assert stats["timing"]["sources"]["pile-train"]["downloaded_bytes"] == 5 * len(PAYLOAD)

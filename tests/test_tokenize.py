@@ -143,7 +143,7 @@ def test_tokenize_index_header_and_eos(clean_dir, tmp_path):
         for shard in info["shards"]:
             raw = (out / shard["path"]).read_bytes()
             assert raw[:8] == MAGIC and len(raw) == HEADER_BYTES + 2 * shard["tokens"]
-    assert stats["tokens_per_s"] > 0 and stats["documents_in"] > 0
+    assert stats["timing"]["tokens_per_s"] > 0 and stats["documents_in"] > 0
     # val keeps the raw val file's documents whole: the official split wins
     assert index["splits"]["val"]["documents"] >= 50
 

@@ -73,7 +73,7 @@ def test_resume_is_exact(tmp_path):
     train(setup(), tokens, tmp_path / "b", progress=False)
     shutil.rmtree(tmp_path / "b" / "checkpoints" / "step-00000012")  # as if killed after step 6
     resumed = train(setup(), tokens, tmp_path / "b", progress=False)
-    assert resumed.summary.resumed_from_step == 6
+    assert resumed.resumed_from_step == 6
     for k, v in full.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
     assert [r["step"] for r in full.history if "loss" in r] == [3, 6, 9, 12]
@@ -83,7 +83,7 @@ def test_finished_run_is_not_retrained(tmp_path):
     tokens = write_tokens(tmp_path / "tok", {"train": pattern(5_000, 2), "val": pattern(500, 2)})
     train(setup(), tokens, tmp_path / "a", progress=False)
     again = train(setup(), tokens, tmp_path / "a", progress=False)
-    assert again.summary.resumed_from_step == 12 and np.isfinite(again.summary.val_loss)
+    assert again.resumed_from_step == 12 and np.isfinite(again.summary.val_loss)
 
 
 def test_checkpoints_of_another_model_are_set_aside_not_deleted(tmp_path):
@@ -91,7 +91,7 @@ def test_checkpoints_of_another_model_are_set_aside_not_deleted(tmp_path):
     train(setup(), tokens, tmp_path / "a", progress=False)
     other = setup(seed=99)
     out = train(other, tokens, tmp_path / "a", progress=False)
-    assert out.summary.resumed_from_step == 0
+    assert out.resumed_from_step == 0
     superseded = list((tmp_path / "a" / "checkpoints").glob("superseded-*"))
     assert len(superseded) == 1 and list_checkpoints(superseded[0])
 
@@ -110,7 +110,7 @@ def test_continues_from_an_imported_hugging_face_folder(tmp_path):
         base, recipe=replace(base.recipe, peak_lr=0.0, end_lr=0.0)
     )  # lr 0: weights must stay the imported ones
     out = train(frozen, tokens, tmp_path / "run", progress=False)
-    assert out.summary.resumed_from_step == 0
+    assert out.resumed_from_step == 0
     for k, v in source.state_dict().items():
         assert torch.allclose(out.model.state_dict()[k], v, atol=1e-6), k
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from cgpt.runtime import run_main
 from cgpt.stages.project import Project
 
-STAGES = ("download", "clean", "tokenize", "train", "evaluate", "export")
+STAGES = ("sources", "download", "clean", "tokenize", "train", "evaluate", "export")
 
 
 def stage_function(stage: str) -> Callable[[Project], object]:

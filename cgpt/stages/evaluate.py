@@ -11,7 +11,7 @@ from cgpt.eval.xent import cross_entropy
 from cgpt.fsutil import write_json_atomic
 from cgpt.model.gpt import GPT
 from cgpt.stages.project import Project
-from cgpt.tracking import RUN_FILE, numeric_items, open_model_run
+from cgpt.tracking import RUN_FILE, finishing, numeric_items, open_model_run
 from cgpt.train.checkpoint import load_model_dir
 
 
@@ -40,7 +40,7 @@ def run(project: Project) -> dict[str, Any]:
             f"{int(res['tokens'])} tokens"
         )
     write_json_atomic(run_dir / "eval_metrics.json", metrics)
-    tracker = open_model_run(project.root, params.tracking, params.train.run_name, run_dir / "model" / RUN_FILE)
-    tracker.log_metrics({f"eval.{k}": v for k, v in numeric_items(metrics).items()}, step=int(info["step"]))
-    tracker.finish()
+    tracker = open_model_run(project.root, params.tracking, params.train.run_name, run_dir / RUN_FILE)
+    with finishing(tracker):
+        tracker.log_metrics({f"eval.{k}": v for k, v in numeric_items(metrics).items()}, step=int(info["step"]))
     return metrics

@@ -12,7 +12,7 @@ from cgpt.export.verify import max_logit_difference, sample_text
 from cgpt.fsutil import write_json_atomic, write_text_atomic
 from cgpt.model.gpt import GPT
 from cgpt.stages.project import Project
-from cgpt.tracking import RUN_FILE, open_model_run
+from cgpt.tracking import RUN_FILE, finishing, open_model_run
 from cgpt.train.checkpoint import load_model_dir
 
 
@@ -46,9 +46,9 @@ def run(project: Project) -> dict[str, Any]:
     metrics = {"max_abs_logit_diff": diff, "bytes": sum(files.values()), "files": len(files)}
     write_json_atomic(run_dir / "export_metrics.json", metrics)
     write_text_atomic(run_dir / "sample.txt", text + "\n")
-    tracker = open_model_run(project.root, params.tracking, params.train.run_name, run_dir / "model" / RUN_FILE)
-    tracker.log_metrics({f"export.{k}": float(v) for k, v in metrics.items()}, step=int(info["step"]))
-    tracker.log_artifacts(hf_dir, "hf")
-    tracker.log_text(text, "sample.txt")
-    tracker.finish()
+    tracker = open_model_run(project.root, params.tracking, params.train.run_name, run_dir / RUN_FILE)
+    with finishing(tracker):
+        tracker.log_metrics({f"export.{k}": float(v) for k, v in metrics.items()}, step=int(info["step"]))
+        tracker.log_artifacts(hf_dir, "hf")
+        tracker.log_text(text, "sample.txt")
     return metrics

@@ -1,4 +1,10 @@
-"""Stage train: ``data/tokens/`` -> ``runs/<run_name>/`` (checkpoints [persist], model/, metrics, plots)."""
+"""Stage train: ``data/tokens/`` -> ``runs/<run_name>/`` (checkpoints [persist], model/, metrics, plots).
+
+Files written beside the declared outputs (not DVC outputs, since they differ between two runs of
+the same configuration): ``timing.json`` (wall time and tokens/s over the whole training, every
+session of a resumed run), ``plots/speed.csv`` (tokens/s per logged step) and ``mlflow_run.json``
+(the MLflow run that trained ``model/``, which evaluate and export log into).
+"""
 
 from __future__ import annotations
 
@@ -8,22 +14,30 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from cgpt.config import Params
 from cgpt.fsutil import write_json_atomic
+from cgpt.runtime import graceful_stop
 from cgpt.stages.project import Project
-from cgpt.tracking import RUN_FILE, open_model_run
+from cgpt.tracking import RUN_FILE, Tracker, finishing, open_model_run
 from cgpt.train.checkpoint import model_config_to_dict, save_model_dir
-from cgpt.train.loop import TrainResult, setup_from_params, train
+from cgpt.train.loop import RunSetup, TrainResult, run_speed, setup_from_params, train
 
-PLOT_COLUMNS = {"train.csv": ["step", "loss", "lr", "grad_norm", "tokens_per_s"], "val.csv": ["step", "val_loss"]}
+PLOT_COLUMNS = {
+    "train.csv": ["step", "loss", "lr", "grad_norm"],
+    "val.csv": ["step", "val_loss"],
+}
+SPEED_COLUMNS = ["step", "tokens_per_s", "flops_per_s"]
 
 
 def write_plot_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """The history rows that have every column, as a CSV for ``dvc plots``."""
+    """The rows that have every column, as a CSV for ``dvc plots`` (written atomically)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
         w.writerows(r for r in rows if all(c in r for c in columns))
+    tmp.replace(path)
 
 
 def run(project: Project) -> TrainResult:
@@ -44,7 +58,15 @@ def run(project: Project) -> TrainResult:
         }
     )
     tracker.set_tags({"cgpt.preset": params.model.preset, "cgpt.run_name": params.train.run_name})
-    result = train(setup, project.tokens, run_dir, tracker=tracker)
+    with finishing(tracker), graceful_stop("training") as stop_requested:
+        result = train(setup, project.tokens, run_dir, tracker=tracker, stop_requested=stop_requested)
+        _write_results(project, params, setup, result, tracker)
+    return result
+
+
+def _write_results(project: Project, params: Params, setup: RunSetup, result: TrainResult, tracker: Tracker) -> None:
+    run_dir = project.run_dir(params.train.run_name)
+    ckpt_dir = run_dir / "checkpoints"
     meta = {
         "preset": params.model.preset,
         "run_name": params.train.run_name,
@@ -54,11 +76,15 @@ def run(project: Project) -> TrainResult:
     }
     save_model_dir(run_dir / "model", result.model.state_dict(), setup.model_config, meta)
     if (ckpt_dir / RUN_FILE).exists():
-        shutil.copy(ckpt_dir / RUN_FILE, run_dir / "model" / RUN_FILE)
+        shutil.copy(ckpt_dir / RUN_FILE, run_dir / RUN_FILE)
     metrics = result.summary.to_json()
     write_json_atomic(run_dir / "train_metrics.json", metrics)
     for name, columns in PLOT_COLUMNS.items():
         write_plot_csv(run_dir / "plots" / name, result.history, columns)
-    tracker.log_metrics({f"train.{k}": float(v) for k, v in metrics.items()}, step=result.summary.steps)
-    tracker.finish()
-    return result
+    write_plot_csv(run_dir / "plots" / "speed.csv", result.speed, SPEED_COLUMNS)
+    timing = {**run_speed(result.speed), "resumed_from_step": result.resumed_from_step}
+    write_json_atomic(run_dir / "timing.json", timing)
+    tracker.log_metrics(
+        {f"train.{k}": float(v) for k, v in {**metrics, **timing}.items() if isinstance(v, (int, float))},
+        step=result.summary.steps,
+    )

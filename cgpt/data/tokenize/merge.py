@@ -176,8 +176,7 @@ def merge_token_shards(shard_dirs: list[Path], out_dir: Path, *, progress: bool 
         "documents_in": docs_in,
         "tokens_total": total,
         "shards": len(dirs),
-        "merge_seconds": round(secs, 3),
-        "merge_tokens_per_s": round(total / secs, 1),
+        "timing": {"merge_seconds": round(secs, 3), "merge_tokens_per_s": round(total / secs, 1)},
     }
 
 

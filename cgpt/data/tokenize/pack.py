@@ -285,8 +285,10 @@ def tokenize_corpus(
         "documents": {s: w.documents for s, w in writers.items()},
         "documents_in": docs_in,
         "tokens_total": total,
-        "tokenizer_seconds": round(t_tok, 3),
-        "seconds": round(t_enc, 3),
-        "tokens_per_s": round(total / t_enc, 1),
-        "docs_per_s": round(docs_in / t_enc, 1),
+        "timing": {
+            "tokenizer_seconds": round(t_tok, 3),
+            "seconds": round(t_enc, 3),
+            "tokens_per_s": round(total / t_enc, 1),
+            "docs_per_s": round(docs_in / t_enc, 1),
+        },
     }
