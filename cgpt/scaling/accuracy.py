@@ -47,8 +47,13 @@ from cgpt.scaling.rules import MIN_POINTS_FREE_FLOOR
 #: solutions; WinoGrande 2 options; ARC-Easy/Challenge mostly 4 choices, some questions 3 or 5 (so
 #: ≈0.25, not exact); OpenBookQA 4 choices; LAMBADA is open-vocabulary last-word prediction, so 0.
 CHANCE_ACCURACY: dict[str, float] = {
-    "hellaswag": 0.25, "piqa": 0.5, "winogrande": 0.5, "lambada_openai": 0.0,
-    "arc_easy": 0.25, "arc_challenge": 0.25, "openbookqa": 0.25,
+    "hellaswag": 0.25,
+    "piqa": 0.5,
+    "winogrande": 0.5,
+    "lambada_openai": 0.0,
+    "arc_easy": 0.25,
+    "arc_challenge": 0.25,
+    "openbookqa": 0.25,
 }
 DEFAULT_CEILING = 1.0
 K_BOUNDS = (1e-3, 100.0)
@@ -217,9 +222,23 @@ def fit_accuracy_sigmoid(
     if at:
         notes.append(f"at a bound: {', '.join(at)}")
     return SigmoidFit(
-        task=task, floor=float(f), ceiling=float(ceiling), l0=float(l0), k=float(k), floor_mode=mode, chance=chance,
-        stderr=stderr, n_points=int(x.size), dof=dof, sigma=sigma, loss=x.tolist(), accuracy=y.tolist(),
-        fitted=fitted.tolist(), residuals=r.tolist(), at_bounds=at, notes=notes,
+        task=task,
+        floor=float(f),
+        ceiling=float(ceiling),
+        l0=float(l0),
+        k=float(k),
+        floor_mode=mode,
+        chance=chance,
+        stderr=stderr,
+        n_points=int(x.size),
+        dof=dof,
+        sigma=sigma,
+        loss=x.tolist(),
+        accuracy=y.tolist(),
+        fitted=fitted.tolist(),
+        residuals=r.tolist(),
+        at_bounds=at,
+        notes=notes,
     )
 
 
@@ -232,5 +251,12 @@ def predict_accuracy(fit: SigmoidFit, loss: LossPrediction | float) -> AccuracyP
     low = high = None
     if lo_loss is not None and hi_loss is not None:  # accuracy falls with loss: the high loss gives the low accuracy
         low, high = float(fit.predict(hi_loss)), float(fit.predict(lo_loss))
-    return AccuracyPrediction(task=fit.task, loss=centre, accuracy=float(fit.predict(centre)), low=low, high=high,
-                              sigmoid_sigma=fit.sigma, floor_mode=fit.floor_mode)
+    return AccuracyPrediction(
+        task=fit.task,
+        loss=centre,
+        accuracy=float(fit.predict(centre)),
+        low=low,
+        high=high,
+        sigmoid_sigma=fit.sigma,
+        floor_mode=fit.floor_mode,
+    )

@@ -28,11 +28,15 @@ FlopsSource = Literal["eval", "train", "cgpt"]
 #: The 13B target of the two-step accuracy prediction (mean absolute error over the seven tasks).
 TARGET_MAE = 0.03
 
-XENT_LABELS = {"zoo": "Pile test xent, Model Zoo README copy of the card (0-shot table)",
-               "hf": "Pile test xent, Hugging Face card"}
-FLOPS_LABELS = {"eval": "training FLOPs, card's evaluation-table column",
-                "train": "training FLOPs, card's training-table column",
-                "cgpt": "training FLOPs, cgpt's (6N + 12LTd) x tokens"}
+XENT_LABELS = {
+    "zoo": "Pile test xent, Model Zoo README copy of the card (0-shot table)",
+    "hf": "Pile test xent, Hugging Face card",
+}
+FLOPS_LABELS = {
+    "eval": "training FLOPs, card's evaluation-table column",
+    "train": "training FLOPs, card's training-table column",
+    "cgpt": "training FLOPs, cgpt's (6N + 12LTd) x tokens",
+}
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,9 @@ class CardSelection:
 
     def members(self) -> list[Member]:
         return [
-            Member(size, self.compute(size), self.loss(size), dict(card.card_row(size, mup=self.mup, shots=self.shots).acc))
+            Member(
+                size, self.compute(size), self.loss(size), dict(card.card_row(size, mup=self.mup, shots=self.shots).acc)
+            )
             for size in self.sizes
         ]
 
@@ -137,7 +143,8 @@ class CardFit:
     def to_dict(self) -> dict[str, Any]:
         return {
             "selection": vars(self.selection) | {"label": self.selection.label()},
-            "fit": self.fit.to_dict(), "pure_power": self.pure.to_dict(),
+            "fit": self.fit.to_dict(),
+            "pure_power": self.pure.to_dict(),
             "references": [vars(r) | {"a": r.a, "b": r.b} for r in self.references],
         }
 
@@ -159,9 +166,13 @@ class LeaveOut:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "selection": vars(self.selection) | {"label": self.selection.label()}, "size": self.size,
-            "forecast": self.forecast.to_dict(), "check": self.check.to_dict(), "accuracy": self.accuracy.to_dict(),
-            "target_mae": self.target_mae, "met_target": self.met_target,
+            "selection": vars(self.selection) | {"label": self.selection.label()},
+            "size": self.size,
+            "forecast": self.forecast.to_dict(),
+            "check": self.check.to_dict(),
+            "accuracy": self.accuracy.to_dict(),
+            "target_mae": self.target_mae,
+            "met_target": self.met_target,
         }
 
 
@@ -185,11 +196,18 @@ def leave_out(
     """Predict ``size`` from the other members: xent from their (FLOPs, xent), accuracies via the sigmoid."""
     size = size.lower()
     if size not in selection.sizes:
-        raise ScalingError(f"--leave-out {size}: not a {'muP ' if selection.mup else ''}card size; "
-                           f"expected one of {', '.join(selection.sizes)}")
+        raise ScalingError(
+            f"--leave-out {size}: not a {'muP ' if selection.mup else ''}card size; "
+            f"expected one of {', '.join(selection.sizes)}"
+        )
     members = selection.members()
     target = next(m for m in members if m.name == size)
     others = [m for m in members if m.name != size]
     forecast = forecast_member(others, target.compute, name=size, level=level, form=form, floor=floor)
-    return LeaveOut(selection, size, forecast, check_member(forecast.loss, target.loss),
-                    compare_accuracies(forecast, target.accuracy))
+    return LeaveOut(
+        selection,
+        size,
+        forecast,
+        check_member(forecast.loss, target.loss),
+        compare_accuracies(forecast, target.accuracy),
+    )

@@ -57,24 +57,33 @@ def run(args: argparse.Namespace) -> None:
     if args.leave_out:
         raise ScalingError("--leave-out SIZE goes with --card; with --points use --predict FLOPS")
     members = read_points(Path(args.points))
-    fit = fit_power_law([m.compute for m in members], [m.loss for m in members], form=args.form,
-                        names=[m.name for m in members], sigma_known=args.sigma_known)
+    fit = fit_power_law(
+        [m.compute for m in members],
+        [m.loss for m in members],
+        form=args.form,
+        names=[m.name for m in members],
+        sigma_known=args.sigma_known,
+    )
     print(f"{args.points}: {len(members)} points")
     print(format_fit(fit))
     print()
     print(_table_text(points_table(fit)))
     preds = []
     for c in args.predict:
-        fc = forecast_member(members, c, level=args.level, form=args.form, sigma_known=args.sigma_known,
-                             floor=_floor(args.floor))
+        fc = forecast_member(
+            members, c, level=args.level, form=args.form, sigma_known=args.sigma_known, floor=_floor(args.floor)
+        )
         preds.append(fc.loss)
         print()
         print(f"at {c:.4g} FLOPs: loss {_interval_text(fc.loss)}")
         if fc.accuracy:
-            print(_table_text(accuracy_table(fc)[["task", "chance", "floor", "floor_mode", "predicted", "low", "high"]]))
+            print(
+                _table_text(accuracy_table(fc)[["task", "chance", "floor", "floor_mode", "predicted", "low", "high"]])
+            )
     if out is not None:
-        paths = write_table(points_table(fit), out, "points") + write_table(coefficients_table({"fit": fit}), out,
-                                                                            "coefficients")
+        paths = write_table(points_table(fit), out, "points") + write_table(
+            coefficients_table({"fit": fit}), out, "coefficients"
+        )
         from cgpt.scaling.plots import plot_loss_vs_compute
 
         paths += plot_loss_vs_compute(fit, out / "loss_vs_compute", predictions=preds)
@@ -164,7 +173,9 @@ def format_card_fit(cf: CardFit) -> str:
     df = df[["name", "compute", "loss", "fit", "resid"] + [f"resid {r.label}" for r in cf.references]]
     lines.append(_table_text(df.rename(columns={"compute": "FLOPs", "loss": "xent", "name": "size"})))
     if not cf.references:
-        lines.append(f"(reference laws are fitted on the evaluation-table FLOPs; not comparable with --flops {sel.flops})")
+        lines.append(
+            f"(reference laws are fitted on the evaluation-table FLOPs; not comparable with --flops {sel.flops})"
+        )
     return "\n".join(lines)
 
 
@@ -188,9 +199,13 @@ def format_leave_out(lo: LeaveOut) -> str:
     lines.append(_table_text(df))
     at_card = sum(abs(a - b) for a, b in zip(df["at card xent"], df["card"])) / len(df)
     verdict = "met" if lo.met_target else "MISSED"
-    lines.append(f"MAE over {len(df)} tasks: {lo.accuracy.mae:.4f} (target <= {lo.target_mae}: {verdict}); "
-                 f"with the card's xent instead of the predicted one: {at_card:.4f}")
-    lines.append("* low/high: accuracy at the ends of the xent prediction interval (the sigmoid's own error not included)")
+    lines.append(
+        f"MAE over {len(df)} tasks: {lo.accuracy.mae:.4f} (target <= {lo.target_mae}: {verdict}); "
+        f"with the card's xent instead of the predicted one: {at_card:.4f}"
+    )
+    lines.append(
+        "* low/high: accuracy at the ends of the xent prediction interval (the sigmoid's own error not included)"
+    )
     return "\n".join(lines)
 
 
@@ -204,23 +219,35 @@ def write_card_outputs(cf: CardFit, lo: LeaveOut | None, out: Path) -> list[Path
     from cgpt.scaling.plots import plot_accuracy_sigmoids, plot_loss_vs_compute
 
     paths = write_table(points_table(cf.fit, cf.references), out, "points")
-    paths += write_table(coefficients_table({"cgpt": cf.fit, "cgpt (power)": cf.pure}, cf.references), out,
-                         "coefficients")
+    paths += write_table(
+        coefficients_table({"cgpt": cf.fit, "cgpt (power)": cf.pure}, cf.references), out, "coefficients"
+    )
     write_json_atomic(out / "card_fit.json", cf.to_dict())
     paths.append(out / "card_fit.json")
     title = cf.selection.label()
-    paths += plot_loss_vs_compute(cf.fit, out / "loss_vs_compute", references=cf.references, title=title,
-                                  ylabel="Pile test xent (nats/token)")
+    paths += plot_loss_vs_compute(
+        cf.fit, out / "loss_vs_compute", references=cf.references, title=title, ylabel="Pile test xent (nats/token)"
+    )
     if lo is not None:
         fc = lo.forecast
         paths += write_table(accuracy_table(fc, lo.accuracy), out, "leave_out_accuracy")
         write_json_atomic(out / "leave_out.json", lo.to_dict())
         paths.append(out / "leave_out.json")
-        paths += plot_loss_vs_compute(fc.loss_fit, out / "leave_out_loss", predictions=[fc.loss],
-                                      actuals={lo.size: (fc.compute, lo.check.actual)}, references=cf.references,
-                                      title=f"leave out {lo.size}: {title}", ylabel="Pile test xent (nats/token)")
+        paths += plot_loss_vs_compute(
+            fc.loss_fit,
+            out / "leave_out_loss",
+            predictions=[fc.loss],
+            actuals={lo.size: (fc.compute, lo.check.actual)},
+            references=cf.references,
+            title=f"leave out {lo.size}: {title}",
+            ylabel="Pile test xent (nats/token)",
+        )
         actual = {t: (lo.check.actual, a) for t, a in lo.accuracy.actual.items()}
-        paths += plot_accuracy_sigmoids(fc.accuracy_fits, out / "leave_out_accuracy", predictions=fc.accuracy,
-                                        actuals=actual, title=f"leave out {lo.size}: accuracy vs Pile test xent")
+        paths += plot_accuracy_sigmoids(
+            fc.accuracy_fits,
+            out / "leave_out_accuracy",
+            predictions=fc.accuracy,
+            actuals=actual,
+            title=f"leave out {lo.size}: accuracy vs Pile test xent",
+        )
     return paths
-

@@ -53,7 +53,9 @@ class MemberForecast:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "compute": self.compute, "loss": self.loss.to_dict(),
+            "name": self.name,
+            "compute": self.compute,
+            "loss": self.loss.to_dict(),
             "accuracy": {t: p.to_dict() for t, p in self.accuracy.items()},
             "loss_fit": self.loss_fit.to_dict(),
             "accuracy_fits": {t: f.to_dict() for t, f in self.accuracy_fits.items()},
@@ -71,26 +73,40 @@ class AccuracyComparison:
     mae: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "predicted": self.predicted, "actual": self.actual, "error": self.error,
-                "mae": self.mae}
+        return {
+            "name": self.name,
+            "predicted": self.predicted,
+            "actual": self.actual,
+            "error": self.error,
+            "mae": self.mae,
+        }
 
 
-def fit_loss_law(members: Sequence[Member], *, form: FormChoice = "auto", sigma_known: float | None = None) -> PowerLawFit:
+def fit_loss_law(
+    members: Sequence[Member], *, form: FormChoice = "auto", sigma_known: float | None = None
+) -> PowerLawFit:
     """Step 1's law on the members' (compute, loss)."""
-    return fit_power_law([m.compute for m in members], [m.loss for m in members], form=form,
-                         names=[m.name for m in members], sigma_known=sigma_known)
+    return fit_power_law(
+        [m.compute for m in members],
+        [m.loss for m in members],
+        form=form,
+        names=[m.name for m in members],
+        sigma_known=sigma_known,
+    )
 
 
-def fit_accuracy_laws(members: Sequence[Member], *, floor: FloorChoice | float = "auto",
-                      tasks: Sequence[str] | None = None) -> dict[str, SigmoidFit]:
+def fit_accuracy_laws(
+    members: Sequence[Member], *, floor: FloorChoice | float = "auto", tasks: Sequence[str] | None = None
+) -> dict[str, SigmoidFit]:
     """Step 2's sigmoid per task, on the members that report that task."""
     if tasks is None:
         tasks = list(dict.fromkeys(t for m in members for t in m.accuracy))
     fits = {}
     for task in tasks:
         have = [m for m in members if task in m.accuracy]
-        fits[task] = fit_accuracy_sigmoid([m.loss for m in have], [m.accuracy[task] for m in have], task=task,
-                                          floor=floor)
+        fits[task] = fit_accuracy_sigmoid(
+            [m.loss for m in have], [m.accuracy[task] for m in have], task=task, floor=floor
+        )
     return fits
 
 
@@ -112,8 +128,9 @@ def forecast_member(
     loss = predict_loss(loss_fit, compute, level=level, name=name)
     acc_fits = fit_accuracy_laws(members, floor=floor, tasks=tasks) if any(m.accuracy for m in members) else {}
     acc = {t: predict_accuracy(f, loss) for t, f in acc_fits.items()}
-    return MemberForecast(name=name, compute=float(compute), loss=loss, accuracy=acc, loss_fit=loss_fit,
-                          accuracy_fits=acc_fits)
+    return MemberForecast(
+        name=name, compute=float(compute), loss=loss, accuracy=acc, loss_fit=loss_fit, accuracy_fits=acc_fits
+    )
 
 
 def compare_accuracies(forecast: MemberForecast, actual: dict[str, float]) -> AccuracyComparison:
@@ -123,5 +140,10 @@ def compare_accuracies(forecast: MemberForecast, actual: dict[str, float]) -> Ac
         raise ScalingError("no task is both predicted and measured")
     pred = {t: forecast.accuracy[t].accuracy for t in tasks}
     err = {t: pred[t] - actual[t] for t in tasks}
-    return AccuracyComparison(name=forecast.name, predicted=pred, actual={t: actual[t] for t in tasks}, error=err,
-                              mae=float(np.mean(np.abs(list(err.values())))))
+    return AccuracyComparison(
+        name=forecast.name,
+        predicted=pred,
+        actual={t: actual[t] for t in tasks},
+        error=err,
+        mae=float(np.mean(np.abs(list(err.values())))),
+    )

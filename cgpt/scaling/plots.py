@@ -9,8 +9,8 @@ SVG next to each other; the functions return the paths.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import textwrap
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -123,8 +123,15 @@ def plot_accuracy_sigmoids(
             ax.axhline(f.chance, color="grey", ls=":", lw=1)
         if p is not None:
             if p.low is not None and p.high is not None:
-                ax.errorbar([p.loss], [p.accuracy], yerr=[[p.accuracy - p.low], [p.high - p.accuracy]], fmt="s",
-                            color="C1", capsize=3, zorder=4)
+                ax.errorbar(
+                    [p.loss],
+                    [p.accuracy],
+                    yerr=[[p.accuracy - p.low], [p.high - p.accuracy]],
+                    fmt="s",
+                    color="C1",
+                    capsize=3,
+                    zorder=4,
+                )
             else:
                 ax.scatter([p.loss], [p.accuracy], marker="s", color="C1", zorder=4)
         if actuals and task in actuals:

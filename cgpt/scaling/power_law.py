@@ -137,14 +137,19 @@ class PowerLawFit:
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dict (DVC metrics): the fields plus the derived f0, beta, rms residual."""
         d = asdict(self)
-        d.update(f0=_finite_or_none(self.f0), beta=self.beta, rms_residual=self.rms_residual,
-                 sigma_used=self.sigma_used, equation=self.equation())
+        d.update(
+            f0=_finite_or_none(self.f0),
+            beta=self.beta,
+            rms_residual=self.rms_residual,
+            sigma_used=self.sigma_used,
+            equation=self.equation(),
+        )
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PowerLawFit:
         """Inverse of :meth:`to_dict` (derived keys are ignored), e.g. to reload a fit from metrics."""
-        names = {f for f in cls.__dataclass_fields__}
+        names = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
@@ -211,8 +216,16 @@ def _solve(u: np.ndarray, y: np.ndarray, form: Form) -> tuple[np.ndarray, list[s
     for x0 in _starts(u, y, form):
         x0 = np.clip(x0, np.array(lo) + 1e-12, np.array(hi) - 1e-12)
         res = least_squares(
-            lambda th: _model(th, u, form) - y, x0, jac=lambda th: _jacobian(th, u, form),
-            bounds=(lo, hi), method="trf", x_scale="jac", xtol=1e-14, ftol=1e-14, gtol=1e-14, max_nfev=10_000,
+            lambda th: _model(th, u, form) - y,
+            x0,
+            jac=lambda th: _jacobian(th, u, form),
+            bounds=(lo, hi),
+            method="trf",
+            x_scale="jac",
+            xtol=1e-14,
+            ftol=1e-14,
+            gtol=1e-14,
+            max_nfev=10_000,
         )
         if best is None or res.cost < best.cost:
             best = res
@@ -257,8 +270,9 @@ def _reported_stderr(theta: np.ndarray, cov: np.ndarray, log_c_ref: float, form:
     return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
-def _fit_form(c_arr: np.ndarray, y: np.ndarray, form: Form, names: list[str] | None, sigma_known: float | None,
-              notes: list[str]) -> PowerLawFit:
+def _fit_form(
+    c_arr: np.ndarray, y: np.ndarray, form: Form, names: list[str] | None, sigma_known: float | None, notes: list[str]
+) -> PowerLawFit:
     n = y.size
     log_c_ref = float(np.mean(np.log(c_arr)))
     u = np.log(c_arr) - log_c_ref
@@ -276,8 +290,10 @@ def _fit_form(c_arr: np.ndarray, y: np.ndarray, form: Form, names: list[str] | N
         scale = "known"
         if dof > 0 and rss / sigma_known**2 > stats.chi2.ppf(1 - CHI2_REJECT, dof):
             scale = "fitted"
-            notes.append(f"residuals (scale {sigma:.3g}) too large for sigma_known={sigma_known:.3g} "
-                         f"(chi-square p < {CHI2_REJECT}): using the fitted scale")
+            notes.append(
+                f"residuals (scale {sigma:.3g}) too large for sigma_known={sigma_known:.3g} "
+                f"(chi-square p < {CHI2_REJECT}): using the fitted scale"
+            )
     names_theta = ["log_a", "b", "c"][:p]
     inv = _inv_jtj(_jacobian(theta, u, form), [n_ not in at_bounds for n_ in names_theta])
     if inv is None:
@@ -290,11 +306,26 @@ def _fit_form(c_arr: np.ndarray, y: np.ndarray, form: Form, names: list[str] | N
         notes.append(f"at a bound: {', '.join(at_bounds)}; held fixed there for the standard errors and intervals")
     a = math.exp(theta[0] - theta[1] * log_c_ref)
     return PowerLawFit(
-        form=form, a=a, b=float(theta[1]), c=float(theta[2]) if form == "saturating" else 0.0, stderr=stderr,
-        n_points=n, dof=dof, sigma=sigma, sigma_known=sigma_known, scale=scale, compute=c_arr.tolist(), loss=y.tolist(),
-        fitted=fitted.tolist(), residuals=resid.tolist(), names=list(names) if names is not None else None,
-        theta=theta.tolist(), log_c_ref=log_c_ref, inv_jtj=inv.tolist() if inv is not None else None,
-        at_bounds=at_bounds, notes=notes,
+        form=form,
+        a=a,
+        b=float(theta[1]),
+        c=float(theta[2]) if form == "saturating" else 0.0,
+        stderr=stderr,
+        n_points=n,
+        dof=dof,
+        sigma=sigma,
+        sigma_known=sigma_known,
+        scale=scale,
+        compute=c_arr.tolist(),
+        loss=y.tolist(),
+        fitted=fitted.tolist(),
+        residuals=resid.tolist(),
+        names=list(names) if names is not None else None,
+        theta=theta.tolist(),
+        log_c_ref=log_c_ref,
+        inv_jtj=inv.tolist() if inv is not None else None,
+        at_bounds=at_bounds,
+        notes=notes,
     )
 
 
@@ -330,6 +361,12 @@ def fit_power_law(
         notes.append(f"{c_arr.size} points < {MIN_POINTS_SATURATING}: pure power law (rule of form=auto)")
     fit = _fit_form(c_arr, y, chosen, names, sigma_known, notes)
     if form == "auto" and chosen == "saturating" and "c" in fit.at_bounds and fit.c < 1e-6:
-        fit = _fit_form(c_arr, y, "power", names, sigma_known,
-                        ["saturating fit put the irreducible loss c on 0: pure power law (rule of form=auto)"])
+        fit = _fit_form(
+            c_arr,
+            y,
+            "power",
+            names,
+            sigma_known,
+            ["saturating fit put the irreducible loss c on 0: pure power law (rule of form=auto)"],
+        )
     return fit

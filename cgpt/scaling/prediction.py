@@ -88,8 +88,10 @@ class MemberCheck:
         if self.inside is None:
             return f"{who}: loss {self.actual:.4f}, predicted {self.predicted:.4f} (not checked: {self.note})"
         where = "inside" if self.inside else "OUTSIDE"
-        return (f"{who}: loss {self.actual:.4f}, predicted {self.predicted:.4f} "
-                f"[{self.level:.0%} PI {self.low:.4f}, {self.high:.4f}]: {where}")
+        return (
+            f"{who}: loss {self.actual:.4f}, predicted {self.predicted:.4f} "
+            f"[{self.level:.0%} PI {self.low:.4f}, {self.high:.4f}]: {where}"
+        )
 
 
 def predict_loss(
@@ -102,8 +104,9 @@ def predict_loss(
         raise ScalingError(f"compute must be a positive number of FLOPs (got {compute})")
     loss = float(fit.predict(compute))
     sigma = fit.sigma_used
-    base = dict(compute=float(compute), loss=loss, level=level, form=fit.form, n_points=fit.n_points, dof=fit.dof,
-                name=name)
+    base = dict(
+        compute=float(compute), loss=loss, level=level, form=fit.form, n_points=fit.n_points, dof=fit.dof, name=name
+    )
     why = None
     if sigma is None:
         why = f"no residual scale ({fit.n_points} points for {fit.n_params} parameters); pass sigma_known"
@@ -120,8 +123,9 @@ def predict_loss(
     else:
         q, note = float(stats.t.ppf(half_level, fit.dof)), ""
     half = q * math.sqrt(var_curve + sigma**2)
-    return LossPrediction(low=loss - half, high=loss + half, stderr_curve=se_curve, sigma=sigma, quantile=q,
-                          note=note, **base)
+    return LossPrediction(
+        low=loss - half, high=loss + half, stderr_curve=se_curve, sigma=sigma, quantile=q, note=note, **base
+    )
 
 
 def check_member(prediction: LossPrediction, actual: float) -> MemberCheck:
@@ -134,7 +138,15 @@ def check_member(prediction: LossPrediction, actual: float) -> MemberCheck:
         inside = bool(prediction.low <= actual <= prediction.high)
         note = "" if inside else ("above" if actual > prediction.high else "below") + " the prediction interval"
     return MemberCheck(
-        name=prediction.name, compute=prediction.compute, predicted=prediction.loss, actual=float(actual),
-        error=float(actual) - prediction.loss, low=prediction.low, high=prediction.high, level=prediction.level,
-        inside=inside, flagged=inside is False, note=note,
+        name=prediction.name,
+        compute=prediction.compute,
+        predicted=prediction.loss,
+        actual=float(actual),
+        error=float(actual) - prediction.loss,
+        low=prediction.low,
+        high=prediction.high,
+        level=prediction.level,
+        inside=inside,
+        flagged=inside is False,
+        note=note,
     )

@@ -25,15 +25,36 @@ def coefficients_table(fits: Mapping[str, PowerLawFit], references: Sequence[Ref
     rows = []
     for label, f in fits.items():
         se = f.stderr or {}
-        rows.append({
-            "law": label, "form": f.form, "a": f.a, "b": f.b, "c": f.c, "f0": f.f0, "beta": f.beta,
-            "se_a": se.get("a"), "se_b": se.get("b"), "se_c": se.get("c"), "se_log10_f0": se.get("log10_f0"),
-            "n_points": f.n_points, "dof": f.dof, "sigma": f.sigma, "max_abs_resid": max(map(abs, f.residuals)),
-        })
+        rows.append(
+            {
+                "law": label,
+                "form": f.form,
+                "a": f.a,
+                "b": f.b,
+                "c": f.c,
+                "f0": f.f0,
+                "beta": f.beta,
+                "se_a": se.get("a"),
+                "se_b": se.get("b"),
+                "se_c": se.get("c"),
+                "se_log10_f0": se.get("log10_f0"),
+                "n_points": f.n_points,
+                "dof": f.dof,
+                "sigma": f.sigma,
+                "max_abs_resid": max(map(abs, f.residuals)),
+            }
+        )
     first = next(iter(fits.values()), None)
     for r in references:
-        row = {"law": r.label, "form": "saturating" if r.c else "power", "a": r.a, "b": r.b, "c": r.c,
-               "f0": r.f0, "beta": r.beta}
+        row = {
+            "law": r.label,
+            "form": "saturating" if r.c else "power",
+            "a": r.a,
+            "b": r.b,
+            "c": r.c,
+            "f0": r.f0,
+            "beta": r.beta,
+        }
         if first is not None:  # the reference law's residuals on the same points
             row["max_abs_resid"] = max(abs(y - r.predict(c)) for c, y in zip(first.compute, first.loss))
         rows.append(row)
@@ -42,10 +63,15 @@ def coefficients_table(fits: Mapping[str, PowerLawFit], references: Sequence[Ref
 
 def points_table(fit: PowerLawFit, references: Sequence[ReferenceLaw] = ()) -> pd.DataFrame:
     """The fitted points: compute, loss, our fitted value and residual, and each reference law's."""
-    df = pd.DataFrame({
-        "name": fit.names or [f"#{i}" for i in range(fit.n_points)],
-        "compute": fit.compute, "loss": fit.loss, "fit": fit.fitted, "resid": fit.residuals,
-    })
+    df = pd.DataFrame(
+        {
+            "name": fit.names or [f"#{i}" for i in range(fit.n_points)],
+            "compute": fit.compute,
+            "loss": fit.loss,
+            "fit": fit.fitted,
+            "resid": fit.residuals,
+        }
+    )
     for r in references:
         pred = [r.predict(c) for c in fit.compute]
         df[r.label] = pred
@@ -55,10 +81,23 @@ def points_table(fit: PowerLawFit, references: Sequence[ReferenceLaw] = ()) -> p
 
 def checks_table(checks: Sequence[MemberCheck]) -> pd.DataFrame:
     """Predicted vs actual loss per member, the interval and whether the member was flagged."""
-    return pd.DataFrame([{
-        "name": c.name, "compute": c.compute, "predicted": c.predicted, "low": c.low, "high": c.high,
-        "level": c.level, "actual": c.actual, "error": c.error, "inside": c.inside, "flagged": c.flagged,
-    } for c in checks])
+    return pd.DataFrame(
+        [
+            {
+                "name": c.name,
+                "compute": c.compute,
+                "predicted": c.predicted,
+                "low": c.low,
+                "high": c.high,
+                "level": c.level,
+                "actual": c.actual,
+                "error": c.error,
+                "inside": c.inside,
+                "flagged": c.flagged,
+            }
+            for c in checks
+        ]
+    )
 
 
 def accuracy_table(forecast: MemberForecast, comparison: AccuracyComparison | None = None) -> pd.DataFrame:
@@ -66,8 +105,18 @@ def accuracy_table(forecast: MemberForecast, comparison: AccuracyComparison | No
     rows = []
     for task, p in forecast.accuracy.items():
         f = forecast.accuracy_fits[task]
-        row = {"task": task, "chance": f.chance, "floor": f.floor, "floor_mode": f.floor_mode, "l0": f.l0, "k": f.k,
-               "sigmoid_rms": _rms(f.residuals), "predicted": p.accuracy, "low": p.low, "high": p.high}
+        row = {
+            "task": task,
+            "chance": f.chance,
+            "floor": f.floor,
+            "floor_mode": f.floor_mode,
+            "l0": f.l0,
+            "k": f.k,
+            "sigmoid_rms": _rms(f.residuals),
+            "predicted": p.accuracy,
+            "low": p.low,
+            "high": p.high,
+        }
         if comparison is not None and task in comparison.actual:
             row.update(actual=comparison.actual[task], error=comparison.error[task])
         rows.append(row)
