@@ -38,6 +38,7 @@ def _floor(value: str) -> str | float:
 def run(args: argparse.Namespace) -> None:
     if not 0 < args.level < 1:
         raise ScalingError(f"--level {args.level}: must be between 0 and 1")
+    floor = _floor(args.floor)
     out = Path(args.out) if args.out else None
     if args.card:
         if args.predict:
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> None:
         print(format_card_fit(card_fit))
         lo = None
         if args.leave_out:
-            lo = leave_out(args.leave_out, sel, level=args.level, form=args.form, floor=_floor(args.floor))
+            lo = leave_out(args.leave_out, sel, level=args.level, form=args.form, floor=floor)
             print()
             print(format_leave_out(lo))
         if out is not None:
@@ -70,9 +71,7 @@ def run(args: argparse.Namespace) -> None:
     print(_table_text(points_table(fit)))
     preds = []
     for c in args.predict:
-        fc = forecast_member(
-            members, c, level=args.level, form=args.form, sigma_known=args.sigma_known, floor=_floor(args.floor)
-        )
+        fc = forecast_member(members, c, level=args.level, form=args.form, sigma_known=args.sigma_known, floor=floor)
         preds.append(fc.loss)
         print()
         print(f"at {c:.4g} FLOPs: loss {_interval_text(fc.loss)}")

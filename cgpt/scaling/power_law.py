@@ -233,7 +233,11 @@ def _solve(u: np.ndarray, y: np.ndarray, form: Form) -> tuple[np.ndarray, list[s
     names = ["log_a", "b", "c"][: theta.size]
     scale = [max(1.0, abs(v)) for v in (*lo, *hi) if math.isfinite(v)]
     tol = 1e-7 * max(scale)
-    at = [n for n, v, l_, h in zip(names, theta, lo, hi) if (v - l_ <= tol) or (h - v <= tol)]
+    at = []
+    for i, (n, v, l_, h) in enumerate(zip(names, theta, lo, hi)):
+        if v - l_ <= tol or h - v <= tol:
+            at.append(n)
+            theta[i] = l_ if v - l_ <= tol else h  # report the bound itself, not 1e-30 next to it
     return theta, at
 
 
