@@ -50,12 +50,12 @@ def test_noisy_fit_lands_within_three_standard_errors(form):
     assert fit.sigma == pytest.approx(0.003, rel=0.8)
 
 
-def test_form_rule_pure_power_below_four_points():
-    assert MIN_POINTS_SATURATING == 4
-    assert choose_form(3) == "power" and choose_form(4) == "saturating" and choose_form(2, "saturating") == "saturating"
-    few = fit_power_law(COMPUTE[:3], law(COMPUTE[:3]))
-    assert few.form == "power" and any("pure power law" in n for n in few.notes)
-    enough = fit_power_law(COMPUTE[:4], law(COMPUTE[:4]))
+def test_form_rule_pure_power_below_five_points():
+    assert MIN_POINTS_SATURATING == 5
+    assert choose_form(4) == "power" and choose_form(5) == "saturating" and choose_form(3, "saturating") == "saturating"
+    few = fit_power_law(COMPUTE[:4], law(COMPUTE[:4]))
+    assert few.form == "power" and any("4 points < 5: pure power law" in n for n in few.notes)
+    enough = fit_power_law(COMPUTE[:5], law(COMPUTE[:5]))
     assert enough.form == "saturating"
 
 

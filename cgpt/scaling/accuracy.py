@@ -200,9 +200,13 @@ def fit_accuracy_sigmoid(
             if best is None or res.cost < best.cost:
                 best = res
     th = best.x
-    f, l0, k = unpack(th)
     names = (["floor"] if fixed_floor is None else []) + ["l0", "k"]
-    at = [nm for nm, v, l_, h in zip(names, th, lo, hi) if min(v - l_, h - v) <= 1e-6 * max(1.0, abs(l_), abs(h))]
+    at = []
+    for i, (nm, v, l_, h) in enumerate(zip(names, th, lo, hi)):
+        if min(v - l_, h - v) <= 1e-6 * max(1.0, abs(l_), abs(h)):
+            at.append(nm)
+            th[i] = l_ if v - l_ <= h - v else h  # report the bound itself
+    f, l0, k = unpack(th)
     fitted = _sigmoid(x, f, ceiling, l0, k)
     r = y - fitted
     dof = x.size - n_free

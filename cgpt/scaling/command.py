@@ -196,6 +196,7 @@ def format_leave_out(lo: LeaveOut) -> str:
     df = df[["task", "chance", "floor", "floor_mode", "predicted", "low", "high", "at card xent", "actual", "error"]]
     df = df.rename(columns={"actual": "card", "low": "low*", "high": "high*"})
     lines.append(_table_text(df))
+    lines += [f"  note: {t}: {n}" for t, f in fc.accuracy_fits.items() for n in f.notes]
     at_card = sum(abs(a - b) for a, b in zip(df["at card xent"], df["card"])) / len(df)
     verdict = "met" if lo.met_target else "MISSED"
     lines.append(
