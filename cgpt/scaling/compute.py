@@ -6,7 +6,7 @@ and their weighted sum (L layers, context T, width d), both from
 :meth:`cgpt.presets.ModelConfig.flops_per_token`. This is *not* the Cerebras-GPT card's convention:
 the card gives two FLOPs columns that disagree with each other and with this formula (spec
 section 5; the card's FLOPs formula is not determinable). Its evaluation-table column is 1.37×
-cgpt's count at 111M shrinking to 1.10× at 13B, so:
+cgpt's count at 111M shrinking to 1.09× at 13B, so:
 
 * a law fitted on cgpt's FLOPs has a different ``a`` (and ``f0``) from the card's, and a slightly
   different exponent, because the ratio drifts with size (see ``cgpt scaling --card --flops cgpt``);

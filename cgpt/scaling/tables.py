@@ -132,5 +132,6 @@ def write_table(df: pd.DataFrame, out_dir: Path, stem: str, *, floatfmt: str = "
     out_dir.mkdir(parents=True, exist_ok=True)
     csv, md = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
     write_text_atomic(csv, df.to_csv(index=False))
-    write_text_atomic(md, df.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+    shown = df.astype(object).where(df.notna(), None)  # empty cells print as "-", not "nan"
+    write_text_atomic(md, shown.to_markdown(index=False, floatfmt=floatfmt, missingval="-") + "\n")
     return [csv, md]
