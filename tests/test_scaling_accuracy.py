@@ -59,6 +59,8 @@ def test_chance_levels_and_their_use():
     }
     fixed = fit_accuracy_sigmoid(LOSS, _sigmoid(LOSS, 0.25, 1.0, 1.5, 3.0), task="arc_easy", floor="chance")
     assert fixed.floor_mode == "chance" and fixed.floor == 0.25
+    with pytest.raises(ScalingError, match="expected auto, fit, chance or a number"):
+        fit_accuracy_sigmoid(LOSS, _sigmoid(LOSS, 0.25, 1.0, 1.5, 3.0), task="arc_easy", floor="high")
     with pytest.raises(ScalingError, match="no chance level known"):
         fit_accuracy_sigmoid(LOSS, _sigmoid(LOSS, 0.25, 1.0, 1.5, 3.0), task="my_task", floor="chance")
 

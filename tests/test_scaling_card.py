@@ -1,5 +1,6 @@
 """The card's own law refitted with cgpt's code, the leave-one-out forecast, and ``cgpt scaling``."""
 
+import json
 import subprocess
 import sys
 
@@ -59,6 +60,8 @@ def test_leave_out_13b():
     assert lo.check.inside and lo.check.actual == card.PILE_XENT_ZOO["13b"]
     assert set(lo.accuracy.error) == set(card.TASKS)
     assert lo.accuracy.mae == pytest.approx(0.0174, abs=5e-4) and lo.met_target
+    json.dumps(lo.to_dict(), allow_nan=False)  # strict JSON: what the DVC stage writes as metrics
+    json.dumps(fit_card(CardSelection()).to_dict(), allow_nan=False)
 
 
 def test_leave_out_floor_at_chance_is_much_worse():

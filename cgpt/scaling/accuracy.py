@@ -18,13 +18,15 @@ differ, and why:
   ``b ≤ 1``; on our 6–7 points that pins the ceiling at 1.0, so we fix ``ceiling = 1.0`` outright and
   save the parameter (their ``task_maximum`` can be passed as ``ceiling``).
 * The floor is the asymptote of a model that knows nothing: the chance level of the task (see
-  :data:`CHANCE_ACCURACY`) is its natural value, used as the start of the fit and as the fixed floor
-  when the points are too few to fit it (fewer than :data:`MIN_POINTS_FREE_FLOOR`). With more points
-  the floor is fitted in ``[0, ceiling)`` — like theirs, which only bound ``a`` to [-1, 0] — because
-  weak models can score *below* chance and the card shows it: ARC-Challenge 0.166 and OpenBookQA
-  0.118 at 111M (both datasets kept questions that simple retrieval / co-occurrence baselines get
-  wrong, so the distractors attract weak models). A floor held at chance cannot pass through those
-  points and wrecks the fit (13B leave-out MAE 0.11 instead of 0.02; ``floor="chance"`` reproduces it).
+  :data:`CHANCE_ACCURACY`) is its natural value, used as the start of the fit (or the lowest
+  accuracy, if that is lower) and as the fixed floor when the points are too few to fit it (fewer
+  than :data:`~cgpt.scaling.rules.MIN_POINTS_FREE_FLOOR`). With more points the floor is fitted in
+  ``[0, ceiling)`` — like theirs, which only bound ``a`` to [-1, 0] — because weak models can score
+  *below* chance and the card shows it: ARC-Challenge 0.166 and OpenBookQA 0.118 at 111M. A likely
+  reason (not checked on these models): both datasets kept only questions that a retrieval and a
+  word co-occurrence baseline answer wrongly, so the distractors attract weak models. A floor held
+  at chance cannot pass through those points and wrecks the fit (13B leave-out MAE 0.11 instead of
+  0.017; ``floor="chance"`` reproduces it).
 * Least squares (scipy ``least_squares``, bounded, several starts like their list of ``p0``s) on the
   member points; they fit many intermediate checkpoints per ladder model, we only have final members.
 """
@@ -156,6 +158,8 @@ def fit_accuracy_sigmoid(
         chance = CHANCE_ACCURACY.get(task)
     if not 0 < ceiling <= 1:
         raise ScalingError(f"{task}: ceiling must be in (0, 1] (got {ceiling})")
+    if isinstance(floor, str) and floor not in ("auto", "fit", "chance"):
+        raise ScalingError(f"{task}: floor={floor!r}; expected auto, fit, chance or a number")
     notes: list[str] = []
     if floor == "auto":
         floor = "fit" if x.size >= MIN_POINTS_FREE_FLOOR or chance is None else "chance"
