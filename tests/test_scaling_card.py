@@ -115,6 +115,8 @@ def test_cgpt_scaling_mup_and_hf_in_process(capsys):
         (["--card", "--leave-out", "20b"], "error: --leave-out 20b: not a card size"),
         (["--card", "--mup", "--leave-out", "13b"], "error: --leave-out 13b: not a muP card size"),
         (["--card", "--floor", "high"], "error: --floor high: expected auto, fit, chance or a number"),
+        (["--points", "x.csv", "--mup"], "error: --mup, --xent, --flops and --shots select the card's columns"),
+        (["--points", "missing.csv"], "error: missing.csv: no such file"),
     ],
 )
 def test_cgpt_scaling_user_errors_are_one_line(capsys, argv, message):

@@ -176,12 +176,14 @@ class LeaveOut:
         }
 
 
-def fit_card(selection: CardSelection = CardSelection(), *, form: FormChoice = "auto") -> CardFit:
+def fit_card(
+    selection: CardSelection = CardSelection(), *, form: FormChoice = "auto", sigma_known: float | None = None
+) -> CardFit:
     """Fit the card's (FLOPs, xent) points with the same code the family flow uses."""
     members = selection.members()
     compute, loss, names = [m.compute for m in members], [m.loss for m in members], [m.name for m in members]
-    fit = fit_power_law(compute, loss, form=form, names=names)
-    pure = fit_power_law(compute, loss, form="power", names=names)
+    fit = fit_power_law(compute, loss, form=form, names=names, sigma_known=sigma_known)
+    pure = fit_power_law(compute, loss, form="power", names=names, sigma_known=sigma_known)
     return CardFit(selection, fit, pure, selection.references())
 
 
@@ -192,6 +194,7 @@ def leave_out(
     level: float = DEFAULT_LEVEL,
     form: FormChoice = "auto",
     floor: FloorChoice | float = "auto",
+    sigma_known: float | None = None,
 ) -> LeaveOut:
     """Predict ``size`` from the other members: xent from their (FLOPs, xent), accuracies via the sigmoid."""
     size = size.lower()
@@ -203,7 +206,9 @@ def leave_out(
     members = selection.members()
     target = next(m for m in members if m.name == size)
     others = [m for m in members if m.name != size]
-    forecast = forecast_member(others, target.compute, name=size, level=level, form=form, floor=floor)
+    forecast = forecast_member(
+        others, target.compute, name=size, level=level, form=form, floor=floor, sigma_known=sigma_known
+    )
     return LeaveOut(
         selection,
         size,

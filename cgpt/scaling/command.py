@@ -2,9 +2,9 @@
 coefficients with residuals next to the published ones, forecast a held-out member (``--leave-out``)
 or new computes (``--predict``), and write tables, plots and JSON with ``--out DIR``.
 
-:func:`cgpt.scaling.arguments.add_arguments` and :func:`run` are all ``cgpt.cli`` needs; the logic lives in the library
-(:mod:`cgpt.scaling.card_law`, :mod:`cgpt.scaling.forecast`), so the family flow and the command
-compute the same numbers.
+:func:`cgpt.scaling.arguments.add_arguments` and :func:`run` are all ``cgpt.cli`` needs; the logic
+lives in the library (:mod:`cgpt.scaling.card_law`, :mod:`cgpt.scaling.forecast`), so the family
+flow and the command compute the same numbers.
 """
 
 from __future__ import annotations
@@ -44,11 +44,13 @@ def run(args: argparse.Namespace) -> None:
         if args.predict:
             raise ScalingError("--predict goes with --points; with --card use --leave-out SIZE")
         sel = CardSelection(mup=args.mup, xent=args.xent, flops=args.flops, shots=args.shots)
-        card_fit = fit_card(sel, form=args.form)
+        card_fit = fit_card(sel, form=args.form, sigma_known=args.sigma_known)
         print(format_card_fit(card_fit))
         lo = None
         if args.leave_out:
-            lo = leave_out(args.leave_out, sel, level=args.level, form=args.form, floor=floor)
+            lo = leave_out(
+                args.leave_out, sel, level=args.level, form=args.form, floor=floor, sigma_known=args.sigma_known
+            )
             print()
             print(format_leave_out(lo))
         if out is not None:
@@ -57,6 +59,8 @@ def run(args: argparse.Namespace) -> None:
         return
     if args.leave_out:
         raise ScalingError("--leave-out SIZE goes with --card; with --points use --predict FLOPS")
+    if args.mup or args.xent != "zoo" or args.flops != "eval" or args.shots != 0:
+        raise ScalingError("--mup, --xent, --flops and --shots select the card's columns; they go with --card")
     members = read_points(Path(args.points))
     fit = fit_power_law(
         [m.compute for m in members],
