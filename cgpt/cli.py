@@ -1,4 +1,4 @@
-"""The ``cgpt`` command: one subcommand per pipeline stage, plus generate, presets, import-hf, check, summary.
+"""The ``cgpt`` command: one subcommand per pipeline stage, plus generate, presets, import-hf, check, summary, scaling.
 
 Stage subcommands call the same functions ``dvc repro`` runs (:mod:`cgpt.stages`) on the project
 given by ``--project`` (default: the current directory), without DVC's bookkeeping (use
@@ -82,6 +82,12 @@ def _summary(args: argparse.Namespace) -> None:
     print(format_summary(summary_rows(Project.at(args.project))))
 
 
+def _scaling(args: argparse.Namespace) -> None:
+    from cgpt.scaling.command import run
+
+    run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cgpt", description="Cerebras-GPT recipe pipeline")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -107,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("params", nargs="?", default="params.yaml")
     sm = sub.add_parser("summary", help="a compact summary of the last pipeline run's metrics")
     sm.add_argument("--project", default=".", help="project root (default: current directory)")
+    from cgpt.scaling.arguments import add_arguments as add_scaling_arguments
+
+    add_scaling_arguments(sub.add_parser("scaling", help="fit scaling laws: the card's (--card) or your points"))
     return ap
 
 
@@ -121,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         "import-hf": _import_hf,
         "check": _check,
         "summary": _summary,
+        "scaling": _scaling,
     }
     run_main(lambda: handlers[args.command](args))
 

@@ -19,3 +19,7 @@ class DataError(CgptError):
 
 class TrainingError(CgptError):
     """Training cannot go on (the loss diverged, no usable device, a checkpoint cannot be written)."""
+
+
+class ScalingError(CgptError):
+    """Points cannot be fitted or compared (too few, non-positive, mismatched; an unknown card size)."""
