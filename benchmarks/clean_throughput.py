@@ -262,7 +262,7 @@ def main() -> None:
         print(f"corpus: {size / 1e6:.1f} MB text, {n} docs; raw read (zstd+JSON only): {size / 1e6 / read_s:.1f} MB/s")
         res = {}
         for w in (1, a.workers):
-            st = clean(CleanParams(workers=w), td / "raw", td / f"clean{w}", progress=False)
+            st = clean(CleanParams(workers=w), td / "raw", td / f"clean{w}", progress=False)["timing"]
             res[w] = st
             print(f"workers={w}: {st['mb_per_s']:.2f} MB/s, {st['docs_per_s']:.0f} docs/s ({st['seconds']:.1f} s)")
         same = all(
