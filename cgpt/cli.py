@@ -65,14 +65,15 @@ def _import_hf(args: argparse.Namespace) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
+    """Validate params.yaml and show the run it describes, with every preset default resolved."""
     from cgpt.config import load_params
+    from cgpt.resolved import describe_run
+    from cgpt.summary import format_summary
 
-    p = load_params(args.params)
-    r = p.recipe()
-    print(
-        f"{args.params}: ok (preset {p.model.preset}, {r.optimizer_steps()} steps of {r.batch_size} x {r.seq_len} "
-        "tokens)"
-    )
+    path = Path(args.params)
+    params = load_params(path)
+    print(f"{path}: ok")
+    print(format_summary(describe_run(params, path.resolve().parent)))
 
 
 def _summary(args: argparse.Namespace) -> None:

@@ -55,6 +55,13 @@ class Params(BaseModel):
         warm = self.train.warmup_steps
         if warm is not None and self.train.max_steps is not None and warm > self.train.max_steps:
             raise ValueError(f"train.warmup_steps = {warm}: must be at most train.max_steps = {self.train.max_steps}")
+        official = {s.split for s in self.download.sources if s.split}
+        for split in self.evaluate.splits:
+            if getattr(self.tokenize.split, split) == 0 and split not in official:
+                raise ValueError(
+                    f"evaluate.splits includes {split!r}, but tokenize.split.{split} = 0 and no download source "
+                    f"has split: {split}, so that split will be empty; remove it from evaluate.splits"
+                )
         return self
 
     # ---- resolved views -------------------------------------------------------------------

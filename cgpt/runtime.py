@@ -71,6 +71,10 @@ def run_main(fn: Callable[[], object]) -> None:
         fn()
     except CgptError as exc:
         fail(str(exc))
+    except OSError as exc:
+        if exc.filename is None:  # not about a file the user can fix: keep the traceback
+            raise
+        fail(f"{exc.filename}: {exc.strerror or exc}")
     except KeyboardInterrupt as exc:
         fail(str(exc) or "interrupted; outputs written so far are complete (rerun to resume)", 130)
 

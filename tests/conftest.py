@@ -25,3 +25,12 @@ def harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def built_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny pipeline (tests/e2e_project.py) after one `dvc repro`, built once per session; copy it
+    (e2e_project.copy_project) before changing anything."""
+    from e2e_project import build_project
+
+    return build_project(tmp_path_factory.mktemp("e2e") / "built")

@@ -61,14 +61,16 @@ def make_corpus(path: Path, docs: int = 60, seed: int = 0) -> None:
             )
 
 
-def env() -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+def env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "CGPT_FAULT")}
     out["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{out.get('PATH', '')}"
-    return out
+    return {**out, **(extra or {})}
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, **kw)
+def run(
+    cmd: list[str], cwd: Path, check: bool = True, extra_env: dict[str, str] | None = None, **kw: Any
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, cwd=cwd, env=env(extra_env), capture_output=True, text=True, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
@@ -76,8 +78,10 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **kw: Any) -> subprocess.
     return proc
 
 
-def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run([sys.executable, "-m", "dvc", *args], cwd=cwd, check=check)
+def dvc(
+    *args: str, cwd: Path, check: bool = True, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return run([sys.executable, "-m", "dvc", *args], cwd=cwd, check=check, extra_env=extra_env)
 
 
 def cgpt(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -128,6 +132,18 @@ def metrics(root: Path) -> dict[str, Any]:
         for path, content in files["data"].items():
             merged[path] = content["data"]
     return merged
+
+
+def files_bytes(root: Path, *paths: str, exclude: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """{relative path: bytes} of every file under ``paths`` (files or folders), minus names in ``exclude``."""
+    out: dict[str, bytes] = {}
+    for rel in paths:
+        p = root / rel
+        files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+        for f in files:
+            if f.name not in exclude:
+                out[f.relative_to(root).as_posix()] = f.read_bytes()
+    return out
 
 
 def stages_run(proc: subprocess.CompletedProcess[str]) -> set[str]:

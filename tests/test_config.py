@@ -77,3 +77,26 @@ def test_shape_override_sets_ffn_to_4d():
     p = parse_params({"model": {"d_model": 256, "n_head": 4}})
     cfg = p.build_model_config(1000)
     assert cfg.d_ffn == 1024 and cfg.vocab_size == 1000
+
+
+def test_a_key_that_does_nothing_is_an_error():
+    from cgpt.config import parse_params
+    from cgpt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="vocab_size = 8192: only used with kind: train"):
+        parse_params({"tokenize": {"tokenizer": {"kind": "pretrained", "path": "gpt2/", "vocab_size": 8192}}})
+    with pytest.raises(ConfigError, match="only used with kind: pretrained"):
+        parse_params({"tokenize": {"tokenizer": {"path": "gpt2/"}}})
+
+
+def test_check_prints_the_resolved_run(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "params.yaml").write_text("model:\n  preset: cerebras-111m\ntrain:\n  max_steps: 100\n")
+    out = subprocess.run([sys.executable, "-m", "cgpt.cli", "check"], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line for line in out.stdout.splitlines()[1:]}
+    assert "10 layers x 768 (12 heads of 64)" in rows["model"]
+    assert "100 steps x 120 seqs x 2048 tokens" in rows["schedule"] and "warm-up 17 steps" in rows["schedule"]
+    assert set(rows) >= {"run", "optimizer", "data", "tokenizer", "training", "evaluate", "export", "tracking"}

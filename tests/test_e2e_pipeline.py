@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from e2e_project import build_project, cgpt, copy_project, dvc, metrics, read_params, run, stages_run, write_params
+from e2e_project import cgpt, copy_project, dvc, metrics, read_params, run, stages_run, write_params
 
 from flows.pipeline import pipeline as pipeline_flow
 
@@ -22,14 +22,9 @@ pytestmark = pytest.mark.slow
 STAGES = ["sources", "download", "clean", "tokenize", "train", "evaluate", "export"]
 
 
-@pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_project(tmp_path_factory.mktemp("e2e") / "built")
-
-
 @pytest.fixture
-def project(built: Path, tmp_path: Path) -> Path:
-    return copy_project(built, tmp_path / "project")
+def project(built_project: Path, tmp_path: Path) -> Path:
+    return copy_project(built_project, tmp_path / "project")
 
 
 def test_repro_writes_finite_metrics_and_learns(project):

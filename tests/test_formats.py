@@ -56,7 +56,7 @@ def test_format_detection_and_override(tmp_path):
         detect_format("x.csv")
     path = write(tmp_path / "data.ndjson", RECS)
     assert len(list(iter_records(path, "jsonl"))) == 3
-    assert set(FORMATS) == {"txt", "jsonl", "jsonl.zst", "jsonl.gz", "parquet"}
+    assert set(FORMATS) == {"txt", "json", "jsonl", "jsonl.zst", "jsonl.gz", "parquet"}
 
 
 def test_zst_multi_frame_long_window_and_streaming(tmp_path):
@@ -219,3 +219,28 @@ def test_writer_round_trip_and_atomic(tmp_path, name):
         raise RuntimeError("killed")
     assert len(list(iter_records(path))) == 3  # the old file is intact, no temp file left
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_json_file_as_array_or_lines(tmp_path):
+    arr = tmp_path / "a.json"
+    arr.write_text(json.dumps([{"text": "one"}, {"text": "two", "meta": {"pile_set_name": "X"}}]))
+    assert [r["text"] for r in iter_records(arr)] == ["one", "two"]
+    lines = tmp_path / "b.json"
+    lines.write_text('{"text": "x"}\n{"text": "y"}\n')
+    assert [r["text"] for r in iter_records(lines)] == ["x", "y"]
+    assert detect_format("c.json") == "json" and detect_format("c.ndjson") == "jsonl"
+
+
+def test_unterminated_string_says_at_once(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "no end')
+    with pytest.raises(DataError) as exc:
+        list(iter_records(bad))
+    assert "at at " not in str(exc.value) and "(Unterminated string starting at column 10)" in str(exc.value)
+
+
+def test_binary_file_as_txt_is_an_error(tmp_path):
+    blob = tmp_path / "blob.txt"
+    blob.write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)))
+    with pytest.raises(DataError, match=r"blob.txt: binary content \(a NUL byte at offset"):
+        list(iter_records(blob))

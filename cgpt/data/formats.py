@@ -36,7 +36,7 @@ import zstandard
 from cgpt.errors import DataError
 
 #: Supported formats, and the file suffixes that select them when ``fmt`` is ``None``/``"auto"``.
-FORMATS: tuple[str, ...] = ("txt", "jsonl", "jsonl.zst", "jsonl.gz", "parquet")
+FORMATS: tuple[str, ...] = ("txt", "json", "jsonl", "jsonl.zst", "jsonl.gz", "parquet")
 SUFFIXES: dict[str, str] = {
     ".jsonl.zst": "jsonl.zst",
     ".jsonl.zstd": "jsonl.zst",
@@ -44,6 +44,8 @@ SUFFIXES: dict[str, str] = {
     ".jsonl.gz": "jsonl.gz",
     ".json.gz": "jsonl.gz",
     ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
     ".txt": "txt",
     ".parquet": "parquet",
 }
@@ -105,6 +107,8 @@ def iter_records(
         return _iter_txt(ctx)
     if fmt == "parquet":
         return _iter_parquet(ctx)
+    if fmt == "json":
+        return _iter_json(ctx)
     return _iter_jsonl(ctx, fmt)
 
 
@@ -187,6 +191,12 @@ def _iter_txt(ctx: _Ctx) -> Iterator[dict[str, Any]]:
         raw = raw[3:]
     if not raw:
         return
+    nul = raw.find(b"\x00")
+    if nul >= 0:  # text never holds NUL bytes; archives, images and compressed files almost always do
+        raise DataError(
+            f"{ctx.path}: binary content (a NUL byte at offset {nul}), not a text file; "
+            "set the source's format: if it is jsonl.zst, jsonl.gz or parquet, or remove it"
+        )
     text, replaced = _decode(raw)
     rec = ctx.record({"text": text}, str(ctx.path), utf8_replaced=replaced)
     if rec is not None:
@@ -223,7 +233,31 @@ def _iter_jsonl(ctx: _Ctx, fmt: str) -> Iterator[dict[str, Any]]:
 def _json_problem(exc: ValueError) -> str:
     msg = getattr(exc, "msg", None)
     col = getattr(exc, "colno", None)
-    return f"{msg} at column {col}" if msg and col else str(exc)
+    if not (msg and col):
+        return str(exc)
+    # json's own messages can end in "at" ("Unterminated string starting at"): don't say "at at"
+    return f"{msg} column {col}" if msg.endswith(" at") else f"{msg} at column {col}"
+
+
+def _iter_json(ctx: _Ctx) -> Iterator[dict[str, Any]]:
+    """A ``.json`` file: a JSON array of records (read whole), or JSON Lines under another suffix."""
+    with open(ctx.path, "rb") as fh:
+        head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not head.startswith(b"["):
+        yield from _iter_jsonl(ctx, "jsonl")
+        return
+    text, replaced = _decode(ctx.path.read_bytes())
+    try:
+        records = json.loads(text.lstrip("\ufeff"))
+    except ValueError as exc:
+        raise DataError(
+            f"{ctx.path}: malformed JSON ({_json_problem(exc)}); expected an array of records "
+            "or one JSON object per line"
+        ) from None
+    for i, obj in enumerate(records):
+        rec = ctx.record(obj, f"{ctx.path}: record {i}", utf8_replaced=replaced)
+        if rec is not None:
+            yield rec
 
 
 def _iter_parquet(ctx: _Ctx) -> Iterator[dict[str, Any]]:

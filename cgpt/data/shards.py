@@ -23,12 +23,12 @@ from typing import Any
 
 from cgpt.data.clean.cleaner import clean
 from cgpt.data.clean.merge import merge_clean_shards
-from cgpt.data.clean.params import CleanParams
+from cgpt.data.clean.params import CleanParams, ShardParams
 from cgpt.data.clean.parts import clean_manifest_sha256, params_fingerprint
 from cgpt.data.download.raw import raw_manifest_sha256
 from cgpt.data.tokenize.merge import merge_token_shards
 from cgpt.data.tokenize.pack import shard_fingerprint, tokenize_corpus, train_shared_tokenizer
-from cgpt.data.tokenize.params import TokenizeParams
+from cgpt.data.tokenize.params import TokenizeParams, TokenizeShardParams
 from cgpt.errors import DataError
 from cgpt.fsutil import read_json, read_json_if_valid, write_json_atomic
 from cgpt.runtime import available_cores
@@ -53,11 +53,10 @@ def shard_params(
     params: CleanParams, index: int, count: int, *, by: str | None = None, workers: int | None = None
 ) -> CleanParams:
     """``params`` with ``shard: {index, count}`` (and optionally ``by`` and ``workers``) set."""
-    data = params.model_dump(mode="json")
-    data["shard"] = {"index": index, "count": count, "by": by or params.shard.by}
+    update: dict[str, Any] = {"shard": ShardParams(index=index, count=count, by=by or params.shard.by)}
     if workers is not None:
-        data["workers"] = workers
-    return CleanParams.model_validate(data)
+        update["workers"] = workers
+    return params.model_copy(update=update)
 
 
 def default_workers_per_shard(concurrent_shards: int) -> int:
@@ -102,11 +101,10 @@ def tokenize_shard_params(
     params: TokenizeParams, index: int, count: int, *, workers: int | None = None
 ) -> TokenizeParams:
     """``params`` with ``shard: {index, count}`` (and optionally ``workers``) set."""
-    data = params.model_dump(mode="json")
-    data["shard"] = {"index": index, "count": count}
+    update: dict[str, Any] = {"shard": TokenizeShardParams(index=index, count=count)}
     if workers is not None:
-        data["workers"] = workers
-    return TokenizeParams.model_validate(data)
+        update["workers"] = workers
+    return params.model_copy(update=update)
 
 
 def shared_tokenizer_path(out_dir: Path) -> Path:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from cgpt.errors import DataError
 from cgpt.model.gpt import GPT
 
 
@@ -48,6 +49,12 @@ def cross_entropy(
     was_training = model.training
     model.eval()
     windows = window_starts(len(stream), seq_len, max_tokens)
+    if not windows:  # an empty split has no score (not a perfect one)
+        split = getattr(stream, "split", "this")
+        raise DataError(
+            f"{getattr(stream, 'tokens_dir', 'tokens')}: the {split} split has {len(stream)} tokens, nothing to score; "
+            f"raise tokenize.split.{split} or remove {split!r} from evaluate.splits"
+        )
     total_nll, total_tokens = 0.0, 0
     ctx = torch.autocast(torch.device(device).type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
     bar = tqdm(total=len(windows), desc=desc, unit="win", disable=not progress, leave=False)

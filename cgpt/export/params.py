@@ -11,5 +11,5 @@ class ExportParams(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    sample_prompt: str = "ROMEO:"
+    sample_prompt: str | None = None  # null: the first words of the validation split
     sample_tokens: int = Field(default=40, ge=0)

@@ -8,6 +8,7 @@ import torch
 
 from cgpt.data.tokens import open_split
 from cgpt.eval.xent import cross_entropy
+from cgpt.faults import fault_point
 from cgpt.fsutil import write_json_atomic
 from cgpt.model.gpt import GPT
 from cgpt.stages.project import Project
@@ -35,6 +36,7 @@ def run(project: Project) -> dict[str, Any]:
             desc=f"eval {split}",
         )
         metrics[split] = {"loss": res["loss"], "perplexity": res["perplexity"], "tokens": int(res["tokens"])}
+        fault_point("evaluate.split")
         print(
             f"{split}: loss {res['loss']:.4f} nats/token, perplexity {res['perplexity']:.2f} over "
             f"{int(res['tokens'])} tokens"

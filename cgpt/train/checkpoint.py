@@ -36,6 +36,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cgpt.errors import CgptError, TrainingError
+from cgpt.faults import fault_point
 from cgpt.fsutil import atomic_dir, read_json
 from cgpt.presets import ModelConfig
 
@@ -118,14 +119,17 @@ def _jsonl(rows: list[dict[str, Any]]) -> str:
 
 def _write_failure(where: Path, exc: BaseException) -> TrainingError:
     """One line for a checkpoint that cannot be written (full disk, no permission, I/O error)."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+    text = str(exc)
+    if (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)) or (
+        "No space left" in text or "File too large" in text
+    ):
         why = "no space left on the device (or a file-size limit)"
     elif isinstance(exc, PermissionError):
         why = "permission denied"
     elif isinstance(exc, OSError):
         why = exc.strerror or str(exc)
     else:  # torch's zip writer reports a failed write as a RuntimeError ("file write failed")
-        why = "the write failed (full disk or I/O error)"
+        why = f"the write failed ({text[:80]}; a full disk or an I/O error)"
     try:
         free = f"; {shutil.disk_usage(where.parent if not where.exists() else where).free / 2**30:.1f} GiB free there"
     except OSError:
@@ -161,11 +165,14 @@ def save_checkpoint(
         tmp.mkdir()
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in model_state.items()}
         save_file(tensors, str(tmp / "model.safetensors"))
+        fault_point("checkpoint.file")
         if optimizer_state is not None:
             torch.save(optimizer_state, tmp / "optimizer.pt")
+            fault_point("checkpoint.file")
         torch.save(_rng_state(), tmp / "rng.pt")
         (tmp / HISTORY).write_text(_jsonl(history or []), encoding="utf-8")
         (tmp / SPEED).write_text(_jsonl(speed or []), encoding="utf-8")
+        fault_point("checkpoint.file")
         state = {"step": step, "model_config": model_config_to_dict(model_config), **(extra or {})}
         (tmp / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
         files = {f.name: {"bytes": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(tmp.iterdir())}
@@ -177,7 +184,8 @@ def save_checkpoint(
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(ckpt_dir)
-    except (OSError, RuntimeError) as exc:
+        fault_point("checkpoint.renamed")
+    except Exception as exc:  # OSError, torch's RuntimeError, safetensors' SafetensorError: all "cannot write"
         shutil.rmtree(tmp, ignore_errors=True)
         raise _write_failure(ckpt_dir, exc) from None
     if keep_last is not None and keep_last > 0:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from cgpt.data.tokens import open_split, read_index
 from cgpt.errors import CgptError, TrainingError
 from cgpt.eval.xent import cross_entropy
+from cgpt.faults import fault_point
 from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig, TrainRecipe
 from cgpt.tracking import CurveLogger, Tracker, disabled
@@ -263,7 +264,12 @@ def train(
     recipe, cfg, device, tp = setup.recipe, setup.model_config, setup.device, setup.train
     total_steps = recipe.optimizer_steps()
     ckpt_dir = run_dir / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrainingError(
+            f"{ckpt_dir}: cannot be the checkpoints folder ({exc.strerror}); fix or remove it"
+        ) from None
     set_aside_incompatible(ckpt_dir, setup)
 
     train_stream = open_split(tokens_dir, "train")
@@ -386,6 +392,7 @@ def train(
         if done % tp.checkpoint_interval == 0 or done == total_steps:
             checkpoint(done)
         bar.update(1)
+        fault_point("train.step")
         if stop_requested() and done < total_steps:
             if last_checkpoint != done:
                 checkpoint(done)

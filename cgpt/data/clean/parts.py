@@ -26,6 +26,7 @@ import zstandard
 from cgpt.data.clean.dedup import DocSignature
 from cgpt.data.clean.params import CleanParams
 from cgpt.errors import DataError
+from cgpt.faults import fault_point
 from cgpt.fsutil import read_json
 
 MANIFEST = "manifest.json"
@@ -117,6 +118,7 @@ class PartWriter:
         if self._sigs:
             save_signatures(self._path, self._sigs)
         self.entries.append(entry)
+        fault_point("clean.part")
         self._writer = self._fh = self._hasher = None
 
 

@@ -46,7 +46,7 @@ from cgpt.data.formats import FORMATS, SUFFIXES, format_for_name
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 SourceKind = Literal["shakespeare", "local", "url"]
-FormatName = Literal["auto", "txt", "jsonl", "jsonl.zst", "jsonl.gz", "parquet"]
+FormatName = Literal["auto", "txt", "json", "jsonl", "jsonl.zst", "jsonl.gz", "parquet"]
 Split = Literal["train", "val", "test"]
 
 #: ``pile_set_name`` of the built-in corpus when the source does not set one.

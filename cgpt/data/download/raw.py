@@ -34,6 +34,7 @@ from cgpt.data.download.sources import (
     materialize_url,
 )
 from cgpt.errors import DataError
+from cgpt.faults import fault_point
 from cgpt.fsutil import atomic_dir, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ def download(params: DownloadParams, out_dir: Path, *, progress: bool = True) ->
                     "bytes_per_s": round(nbytes / seconds, 1) if seconds > 0 else 0.0,
                 }
                 files.extend(res.files)
+                fault_point("download.source")
                 log.info("download: %s: %d files, %.1f MB in %.1fs", source.name, len(res.files), nbytes / 1e6, seconds)
             # Only facts about the data go into the manifest: the same inputs give the same bytes,
             # so re-running download (a changed retry count, a new cache) leaves data/raw's hash alone.

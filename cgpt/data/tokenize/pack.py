@@ -43,6 +43,7 @@ from cgpt.data.tokenize.tokenizer import (
 )
 from cgpt.data.tokens import SPLITS, TokenFileWriter, dtype_for_vocab, token_index
 from cgpt.errors import DataError
+from cgpt.faults import fault_point
 from cgpt.fsutil import atomic_dir, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -247,6 +248,7 @@ def tokenize_corpus(
                 if s in by_split:
                     writers[s].write(np.asarray(by_split[s], dtype=np.int64))
             docs_in += n_docs
+            fault_point("tokenize.batch")
             if bar is not None:
                 bar.update(n_docs)
         for w in writers.values():

@@ -47,11 +47,23 @@ class TokenizerParams(_Strict):
     min_frequency: int = Field(2, ge=1)
 
     @model_validator(mode="after")
-    def _path_for_pretrained(self) -> TokenizerParams:
+    def _keys_fit_the_kind(self) -> TokenizerParams:
         if self.kind == "pretrained" and not self.path:
             raise ValueError(
                 "tokenizer.kind=pretrained needs tokenizer.path (a dir with vocab.json+merges.txt, "
                 "a tokenizer.json, or an http(s) URL)"
+            )
+        # a key that does nothing is a mistake to report, not to ignore (it was probably meant to matter)
+        if self.kind == "pretrained":
+            for key in ("vocab_size", "min_frequency"):
+                if key in self.model_fields_set:
+                    raise ValueError(
+                        f"{key} = {getattr(self, key)}: only used with kind: train (a pretrained tokenizer "
+                        "brings its own vocabulary); remove it"
+                    )
+        if self.kind == "train" and self.path is not None:
+            raise ValueError(
+                f"path = {self.path!r}: only used with kind: pretrained; remove it or set kind: pretrained"
             )
         return self
 

@@ -1,0 +1,95 @@
+"""The run params.yaml describes, resolved: what ``cgpt check`` prints before anything runs.
+
+Every ``null`` in params.yaml means "the preset's value"; this shows the values that will be used
+(steps, schedule, batch, shape, data, tokenizer, where outputs go), so a user can check a
+configuration without starting a stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cgpt.config import Params
+from cgpt.fsutil import read_json_if_valid
+from cgpt.train.schedule import tokens_seen
+
+
+def _count(n: float) -> str:
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def _vocab(params: Params, root: Path) -> tuple[int | None, str]:
+    index = read_json_if_valid(root / "data" / "tokens" / "index.json")
+    if isinstance(index, dict) and isinstance(index.get("vocab_size"), int):
+        return index["vocab_size"], "from data/tokens"
+    tok = params.tokenize.tokenizer
+    if tok.kind == "train":
+        return tok.vocab_size, "at most, trained"
+    return None, "from the pretrained tokenizer"
+
+
+def describe_run(params: Params, root: Path) -> list[tuple[str, str]]:
+    """(label, text) rows of the resolved run."""
+    recipe, t = params.recipe(), params.train
+    vocab, vocab_note = _vocab(params, root)
+    cfg = params.build_model_config(vocab or 50257)
+    steps = recipe.optimizer_steps()
+    size = f"{_count(cfg.num_params())} params" + (f" with vocab {vocab:,} ({vocab_note})" if vocab else "")
+    shape = (
+        f"{params.model.preset}: {cfg.n_layer} layers x {cfg.d_model} ({cfg.n_head} heads of {cfg.d_head}), "
+        f"d_ffn {cfg.d_ffn}, positions {cfg.n_positions}, {cfg.parameterization.upper()}; {size}"
+    )
+    decay = f"{recipe.decay} decay {recipe.decay_steps:,} steps"
+    schedule = (
+        f"{steps:,} steps x {recipe.batch_size} seqs x {recipe.seq_len} tokens = {_count(tokens_seen(recipe, steps))} "
+        f"tokens; lr {recipe.peak_lr:.2e} -> {recipe.end_lr:.2e} (warm-up {recipe.warmup_steps:,} steps, {decay})"
+    )
+    optim = (
+        f"AdamW ({t.optimizer}) betas {recipe.betas}, eps {recipe.eps:g}, weight decay {recipe.weight_decay:g}, "
+        f"clip {recipe.grad_clip:g}" + (f", micro-batch {t.micro_batch_size}" if t.micro_batch_size else "")
+    )
+    if recipe.batch_switch is not None:
+        sw = recipe.batch_switch
+        optim += f"; batch {recipe.batch_size} -> {sw.batch_size} after step {sw.at_step:,}"
+    sources = ", ".join(
+        f"{s.name} ({s.kind}{', split ' + s.split if s.split else ''})" for s in params.download.sources
+    )
+    c = params.clean
+    cleaning = (
+        (f"ftfy {c.normalization}" if c.fix_text else f"normalization {c.normalization or 'none'}")
+        + (", exact dedup" if c.dedup.exact else "")
+        + (", near dedup" if c.dedup.near else "")
+    )
+    tok = params.tokenize
+    tokenizer = (
+        f"byte-level BPE trained on the corpus (vocab {tok.tokenizer.vocab_size:,})"
+        if tok.tokenizer.kind == "train"
+        else f"pretrained from {tok.tokenizer.path}"
+    )
+    split = f"val {tok.split.val:.1%}, test {tok.split.test:.1%} (seed {tok.split.seed}; official splits kept)"
+    loop = (
+        f"device {t.device}, precision {t.precision}, seed {t.seed}; log every {t.log_interval}, validate every "
+        f"{t.eval_interval}, checkpoint every {t.checkpoint_interval} steps (keep {t.keep_checkpoints})"
+    )
+    prompt = params.export.sample_prompt
+    export = (
+        f"{params.export.dtype}, sample prompt {prompt!r}"
+        if prompt is not None
+        else (f"{params.export.dtype}, sample prompt: the first words of the val split")
+    )
+    tracking = f"MLflow experiment {params.tracking.experiment!r}" if params.tracking.enabled else "MLflow off"
+    return [
+        ("run", f"{t.run_name} -> {root / 'runs' / t.run_name}"),
+        ("model", shape),
+        ("schedule", schedule),
+        ("optimizer", optim),
+        ("data", f"{sources}; clean: {cleaning}"),
+        ("tokenizer", f"{tokenizer}; split {split}"),
+        ("training", loop),
+        ("evaluate", f"splits {', '.join(params.evaluate.splits)}"),
+        ("export", export),
+        ("tracking", tracking),
+    ]
