@@ -190,7 +190,8 @@ def test_a_binary_file_given_as_txt_stops_clean_with_one_line(built_project, tmp
     params["download"]["sources"].append({"name": "blob", "kind": "local", "paths": ["corpus/blob.txt"]})
     write_params(project, params)
     proc = dvc("repro", cwd=project, check=False)
-    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error: ")]
+    # split on "\n" only: the error must start its own line, not follow a progress bar's "\r"
+    errors = [line for line in (proc.stdout + proc.stderr).split("\n") if line.startswith("error: ")]
     assert len(errors) == 1 and "blob.txt: binary content" in errors[0], proc.stderr[-2000:]
 
 
@@ -236,3 +237,37 @@ def test_a_checkpoints_path_that_cannot_be_a_folder_is_one_line(built_project, t
     proc = cgpt("train", cwd=project, check=False)
     assert proc.returncode == 2 and "runs/other/checkpoints" in proc.stderr.strip().splitlines()[-1]
     assert "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_stops_at_a_step_with_a_checkpoint_and_a_killed_mlflow_run(built_project, tmp_path):
+    import subprocess
+    import time
+
+    from e2e_project import env
+
+    project = copy_project(built_project, tmp_path / "p")
+    params = read_params(project)
+    params["train"].update(run_name="longer", max_steps=100_000, checkpoint_interval=20, log_interval=1)
+    write_params(project, params)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cgpt.cli", "train"], cwd=project, env=env(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    ckpts = project / "runs/longer/checkpoints"
+    deadline = time.monotonic() + 300
+    while not list_checkpoints(ckpts) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: stopped after step ") and "checkpoint written" in last
+    stopped_at = int(last.split("after step ")[1].split(";")[0])
+    assert list_checkpoints(ckpts)[-1].name == f"step-{stopped_at:08d}"
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    run_id = json.loads((ckpts / "mlflow_run.json").read_text())["run_id"]
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert [m.step for m in client.get_metric_history(run_id, "loss")] == list(range(1, stopped_at + 1))
