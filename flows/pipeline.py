@@ -23,6 +23,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +105,9 @@ def _sharded_stage(project: Path, stage: str, n_shards: int, run_flow) -> str:
     if not stage_is_stale(project, stage):
         return "up to date"
     proj = Project.at(project)
+    started = time.time()
     stats = run_flow(str(proj.params_file))
-    publish_data_stats(proj, proj.params(), stage, stats)
+    publish_data_stats(proj, proj.params(), stage, stats, started=started)
     commit_stage(stage, str(project))
     return f"ran in {n_shards} shards"
 

@@ -66,22 +66,42 @@ def test_mlflow_run_holds_curves_metrics_and_export(project):
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     run_id = json.loads((project / "runs/default/mlflow_run.json").read_text())["run_id"]
     mlrun = client.get_run(run_id)
-    expected = {
-        "loss",
-        "lr",
-        "grad_norm",
-        "tokens_per_s",
-        "val_loss",
-        "eval.val.loss",
-        "eval.test.loss",
-        "export.max_abs_logit_diff",
-    }
-    assert expected <= set(mlrun.data.metrics)
+    curves = {"loss", "lr", "grad_norm", "tokens_per_s", "val_loss"}
+    summary = {"eval/val.loss", "eval/test.loss", "export/max_abs_logit_diff", "train/tokens_seen"}
+    assert curves | summary <= set(mlrun.data.metrics)
     logged_steps = [m.step for m in client.get_metric_history(run_id, "loss")]
     assert logged_steps == list(range(10, 61, 10))  # one point per logged step (train.log_interval: 10)
-    assert {a.path for a in client.list_artifacts(run_id, "hf")} >= {"hf/config.json", "hf/model.safetensors"}
+    # resolved values, never an unset override
+    assert mlrun.data.params["recipe.total_steps"] == "60" and "None" not in mlrun.data.params.values()
+    assert mlrun.data.params["model.vocab_size"] == str(json.loads((project / "data/tokens/index.json").read_text())[
+        "vocab_size"])  # fmt: skip
+    tags = mlrun.data.tags
+    assert tags["cgpt.preset"] == "cpu-tiny" and len(tags["cgpt.data.tokens"]) == 16
     data_runs = client.search_runs([client.get_experiment_by_name("cgpt-data").experiment_id])
     assert {r.info.run_name for r in data_runs} == {"download", "clean", "tokenize"}
+    assert set(tags["cgpt.data.runs"].split(",")) == {r.info.run_id for r in data_runs}  # linked to its data
+    assert [d.dataset.digest for d in mlrun.inputs.dataset_inputs] == [tags["cgpt.data.tokens"]]
+    exp = client.get_experiment(mlrun.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on runs, not traces
+
+
+def test_the_export_is_a_registered_mlflow_model_that_loads_and_generates(project):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    version = max(client.search_model_versions("name='cgpt'"), key=lambda v: int(v.version))
+    assert version.tags["cgpt.preset"] == "cpu-tiny"
+    mlflow.set_tracking_uri(uri)
+    generator = mlflow.transformers.load_model(f"models:/cgpt/{version.version}")
+    text = generator("The king", max_new_tokens=8, do_sample=False)[0]["generated_text"]
+    assert text.startswith("The king") and len(text) > len("The king")
+    model = client.get_logged_model(version.source.removeprefix("models:/"))  # the version's source: the logged model
+    assert {m.key for m in model.metrics} >= {"eval/val.loss", "export/max_abs_logit_diff"}
+    card = (project / "runs/default/hf/README.md").read_text()
+    assert card.startswith("---\nlanguage:") and "## Training data and procedure" in card
+    assert "60 optimizer steps of 8 sequences x 64 tokens" in card and "| val |" in card
 
 
 def test_summary_reports_the_run(project):

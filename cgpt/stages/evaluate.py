@@ -44,5 +44,5 @@ def run(project: Project) -> dict[str, Any]:
     write_json_atomic(run_dir / "eval_metrics.json", metrics)
     tracker = open_model_run(project.root, params.tracking, params.train.run_name, run_dir / RUN_FILE)
     with finishing(tracker):
-        tracker.log_metrics({f"eval.{k}": v for k, v in numeric_items(metrics).items()}, step=int(info["step"]))
+        tracker.log_metrics({f"eval/{k}": v for k, v in numeric_items(metrics).items()}, step=int(info["step"]))
     return metrics

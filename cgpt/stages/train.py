@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from cgpt.config import Params
+from cgpt.data.tokens import read_index
 from cgpt.fsutil import write_json_atomic
 from cgpt.runtime import graceful_stop
+from cgpt.stages.data_stats import file_digest
 from cgpt.stages.project import Project
-from cgpt.tracking import RUN_FILE, Tracker, finishing, open_model_run
+from cgpt.tracking import RUN_FILE, Tracker, data_runs_for, finishing, open_model_run, provenance_tags
 from cgpt.train.checkpoint import model_config_to_dict, save_model_dir
 from cgpt.train.loop import RunSetup, TrainResult, run_speed, setup_from_params, train
+from cgpt.train.schedule import tokens_seen
 
 PLOT_COLUMNS = {
     "train.csv": ["step", "loss", "lr", "grad_norm"],
@@ -40,24 +45,62 @@ def write_plot_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -
     tmp.replace(path)
 
 
+def run_config(params: Params, setup: RunSetup, data_digest: str) -> dict[str, Any]:
+    """The resolved training configuration: what the MLflow run records, and what names it
+    (a change to any of it — a model or train value, or new data — is a new MLflow run)."""
+    recipe = dataclasses.asdict(setup.recipe)
+    recipe["total_steps"] = setup.recipe.optimizer_steps()
+    recipe["total_tokens"] = tokens_seen(setup.recipe, recipe["total_steps"])
+    tok = params.tokenize.tokenizer
+    return {
+        "model": {"preset": params.model.preset, **model_config_to_dict(setup.model_config)},
+        "recipe": recipe,
+        "train": params.train.model_dump(exclude={"run_name"}, exclude_none=True),
+        "data": {
+            "tokens_digest": data_digest,
+            "tokenizer_sha256": setup.tokenizer_sha256,
+            "tokenizer": tok.kind if tok.kind == "train" else f"pretrained:{tok.path}",
+        },
+    }
+
+
+def config_key(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def run(project: Project) -> TrainResult:
     params = project.params()
     run_dir = project.run_dir(params.train.run_name)
     ckpt_dir = run_dir / "checkpoints"
     setup = setup_from_params(params, project.tokens)
+    digest = file_digest(project.tokens / "index.json")
+    config = run_config(params, setup, digest)
     tracker = open_model_run(
-        project.root, params.tracking, params.train.run_name, ckpt_dir / RUN_FILE, key=setup.fingerprint_key()
+        project.root, params.tracking, params.train.run_name, ckpt_dir / RUN_FILE, key=config_key(config)
     )
-    recipe = {k: v for k, v in dataclasses.asdict(setup.recipe).items() if k != "batch_switch"}
-    tracker.log_params(
+    tracker.log_params(config)
+    index = read_index(project.tokens)
+    data_runs = [
+        run_id
+        for record in ("tokens/index.json", "clean/manifest.json", "raw/manifest.json")
+        if (project.data / record).is_file()
+        for run_id in data_runs_for(project.root, params.tracking, file_digest(project.data / record))[:1]
+    ]
+    tracker.set_tags(
         {
-            "model": params.model.model_dump(),
-            "train": params.train.model_dump(),
-            "resolved.model": model_config_to_dict(setup.model_config),
-            "resolved.recipe": recipe,
+            "cgpt.preset": params.model.preset,
+            "cgpt.run_name": params.train.run_name,
+            "cgpt.config_key": config_key(config),
+            "cgpt.data.tokens": digest,
+            "cgpt.data.runs": ",".join(data_runs),
+            **provenance_tags(project.root),
         }
     )
-    tracker.set_tags({"cgpt.preset": params.model.preset, "cgpt.run_name": params.train.run_name})
+    tracker.log_dataset(
+        "data/tokens", digest, project.tokens, {s: v["tokens"] for s, v in index["splits"].items()}, "training"
+    )
+    if params.tracking.system_metrics:
+        tracker.start_system_metrics(resume=not tracker.fresh)
     with finishing(tracker), graceful_stop("training") as stop_requested:
         result = train(setup, project.tokens, run_dir, tracker=tracker, stop_requested=stop_requested)
         _write_results(project, params, setup, result, tracker)
@@ -85,6 +128,6 @@ def _write_results(project: Project, params: Params, setup: RunSetup, result: Tr
     timing = {**run_speed(result.speed), "resumed_from_step": result.resumed_from_step}
     write_json_atomic(run_dir / "timing.json", timing)
     tracker.log_metrics(
-        {f"train.{k}": float(v) for k, v in {**metrics, **timing}.items() if isinstance(v, (int, float))},
+        {f"train/{k}": float(v) for k, v in {**metrics, **timing}.items() if isinstance(v, (int, float))},
         step=result.summary.steps,
     )
