@@ -172,10 +172,24 @@ def _experiment_id(client: Any, name: str, root: Path) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    artifact_location = None
-    if tracking_uri(root).startswith("sqlite:"):
-        artifact_location = (root / "mlartifacts").resolve().as_uri()
-    return client.create_experiment(name, artifact_location=artifact_location)
+    return client.create_experiment(name, artifact_location=artifact_location(tracking_uri(root)))
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment of a sqlite store keeps its artifacts: ``mlartifacts`` beside the
+    database file (``<project>/mlartifacts`` for the default store), also when a run happens
+    elsewhere, e.g. in the temporary copy of ``dvc exp run --temp`` with ``MLFLOW_TRACKING_URI``
+    naming the project's store. Other stores (a tracking server) decide for themselves: None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+
+
+def run_tags() -> dict[str, str]:
+    """Tags linking an MLflow run to the DVC experiment that made it (``dvc exp run`` tells its
+    stages the experiment's name), so runs of one ``train.run_name`` can be told apart."""
+    name = os.environ.get("DVC_EXP_NAME")
+    return {"dvc.exp_name": name} if name else {}
 
 
 def disabled() -> Tracker:
@@ -202,7 +216,7 @@ def open_model_run(
             client.update_run(run.info.run_id, status="RUNNING")
             return Tracker(client, run.info.run_id)
     exp_id = _experiment_id(client, tracking.experiment, root)
-    run = client.create_run(exp_id, run_name=run_name, tags={"cgpt.kind": "model"})
+    run = client.create_run(exp_id, run_name=run_name, tags={"cgpt.kind": "model", **run_tags()})
     record = {"run_id": run.info.run_id, "experiment": tracking.experiment, "tracking_uri": tracking_uri(root)}
     if key is not None:
         record["key"] = key
@@ -239,7 +253,8 @@ def stage_run(root: Path, tracking: TrackingParams, stage: str) -> Tracker:
         return disabled()
     client = _client(root)
     exp_id = _experiment_id(client, f"{tracking.experiment}-data", root)
-    run = client.create_run(exp_id, run_name=stage, tags={"cgpt.kind": "data", "cgpt.stage": stage})
+    tags = {"cgpt.kind": "data", "cgpt.stage": stage, **run_tags()}
+    run = client.create_run(exp_id, run_name=stage, tags=tags)
     return Tracker(client, run.info.run_id)
 
 
