@@ -93,17 +93,23 @@ def _stages_run(lines: list[str]) -> list[str]:
     return [line.split("'")[1] for line in lines if line.startswith("Running stage '")]
 
 
+def _missing_flag(allow_missing: bool) -> list[str]:
+    """DVC's ``--allow-missing``: a stage whose only change is a missing output (a fresh clone after
+    ``dvc pull`` has no ``runs/<name>/checkpoints``: they are never cached) is up to date."""
+    return ["--allow-missing"] if allow_missing else []
+
+
 @task(task_run_name="dvc repro {stage}")
-def reproduce_stage(stage: str, project: str, force: bool = False) -> str:
+def reproduce_stage(stage: str, project: str, force: bool = False, allow_missing: bool = False) -> str:
     """Run one DVC stage, streaming its log; returns 'ran' or 'up to date'."""
-    args = ["repro", "--single-item", stage] + (["--force"] if force else [])
+    args = ["repro", "--single-item", stage] + (["--force"] if force else []) + _missing_flag(allow_missing)
     lines = _stream(_dvc(Path(project), *args), f"dvc repro {stage}")
     return "ran" if _stages_run(lines) else "up to date"
 
 
 @task(task_run_name="dvc exp run {set_params}")
 def run_experiment(project: str, set_params: list[str], exp_name: str | None, stages: list[str] | None,
-                   force: bool) -> dict[str, Any]:
+                   force: bool, allow_missing: bool = False) -> dict[str, Any]:
     """``dvc exp run --temp -S ...``: the pipeline as one DVC experiment in a temporary copy of the
     project, its log streamed; returns the experiment's name and the stages it ran.
 
@@ -115,11 +121,14 @@ def run_experiment(project: str, set_params: list[str], exp_name: str | None, st
     args = ["exp", "run", "--temp"]
     for override in dvc_overrides(set_params):
         args += ["--set-param", override]
-    args += (["--name", exp_name] if exp_name else []) + (["--force"] if force else []) + list(stages or [])
+    args += (["--name", exp_name] if exp_name else []) + (["--force"] if force else []) + _missing_flag(allow_missing)
+    args += list(stages or [])
     env = {"MLFLOW_TRACKING_URI": tracking_uri(Path(project))}
     lines = _stream(_dvc(Path(project), *args, env=env), "dvc exp run")
     names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Ran experiment(s):")]
-    return {"name": names[-1] if names else exp_name, "ran": _stages_run(lines)}
+    if not names:  # DVC 3.67 exits 0 without recording the experiment in a shallow git clone
+        raise RuntimeError("dvc exp run recorded no experiment (in a shallow clone, run `git fetch --unshallow` first)")
+    return {"name": names[-1], "ran": _stages_run(lines)}
 
 
 def stage_is_stale(project: Path, stage: str) -> bool:
@@ -187,6 +196,7 @@ def pipeline(
     project: str = ".",
     stages: list[str] | None = None,
     force: bool = False,
+    allow_missing: bool = False,
     clean_shards: int = 1,
     shard_runner: str = "thread",
     dask_address: str | None = None,
@@ -196,6 +206,7 @@ def pipeline(
 ) -> dict[str, Any]:
     """Validate params.yaml, then reproduce each stage in dependency order; with ``set_params``
     (e.g. ``["train.lr=0.001"]``) run the pipeline as one DVC experiment named ``exp_name``.
+    ``allow_missing`` skips stages whose only change is missing data (DVC's ``--allow-missing``).
 
     ``project`` defaults to the working directory: on a worker, the project folder prefect.yaml's
     pull step entered (``$CGPT_PROJECT``).
@@ -205,7 +216,7 @@ def pipeline(
     check_options(set_params, clean_shards, tokenize_shards)
     names = stages or stage_names(root)
     if set_params:
-        exp = run_experiment(str(root), list(set_params), exp_name, stages, force)
+        exp = run_experiment(str(root), list(set_params), exp_name, stages, force, allow_missing)
         outcome = {s: "ran" if s in exp["ran"] else "up to date" for s in names}
         table = experiment_markdown(str(root), exp["name"])
         title, section = f"cgpt experiment {exp['name']}", f"## {exp['name']} against the workspace\n\n{table}"
@@ -219,7 +230,7 @@ def pipeline(
                 outcome[stage] = sharded_tokenize(root, tokenize_shards, shard_runner, dask_address)
                 continue
             runner = reproduce_stage.with_options(retries=RETRIED_STAGES.get(stage, 0), retry_delay_seconds=10)
-            outcome[stage] = runner(stage, str(root), force)
+            outcome[stage] = runner(stage, str(root), force, allow_missing)
         table = metrics_markdown(str(root))
         title, section = "cgpt pipeline", f"## Metrics\n\n{table}"
     summary = "\n".join(f"| {s} | {o} |" for s, o in outcome.items())
@@ -238,6 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--project", help="project root (holds dvc.yaml and params.yaml; default: this directory)")
     ap.add_argument("--force", action="store_true", help="re-run stages even when up to date")
+    ap.add_argument("--allow-missing", action="store_true",
+                    help="a stage whose only change is a missing output is up to date (a fresh clone after dvc pull)")
     ap.add_argument("-S", "--set-param", action="append", default=[], metavar="KEY=VALUE",
                     help="run the pipeline as a DVC experiment with this param (repeat; `dvc exp run -S` syntax)")
     ap.add_argument("--exp-name", help="name of the DVC experiment (with -S; default: DVC picks one)")
@@ -255,8 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     except CgptError as exc:
         fail(str(exc))
     kwargs: dict[str, Any] = {
-        "force": args.force, "clean_shards": args.clean_shards, "tokenize_shards": args.tokenize_shards,
-        "shard_runner": args.shard_runner, "dask_address": args.dask_address,
+        "force": args.force, "allow_missing": args.allow_missing, "clean_shards": args.clean_shards,
+        "tokenize_shards": args.tokenize_shards, "shard_runner": args.shard_runner, "dask_address": args.dask_address,
         "set_params": args.set_param, "exp_name": args.exp_name,
     }
     if args.project:  # else the flow's default: the working directory of each run (nothing baked in)
