@@ -258,8 +258,10 @@ def apply_overrides(raw: dict[str, Any] | None, overrides: Sequence[str]) -> dic
             parent = _lookup(data, parts[:-1])[1]
             del parent[int(parts[-1]) if isinstance(parent, list) else parts[-1]]
         elif override.is_add() and current is not None and not isinstance(value, (dict, list)):
-            raise ConfigError(f"set_params: {text!r}: {override.key_or_group} is already set "
-                              f"(to {current!r}); drop the + to change it")
+            raise ConfigError(
+                f"set_params: {text!r}: {override.key_or_group} is already set "
+                f"(to {current!r}); drop the + to change it"
+            )
         else:
             _assign(data, parts, value, text)
     return data

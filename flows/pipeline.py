@@ -49,7 +49,6 @@ from cgpt.runtime import fail  # noqa: E402
 from cgpt.stages.data_stats import publish_data_stats  # noqa: E402
 from cgpt.stages.project import PARAMS_FILE, Project  # noqa: E402
 from cgpt.tracking import tracking_uri  # noqa: E402
-
 from flows.data_shards import sharded_clean_flow, sharded_tokenize_flow  # noqa: E402
 
 RETRIED_STAGES = {"download": 3}
@@ -68,8 +67,13 @@ def _dvc(project: Path, *args: str, env: dict[str, str] | None = None) -> subpro
     full = {**os.environ, "TQDM_MININTERVAL": "5", "PYTHONUNBUFFERED": "1", **(env or {})}
     full["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full.get('PATH', '')}"
     return subprocess.Popen(
-        [sys.executable, "-m", "dvc", *args], cwd=project, env=full,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+        [sys.executable, "-m", "dvc", *args],
+        cwd=project,
+        env=full,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
     )
 
 
@@ -108,8 +112,14 @@ def reproduce_stage(stage: str, project: str, force: bool = False, allow_missing
 
 
 @task(task_run_name="dvc exp run {set_params}")
-def run_experiment(project: str, set_params: list[str], exp_name: str | None, stages: list[str] | None,
-                   force: bool, allow_missing: bool = False) -> dict[str, Any]:
+def run_experiment(
+    project: str,
+    set_params: list[str],
+    exp_name: str | None,
+    stages: list[str] | None,
+    force: bool,
+    allow_missing: bool = False,
+) -> dict[str, Any]:
     """``dvc exp run --temp -S ...``: the pipeline as one DVC experiment in a temporary copy of the
     project, its log streamed; returns the experiment's name and the stages it ran.
 
@@ -133,14 +143,20 @@ def run_experiment(project: str, set_params: list[str], exp_name: str | None, st
 
 def stage_is_stale(project: Path, stage: str) -> bool:
     out = subprocess.run(
-        [sys.executable, "-m", "dvc", "status", stage, "--json"], cwd=project, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "dvc", "status", stage, "--json"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return bool(json.loads(out.stdout or "{}"))
 
 
 @task(task_run_name="dvc commit {stage}")
 def commit_stage(stage: str, project: str) -> None:
-    subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", stage], cwd=project, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "commit", "--force", stage], cwd=project, check=True, capture_output=True
+    )
 
 
 def _sharded_stage(project: Path, stage: str, n_shards: int, run_flow) -> str:
@@ -157,20 +173,36 @@ def _sharded_stage(project: Path, stage: str, n_shards: int, run_flow) -> str:
 
 def sharded_clean(project: Path, n_shards: int, runner: str, dask_address: str | None) -> str:
     """Fan the clean stage out over shards (a subflow), publish its stats, record it in dvc.lock."""
-    return _sharded_stage(project, "clean", n_shards, lambda params: sharded_clean_flow(
-        params, n_shards, runner, dask_address, str(project / "data/raw"), str(project / "data/clean")))
+    return _sharded_stage(
+        project,
+        "clean",
+        n_shards,
+        lambda params: sharded_clean_flow(
+            params, n_shards, runner, dask_address, str(project / "data/raw"), str(project / "data/clean")
+        ),
+    )
 
 
 def sharded_tokenize(project: Path, n_shards: int, runner: str, dask_address: str | None) -> str:
     """Fan the tokenize stage out over shards (shared tokenizer, shards, merge), like sharded_clean."""
-    return _sharded_stage(project, "tokenize", n_shards, lambda params: sharded_tokenize_flow(
-        params, n_shards, runner, dask_address, str(project / "data/clean"), str(project / "data/tokens")))
+    return _sharded_stage(
+        project,
+        "tokenize",
+        n_shards,
+        lambda params: sharded_tokenize_flow(
+            params, n_shards, runner, dask_address, str(project / "data/clean"), str(project / "data/tokens")
+        ),
+    )
 
 
 @task
 def metrics_markdown(project: str) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "dvc", "metrics", "show", "--md"], cwd=project, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "dvc", "metrics", "show", "--md"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return out.stdout
 
@@ -178,17 +210,24 @@ def metrics_markdown(project: str) -> str:
 @task
 def experiment_markdown(project: str, exp_name: str) -> str:
     """The experiment against the workspace: the params and metrics that differ."""
-    out = subprocess.run([sys.executable, "-m", "dvc", "exp", "diff", exp_name, "--md"], cwd=project,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "diff", exp_name, "--md"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return out.stdout
 
 
 def check_options(set_params: list[str] | None, clean_shards: int, tokenize_shards: int) -> None:
     """One line for options that cannot go together (before any work)."""
     if set_params and (clean_shards > 1 or tokenize_shards > 1):
-        raise ConfigError("set_params runs the pipeline with `dvc exp run`, which runs clean and tokenize unsharded; "
-                          "drop clean_shards/tokenize_shards (or run the sharded pipeline first: the experiment reuses "
-                          "committed data stages)")
+        raise ConfigError(
+            "set_params runs the pipeline with `dvc exp run`, which runs clean and tokenize unsharded; "
+            "drop clean_shards/tokenize_shards (or run the sharded pipeline first: the experiment reuses "
+            "committed data stages)"
+        )
 
 
 @flow(name="cgpt-pipeline", log_prints=True)
@@ -249,10 +288,19 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--project", help="project root (holds dvc.yaml and params.yaml; default: this directory)")
     ap.add_argument("--force", action="store_true", help="re-run stages even when up to date")
-    ap.add_argument("--allow-missing", action="store_true",
-                    help="a stage whose only change is a missing output is up to date (a fresh clone after dvc pull)")
-    ap.add_argument("-S", "--set-param", action="append", default=[], metavar="KEY=VALUE",
-                    help="run the pipeline as a DVC experiment with this param (repeat; `dvc exp run -S` syntax)")
+    ap.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="a stage whose only change is a missing output is up to date (a fresh clone after dvc pull)",
+    )
+    ap.add_argument(
+        "-S",
+        "--set-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="run the pipeline as a DVC experiment with this param (repeat; `dvc exp run -S` syntax)",
+    )
     ap.add_argument("--exp-name", help="name of the DVC experiment (with -S; default: DVC picks one)")
     ap.add_argument("--serve", action="store_true", help="serve a deployment on a schedule instead of running once")
     ap.add_argument("--cron", default="0 3 * * *", help="schedule for --serve (default: daily at 03:00)")
@@ -260,7 +308,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--clean-shards", type=int, default=1, help="fan the clean stage out over this many shards")
     ap.add_argument("--tokenize-shards", type=int, default=1, help="fan the tokenize stage out over this many shards")
     ap.add_argument("--shard-runner", choices=["thread", "process", "dask"], default="thread")
-    ap.add_argument("--dask-address", help="a running Dask scheduler (default with --shard-runner dask: a local cluster)")
+    ap.add_argument(
+        "--dask-address", help="a running Dask scheduler (default with --shard-runner dask: a local cluster)"
+    )
     args = ap.parse_args(argv)
     try:
         load_params(Project.at(args.project or ".").params_file, args.set_param)
@@ -268,9 +318,14 @@ def main(argv: list[str] | None = None) -> None:
     except CgptError as exc:
         fail(str(exc))
     kwargs: dict[str, Any] = {
-        "force": args.force, "allow_missing": args.allow_missing, "clean_shards": args.clean_shards,
-        "tokenize_shards": args.tokenize_shards, "shard_runner": args.shard_runner, "dask_address": args.dask_address,
-        "set_params": args.set_param, "exp_name": args.exp_name,
+        "force": args.force,
+        "allow_missing": args.allow_missing,
+        "clean_shards": args.clean_shards,
+        "tokenize_shards": args.tokenize_shards,
+        "shard_runner": args.shard_runner,
+        "dask_address": args.dask_address,
+        "set_params": args.set_param,
+        "exp_name": args.exp_name,
     }
     if args.project:  # else the flow's default: the working directory of each run (nothing baked in)
         kwargs["project"] = args.project

@@ -25,8 +25,10 @@ def enter_project(directory: str | None = None) -> dict[str, str]:
     try:
         where = directory or os.environ.get(PROJECT_ENV)
         if not where:
-            raise CgptError(f"the worker was not told where the cgpt project is: start it with {PROJECT_ENV}=/path/to/"
-                            "project (or set it in the deployment's job_variables.env)")
+            raise CgptError(
+                f"the worker was not told where the cgpt project is: start it with {PROJECT_ENV}=/path/to/"
+                "project (or set it in the deployment's job_variables.env)"
+            )
         root = Project.at(where).root
     except CgptError as exc:
         run_id = os.environ.get("PREFECT__FLOW_RUN_ID")  # set by the worker for the run being prepared

@@ -155,19 +155,27 @@ def test_dvc_overrides_let_plain_keys_be_added():
     from cgpt.config import dvc_overrides
 
     assert dvc_overrides(["train.lr=0.1", "params.yaml:train.seed=3", "+a.b=1", "++c=2", "~d"]) == [
-        "++train.lr=0.1", "++train.seed=3", "+a.b=1", "++c=2", "~d"]
+        "++train.lr=0.1",
+        "++train.seed=3",
+        "+a.b=1",
+        "++c=2",
+        "~d",
+    ]
 
 
-@pytest.mark.parametrize(("override", "expected"), [
-    ("train.lr==", "is not key=value, +key=value or ~key"),
-    ("train.lr", "is not key=value, +key=value or ~key"),
-    ("train.lr=0.1,0.2", "is a sweep; give one value"),
-    ("other.yaml:train.lr=0.1", "cgpt's parameters live in params.yaml, not other.yaml"),
-    ("~train.lr", "train.lr is not set in params.yaml"),
-    ("~train.max_steps=5", "train.max_steps is 60, not 5"),
-    ("+train.max_steps=5", "train.max_steps is already set (to 60); drop the +"),
-    ("=3", "expected a dotted params key"),
-])
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.lr==", "is not key=value, +key=value or ~key"),
+        ("train.lr", "is not key=value, +key=value or ~key"),
+        ("train.lr=0.1,0.2", "is a sweep; give one value"),
+        ("other.yaml:train.lr=0.1", "cgpt's parameters live in params.yaml, not other.yaml"),
+        ("~train.lr", "train.lr is not set in params.yaml"),
+        ("~train.max_steps=5", "train.max_steps is 60, not 5"),
+        ("+train.max_steps=5", "train.max_steps is already set (to 60); drop the +"),
+        ("=3", "expected a dotted params key"),
+    ],
+)
 def test_bad_overrides_give_one_line(override, expected):
     from cgpt.config import apply_overrides
 

@@ -32,10 +32,13 @@ def test_a_given_directory_wins(tmp_path, monkeypatch):
     assert enter_project("clone") == {"directory": str((tmp_path / "clone").resolve())}
 
 
-@pytest.mark.parametrize(("where", "expected"), [
-    (None, "the worker was not told where the cgpt project is: start it with CGPT_PROJECT=/path/to/project"),
-    ("elsewhere", "no params.yaml here"),
-])
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        (None, "the worker was not told where the cgpt project is: start it with CGPT_PROJECT=/path/to/project"),
+        ("elsewhere", "no params.yaml here"),
+    ],
+)
 def test_one_line_when_there_is_no_project(where, expected, tmp_path, monkeypatch):
     monkeypatch.delenv("CGPT_PROJECT", raising=False)
     if where:
