@@ -267,10 +267,17 @@ def _experiment_id(client: Any, name: str, root: Path) -> str:
             for k, v in EXPERIMENT_KIND.items():
                 client.set_experiment_tag(exp.experiment_id, k, v)
         return exp.experiment_id
-    artifact_location = None
-    if tracking_uri(root).startswith("sqlite:"):
-        artifact_location = (root / "mlartifacts").resolve().as_uri()
-    return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_KIND)
+    return client.create_experiment(name, artifact_location=artifact_location(tracking_uri(root)), tags=EXPERIMENT_KIND)
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment of a sqlite store keeps its artifacts: ``mlartifacts`` beside the
+    database file (``<project>/mlartifacts`` for the default store), also when a run happens
+    elsewhere, e.g. in the temporary copy of ``dvc exp run --temp`` with ``MLFLOW_TRACKING_URI``
+    naming the project's store. Other stores (a tracking server) decide for themselves: None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
 
 
 def disabled() -> Tracker:
@@ -297,7 +304,7 @@ def open_model_run(
             client.update_run(run.info.run_id, status="RUNNING")
             return Tracker(client, run.info.run_id)
     exp_id = _experiment_id(client, tracking.experiment, root)
-    run = client.create_run(exp_id, run_name=run_name, tags={"cgpt.kind": "model"})
+    run = client.create_run(exp_id, run_name=run_name, tags={"cgpt.kind": "model", **provenance_tags(root)})
     record = {"run_id": run.info.run_id, "experiment": tracking.experiment, "tracking_uri": tracking_uri(root)}
     if key is not None:
         record["key"] = key
@@ -342,9 +349,8 @@ def stage_run(
     client = _client(root)
     exp_id = _experiment_id(client, f"{tracking.experiment}-data", root)
     start_ms = int((started if started is not None else time.time()) * 1000)
-    run = client.create_run(
-        exp_id, run_name=stage, start_time=start_ms, tags={"cgpt.kind": "data", "cgpt.stage": stage, **(tags or {})}
-    )
+    tags = {"cgpt.kind": "data", "cgpt.stage": stage, **provenance_tags(root), **(tags or {})}
+    run = client.create_run(exp_id, run_name=stage, start_time=start_ms, tags=tags)
     return Tracker(client, run.info.run_id)
 
 
@@ -402,7 +408,7 @@ def provenance_tags(root: Path) -> dict[str, str]:
         tags["mlflow.source.git.commit"] = commit
         tags["cgpt.git.dirty"] = "true" if dirty else "false"
     if os.environ.get("DVC_EXP_NAME"):
-        tags["cgpt.dvc.experiment"] = os.environ["DVC_EXP_NAME"]
+        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     if os.environ.get("DVC_EXP_BASELINE_REV"):
-        tags["cgpt.dvc.baseline"] = os.environ["DVC_EXP_BASELINE_REV"]
+        tags["dvc.baseline_rev"] = os.environ["DVC_EXP_BASELINE_REV"]
     return tags

@@ -18,7 +18,17 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("cgpt", "stages", "flows", ".dvc", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml")
+PROJECT_FILES = (
+    "cgpt",
+    "stages",
+    "flows",
+    ".dvc",
+    "dvc.yaml",
+    ".dvcignore",
+    ".gitignore",
+    "pyproject.toml",
+    "prefect.yaml",
+)
 IGNORE = shutil.ignore_patterns("__pycache__", "*.egg-info", "cache", "tmp")
 
 SUBJECTS = ["the king", "the queen", "a fool", "my lord", "the duke", "sweet lady", "the ghost", "our army"]
