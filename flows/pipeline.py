@@ -3,7 +3,7 @@
 Each task asks DVC to reproduce exactly one stage (``dvc repro --single-item <stage>``), so stages
 that are up to date are skipped and ``dvc.lock`` stays the truth whether you ran ``dvc repro`` or
 this flow. The stage's output is streamed into the Prefect log, downloads retry, and the flow ends
-with a markdown artifact holding ``dvc metrics show --md``.
+with a markdown artifact holding the run's summary (``cgpt summary``).
 
     python flows/pipeline.py                       # run once in this project (Prefect's ephemeral local server)
     python flows/pipeline.py -S train.lr=0.001 -S train.max_steps=400 --exp-name lr-1e-3   # one DVC experiment
@@ -49,6 +49,7 @@ from cgpt.errors import CgptError, ConfigError  # noqa: E402
 from cgpt.runtime import fail  # noqa: E402
 from cgpt.stages.data_stats import publish_data_stats  # noqa: E402
 from cgpt.stages.project import PARAMS_FILE, Project  # noqa: E402
+from cgpt.summary import summary_markdown, summary_rows  # noqa: E402
 from cgpt.tracking import tracking_uri  # noqa: E402
 from flows.data_shards import sharded_clean_flow, sharded_tokenize_flow  # noqa: E402
 
@@ -198,15 +199,9 @@ def sharded_tokenize(project: Path, n_shards: int, runner: str, dask_address: st
 
 
 @task
-def metrics_markdown(project: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "dvc", "metrics", "show", "--md"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout
+def summary_table(project: str) -> str:
+    """The run at a glance (``cgpt summary`` as markdown): short enough to read in the artifact."""
+    return summary_markdown(summary_rows(Project.at(project)))
 
 
 @task
@@ -272,15 +267,15 @@ def pipeline(
                 continue
             runner = reproduce_stage.with_options(retries=RETRIED_STAGES.get(stage, 0), retry_delay_seconds=10)
             outcome[stage] = runner(stage, str(root), force, allow_missing)
-        table = metrics_markdown(str(root))
-        title, section = "cgpt pipeline", f"## Metrics\n\n{table}"
+        table = summary_table(str(root))
+        title, section = "cgpt pipeline", f"## The run\n\n{table}\n\nEvery number: `dvc metrics show`."
     summary = "\n".join(f"| {s} | {o} |" for s, o in outcome.items())
     create_markdown_artifact(
         key="cgpt-metrics",
         markdown=f"# {title}\n\n| stage | result |\n|---|---|\n{summary}\n\n{section}",
-        description="Stage outcomes and `dvc metrics show` (an experiment: `dvc exp diff` against the workspace)",
+        description="Stage outcomes and the run's summary (an experiment: `dvc exp diff` against the workspace)",
     )
-    result: dict[str, Any] = {"stages": outcome, "metrics_markdown": table}
+    result: dict[str, Any] = {"stages": outcome, "summary_markdown": table}
     if exp is not None:
         result["experiment"] = exp["name"]
     return result

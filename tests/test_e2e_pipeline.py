@@ -148,7 +148,7 @@ def test_prefect_flow_runs_one_task_per_stage(project, harness):
     assert list(result["stages"]) == STAGES
     assert result["stages"].pop("sources") == "ran"  # the fingerprint of the local corpus is always taken
     assert set(result["stages"].values()) == {"up to date"}, result["stages"]
-    assert "eval_metrics.json" in result["metrics_markdown"]
+    assert "| model |" in result["summary_markdown"] and "| loss |" in result["summary_markdown"]
 
 
 def test_prefect_flow_fans_stale_data_stages_out_over_shards(project, harness):
@@ -182,3 +182,13 @@ def test_bad_params_stop_before_any_stage_with_one_line(project):
     assert (project / "dvc.lock").read_text() == lock  # nothing recorded as done
     checked = run([sys.executable, "-m", "cgpt.cli", "check"], cwd=project, check=False)
     assert checked.returncode == 2 and checked.stderr.strip().count("\n") == 0
+
+
+def test_plots_render_offline_with_loss_and_val_loss_on_one_chart(project):
+    dvc("plots", "show", cwd=project)
+    page = (project / "dvc_plots/index.html").read_text()
+    assert "cdn.jsdelivr" not in page and "vega-embed" in page  # the libraries are inlined, not fetched
+    for title in ("Training and validation loss", "Learning rate", "Gradient norm", "Training speed"):
+        assert title in page
+    loss = page[page.index("Training and validation loss") :]
+    assert "val_loss" in loss[:20_000] and "train.csv" in loss[:20_000]  # both curves in the loss chart
