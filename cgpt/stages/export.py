@@ -81,7 +81,7 @@ def card_facts(project: Project, params: Params, cfg: ModelConfig, sample: str) 
         },
         precision=params.train.precision,
         license=params.export.license,
-        folder=str(run_dir / "hf"),
+        folder=f"runs/{params.train.run_name}/hf",  # relative: the card must not name this machine
         upstream={k: v for k, v in evals.items() if k in ("val", "test") and isinstance(v, dict)},
         sample=sample,
     )
