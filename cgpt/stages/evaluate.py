@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from cgpt.config import Params
 from cgpt.data.tokens import open_split
 from cgpt.eval.xent import cross_entropy
 from cgpt.faults import fault_point
@@ -16,8 +17,9 @@ from cgpt.tracking import RUN_FILE, finishing, numeric_items, open_model_run
 from cgpt.train.checkpoint import load_model_dir
 
 
-def run(project: Project) -> dict[str, Any]:
-    params = project.params()
+def run(project: Project, params: Params | None = None) -> dict[str, Any]:
+    """``params``: the project's params.yaml unless given (a family member's derived params)."""
+    params = params or project.params()
     run_dir = project.run_dir(params.train.run_name)
     cfg, state, info = load_model_dir(run_dir / "model")
     model = GPT(cfg)

@@ -87,8 +87,9 @@ def card_facts(project: Project, params: Params, cfg: ModelConfig, sample: str) 
     )
 
 
-def run(project: Project) -> dict[str, Any]:
-    params = project.params()
+def run(project: Project, params: Params | None = None) -> dict[str, Any]:
+    """``params``: the project's params.yaml unless given (a family member's derived params)."""
+    params = params or project.params()
     run_dir, tokens = project.run_dir(params.train.run_name), project.tokens
     cfg, state, info = load_model_dir(run_dir / "model")
     index = read_index(tokens)

@@ -68,8 +68,9 @@ def config_key(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def run(project: Project) -> TrainResult:
-    params = project.params()
+def run(project: Project, params: Params | None = None) -> TrainResult:
+    """``params``: the project's params.yaml unless given (a family member's derived params)."""
+    params = params or project.params()
     run_dir = project.run_dir(params.train.run_name)
     ckpt_dir = run_dir / "checkpoints"
     setup = setup_from_params(params, project.tokens)
