@@ -3,13 +3,15 @@
 Both score the same (context, continuation) requests, built from the same documents, on the same
 Hugging Face folder: lm-eval through ``HFLM.loglikelihood`` (its defaults, fp32, except an equal
 ``batch_size``), cgpt through :func:`cgpt.eval.encoding.encode_pairs` + :func:`score_requests`
-(tokenization included on both sides). Per task they alternate, lm-eval first, and each task
-reports requests/s and the ratio cgpt/lm-eval, plus the largest |loglikelihood difference| as a
-sanity check. The default model is a freshly exported random-init model of the Cerebras-GPT 111M
+(tokenization included on both sides). Per task the sides alternate (the order flips every
+repetition); each task reports requests/s, the ratio cgpt/lm-eval in wall-clock time and in
+process CPU time (steadier on a shared machine), and the largest |loglikelihood difference| as a
+sanity check. The last lines project the whole suite (every document of each task) from the
+measured per-task rates: the real suite is mostly HellaSwag. The default model is a freshly exported random-init model of the Cerebras-GPT 111M
 shape (10 x 768, 12 heads, n_positions 2048) with the GPT-2 tokenizer from ../shared/gpt2-tokenizer
 (a trained tokenizer when that folder is absent).
 
-    python benchmarks/eval_throughput.py                          # 111M shape, 16 docs/task, 0-shot, ~5 min on 2 cores
+    python benchmarks/eval_throughput.py                          # 111M shape, 16 docs/task, 0-shot, ~4 min on 2 cores
     python benchmarks/eval_throughput.py --model runs/default/hf --docs 50 --num-fewshot 5
     python benchmarks/eval_throughput.py --shape small --backends hf cgpt   # quick, both cgpt backends
 
@@ -83,22 +85,23 @@ def _suite_requests(data: TaskData, tasks: list[str]) -> dict[str, int]:
     return out
 
 
-def _run_lm_eval(lm, per_doc) -> tuple[float, list[float]]:
+def _run_lm_eval(lm, per_doc) -> tuple[float, float, list[float]]:
+    """(wall s, process CPU s, loglikelihoods)."""
     from lm_eval.api.instance import Instance
 
     inst = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(p for d in per_doc for p in d)]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = lm.loglikelihood(inst, disable_tqdm=True)
-    return time.perf_counter() - t0, [ll for ll, _ in out]
+    return time.perf_counter() - t0, time.process_time() - c0, [ll for ll, _ in out]
 
 
-def _run_cgpt(model, per_doc, batch_size: int) -> tuple[float, list[float]]:
-    t0 = time.perf_counter()
+def _run_cgpt(model, per_doc, batch_size: int) -> tuple[float, float, list[float]]:
+    t0, c0 = time.perf_counter(), time.process_time()
     flat = [(d, pair) for d, pairs in enumerate(per_doc) for pair in pairs]
     enc = encode_pairs(model.encoder, [p for _, p in flat])
     reqs = [TokenRequest(c, x, d) for (d, _), (c, x) in zip(flat, enc)]
     out = score_requests(model.scorer, reqs, batch_size=batch_size)
-    return time.perf_counter() - t0, [ll for ll, _ in out]
+    return time.perf_counter() - t0, time.process_time() - c0, [ll for ll, _ in out]
 
 
 def main() -> None:
@@ -139,49 +142,49 @@ def main() -> None:
         _run_lm_eval(lm, warm)
         for m in ours.values():
             _run_cgpt(m, warm, args.batch_size)
-        totals = {"lm-eval": [0, 0.0], **{b: [0, 0.0] for b in args.backends}}
-        rates: dict[str, dict[str, float]] = {k: {} for k in totals}
-        head = f"{'task':15s} {'requests':>8s} {'lm-eval req/s':>14s}" + "".join(
-            f" {'cgpt-' + b + ' req/s':>14s} {'ratio':>6s} {'max|dll|':>9s}" for b in args.backends)
-        print(head)
+        sides = ["lm-eval", *args.backends]
+        wall: dict[str, dict[str, float]] = {k: {} for k in sides}
+        cpu: dict[str, dict[str, float]] = {k: {} for k in sides}
+        n_req: dict[str, int] = {}
+        print(f"{'task':15s} {'requests':>8s} {'lm-eval req/s':>14s}" + "".join(
+            f" {'cgpt-' + b + ' req/s':>15s} {'ratio':>6s} {'cpu ratio':>9s} {'max|dll|':>9s}" for b in args.backends))
         for task in args.tasks:
             per_doc = _requests(data, task, args.docs, args.num_fewshot)
-            n = sum(len(d) for d in per_doc)
-            ref_t, ours_t, diffs = [], {b: [] for b in args.backends}, {}
-            for _ in range(args.reps):
-                t, ref = _run_lm_eval(lm, per_doc)
-                ref_t.append(t)
+            n_req[task] = sum(len(d) for d in per_doc)
+            times: dict[str, list[tuple[float, float]]] = {k: [] for k in sides}
+            diffs: dict[str, float] = {}
+            for rep in range(args.reps):
+                order = sides if rep % 2 == 0 else sides[::-1]  # alternate, so drift in machine load cancels
+                ref_lls: list[float] = []
+                got: dict[str, list[float]] = {}
+                for side in order:
+                    if side == "lm-eval":
+                        w, c, ref_lls = _run_lm_eval(lm, per_doc)
+                    else:
+                        w, c, got[side] = _run_cgpt(ours[side], per_doc, args.batch_size)
+                    times[side].append((w, c))
                 for b in args.backends:
-                    t, got = _run_cgpt(ours[b], per_doc, args.batch_size)
-                    ours_t[b].append(t)
-                    diffs[b] = max(abs(x - y) for x, y in zip(ref, got))
-            line = f"{task:15s} {n:8d} {n / statistics.median(ref_t):14.1f}"
-            totals["lm-eval"][0] += n
-            totals["lm-eval"][1] += statistics.median(ref_t)
-            rates["lm-eval"][task] = n / statistics.median(ref_t)
-            for b in args.backends:
-                tb = statistics.median(ours_t[b])
-                line += f" {n / tb:14.1f} {statistics.median(ref_t) / tb:6.2f} {diffs[b]:9.1e}"
-                totals[b][0] += n
-                totals[b][1] += tb
-                rates[b][task] = n / tb
-            print(line, flush=True)
-        n, t_ref = totals["lm-eval"]
-        line = f"{'all':15s} {n:8d} {n / t_ref:14.1f}"
-        for b in args.backends:
-            line += f" {n / totals[b][1]:14.1f} {t_ref / totals[b][1]:6.2f} {'':9s}"
-        print(line)
-        for b in args.backends:
-            print(f"cgpt ({b} backend) / lm-eval HFLM: {t_ref / totals[b][1]:.2f}x requests/s on these documents")
+                    diffs[b] = max(abs(x - y) for x, y in zip(ref_lls, got[b]))
+            for side in sides:
+                wall[side][task] = statistics.median(t for t, _ in times[side])
+                cpu[side][task] = statistics.median(c for _, c in times[side])
+            n = n_req[task]
+            print(f"{task:15s} {n:8d} {n / wall['lm-eval'][task]:14.1f}" + "".join(
+                f" {n / wall[b][task]:15.1f} {wall['lm-eval'][task] / wall[b][task]:6.2f}"
+                f" {cpu['lm-eval'][task] / cpu[b][task]:9.2f} {diffs[b]:9.1e}" for b in args.backends), flush=True)
+        total = {k: sum(wall[k].values()) for k in sides}
+        total_cpu = {k: sum(cpu[k].values()) for k in sides}
+        n = sum(n_req.values())
+        print(f"{'all':15s} {n:8d} {n / total['lm-eval']:14.1f}" + "".join(
+            f" {n / total[b]:15.1f} {total['lm-eval'] / total[b]:6.2f} {total_cpu['lm-eval'] / total_cpu[b]:9.2f}"
+            f" {'':9s}" for b in args.backends))
         # The real suite is mostly HellaSwag (40k of 68k requests): weight each task's measured rate by its size.
         suite = _suite_requests(data, args.tasks)
-        proj = {"lm-eval": sum(suite[t] / rates["lm-eval"][t] for t in args.tasks)}
-        for b in args.backends:
-            proj[b] = sum(suite[t] / rates[b][t] for t in args.tasks)
-        print(f"projected whole {args.num_fewshot}-shot suite ({sum(suite.values())} requests) on this machine: "
-              f"lm-eval {proj['lm-eval'] / 3600:.2f} h" + "".join(
-                  f", cgpt-{b} {proj[b] / 3600:.2f} h ({proj['lm-eval'] / proj[b]:.2f}x)" for b in args.backends))
-
+        for name, t in (("wall", wall), ("cpu", cpu)):
+            proj = {k: sum(suite[task] * t[k][task] / n_req[task] for task in args.tasks) for k in sides}
+            print(f"projected whole {args.num_fewshot}-shot suite ({sum(suite.values())} requests), {name} time on "
+                  f"this machine: lm-eval {proj['lm-eval'] / 3600:.2f} h" + "".join(
+                      f", cgpt-{b} {proj[b] / 3600:.2f} h ({proj['lm-eval'] / proj[b]:.2f}x)" for b in args.backends))
 
 if __name__ == "__main__":
     main()
