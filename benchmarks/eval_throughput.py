@@ -7,11 +7,13 @@ Hugging Face folder: lm-eval through ``HFLM.loglikelihood`` (its defaults, fp32,
 repetition); each task reports requests/s, the ratio cgpt/lm-eval in wall-clock time and in
 process CPU time (steadier on a shared machine), and the largest |loglikelihood difference| as a
 sanity check. The last lines project the whole suite (every document of each task) from the
-measured per-task rates: the real suite is mostly HellaSwag. The default model is a freshly exported random-init model of the Cerebras-GPT 111M
-shape (10 x 768, 12 heads, n_positions 2048) with the GPT-2 tokenizer from ../shared/gpt2-tokenizer
-(a trained tokenizer when that folder is absent).
+measured per-task rates: the real suite is mostly HellaSwag.
 
-    python benchmarks/eval_throughput.py                          # 111M shape, 16 docs/task, 0-shot, ~4 min on 2 cores
+The default model is a freshly exported random-init model of the Cerebras-GPT 111M shape (10 x 768,
+12 heads, n_positions 2048) with the GPT-2 tokenizer from ../shared/gpt2-tokenizer (a trained
+tokenizer when that folder is absent).
+
+    python benchmarks/eval_throughput.py                # 111M shape, 16 docs/task, 0-shot, ~4 min on 2 cores
     python benchmarks/eval_throughput.py --model runs/default/hf --docs 50 --num-fewshot 5
     python benchmarks/eval_throughput.py --shape small --backends hf cgpt   # quick, both cgpt backends
 
@@ -67,7 +69,8 @@ def _export_random(shape: str, out: Path) -> Path:
     print(f"model: random-init {SHAPES[shape]} shape ({cfg.n_layer} x {cfg.d_model}, {cfg.n_head} heads, "
           f"{model.num_params() / 1e6:.0f}M params), tokenizer {what}")
     tj = save_tokenizer(tok, out)
-    return export_hf(model.state_dict(), cfg, out / "hf", tokenizer_json=tj, eos_token_id=tok.token_to_id("<|endoftext|>"))
+    eos = tok.token_to_id("<|endoftext|>")
+    return export_hf(model.state_dict(), cfg, out / "hf", tokenizer_json=tj, eos_token_id=eos)
 
 
 def _requests(data: TaskData, task: str, docs: int, k: int) -> list[list[tuple[str, str]]]:
@@ -121,8 +124,9 @@ def main() -> None:
         from lm_eval.models.huggingface import HFLM
     except ImportError:
         sys.exit("lm-eval is not installed: pip install -e .[crosscheck]")
-    data = TaskData(Path(args.data) if args.data else
-                    SHARED / "eval-data" if (SHARED / "eval-data" / "piqa").is_dir() else REPO / "tests" / "fixtures" / "eval")
+    fixtures = REPO / "tests" / "fixtures" / "eval"
+    default_data = SHARED / "eval-data" if (SHARED / "eval-data" / "piqa").is_dir() else fixtures
+    data = TaskData(Path(args.data) if args.data else default_data)
     with tempfile.TemporaryDirectory() as td:
         folder = Path(args.model) if args.model else _export_random(args.shape, Path(td))
         lm = HFLM(pretrained=str(folder), batch_size=args.batch_size, device="cpu", dtype="float32")

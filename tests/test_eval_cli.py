@@ -36,7 +36,8 @@ def hf_dir(tmp_path_factory) -> Path:
     tj = save_tokenizer(tok, root)
     torch.manual_seed(0)
     cfg = ModelConfig(n_layer=1, d_model=32, n_head=2, d_ffn=64, vocab_size=tok.get_vocab_size(), n_positions=1024)
-    return export_hf(GPT(cfg).state_dict(), cfg, root / "hf", tokenizer_json=tj, eos_token_id=tok.token_to_id("<|endoftext|>"))
+    eos = tok.token_to_id("<|endoftext|>")
+    return export_hf(GPT(cfg).state_dict(), cfg, root / "hf", tokenizer_json=tj, eos_token_id=eos)
 
 
 def test_eval_prints_the_table_and_writes_results(hf_dir, tmp_path):

@@ -36,7 +36,7 @@ from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig
 
 pytestmark = pytest.mark.slow
-lm_eval = pytest.importorskip("lm_eval", reason="lm-eval not installed: pip install -e .[crosscheck] (lm-eval[hf]==0.4.13)")
+lm_eval = pytest.importorskip("lm_eval", reason="lm-eval not installed: pip install -e .[crosscheck]")
 if getattr(lm_eval, "__version__", "") != "0.4.13":
     pytest.skip(f"lm-eval {lm_eval.__version__} installed; this cross-check pins 0.4.13", allow_module_level=True)
 
@@ -88,7 +88,8 @@ def gpt2_model(env) -> Path:
 
 @pytest.fixture(scope="module")
 def trained_model(env) -> Path:
-    texts = [json.dumps(json.loads(line)) for f in sorted(FIXTURES.glob("*/*.jsonl")) for line in f.read_text().splitlines()]
+    texts = [json.dumps(json.loads(line)) for f in sorted(FIXTURES.glob("*/*.jsonl"))
+             for line in f.read_text().splitlines()]
     return _export(env / "trained", train_tokenizer(texts * 3, vocab_size=1024, min_frequency=1), n_positions=384,
                    n_layer=2)
 

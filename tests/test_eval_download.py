@@ -91,16 +91,19 @@ def upstream_files(data: Path) -> dict[str, bytes]:
         "hellaswag_val.jsonl": upstream_hellaswag(rows("hellaswag", "validation")),
         "lambada_test.jsonl": (data / "lambada_openai" / "test.jsonl").read_bytes(),
         "physicaliqa-train-dev.zip": _zip({
-            "physicaliqa-train-dev/train.jsonl": piqa["train"][0], "physicaliqa-train-dev/train-labels.lst": piqa["train"][1],
+            "physicaliqa-train-dev/train.jsonl": piqa["train"][0],
+            "physicaliqa-train-dev/train-labels.lst": piqa["train"][1],
             "physicaliqa-train-dev/dev.jsonl": piqa["validation"][0],
             "physicaliqa-train-dev/dev-labels.lst": piqa["validation"][1]}),
         "winogrande_1.1.zip": _zip({"winogrande_1.1/train_xl.jsonl": upstream_winogrande(rows("winogrande", "train")),
                                     "winogrande_1.1/dev.jsonl": upstream_winogrande(rows("winogrande", "validation"))}),
         "ARC-V1-Feb2018.zip": _zip({
             f"ARC-V1-Feb2018-2/{cfg}/{cfg}-{s.title()}.jsonl": upstream_arc(rows(task, s))
-            for task, cfg in (("arc_easy", "ARC-Easy"), ("arc_challenge", "ARC-Challenge")) for s in ("train", "test")}),
-        "OpenBookQA-V1-Sep2018.zip": _zip({f"OpenBookQA-V1-Sep2018/Data/Main/{s}.jsonl": upstream_openbookqa(rows("openbookqa", s))
-                                           for s in ("train", "test")}),
+            for task, cfg in (("arc_easy", "ARC-Easy"), ("arc_challenge", "ARC-Challenge"))
+            for s in ("train", "test")}),
+        "OpenBookQA-V1-Sep2018.zip": _zip({
+            f"OpenBookQA-V1-Sep2018/Data/Main/{s}.jsonl": upstream_openbookqa(rows("openbookqa", s))
+            for s in ("train", "test")}),
     }
     if (data / "hellaswag" / "train.jsonl").is_file():
         files["hellaswag_train.jsonl"] = upstream_hellaswag(rows("hellaswag", "train"))
@@ -162,7 +165,8 @@ def test_download_convert_and_cache_every_split(server, tmp_path):
     data = prepare_task_data(needed, tmp_path, sources=sources, progress=False, fetch_kwargs=FAST)
     for task, splits in needed.items():
         for split in splits:
-            assert data.path(task, split).read_bytes() == (FIXTURES / task / f"{split}.jsonl").read_bytes(), (task, split)
+            want = (FIXTURES / task / f"{split}.jsonl").read_bytes()
+            assert data.path(task, split).read_bytes() == want, (task, split)
             assert json.loads(data.path(task, split).with_suffix(".source.json").read_text())["sha256"]
     files_fetched = {p for p in server.log if p.startswith("/files/")}
     assert len(files_fetched) == len({s.file.name for s in SOURCES.values()}) == 7  # each zip fetched once

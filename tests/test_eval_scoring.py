@@ -158,6 +158,7 @@ def test_results_save_and_metrics(tok, tmp_path):
     assert len(lines) == 5 and first["requests"][0][0].startswith("Question: ") and len(first["loglikelihoods"]) == 2
     m = r.get("piqa", 0).metrics()
     assert set(m) == {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "n_docs"}
+    assert r.flat_metrics()["downstream.piqa.0shot.acc"] == m["acc"]
 
 
 # ------------------------------------------------------------------------------------------ loading

@@ -54,14 +54,16 @@ def test_hellaswag_prompt_capitalises_ctx_b_and_cleans_brackets():
     assert [c for _, c in reqs][1:] == [" is ripping level tiles off.", " is holding a rubik's cube.",
                                         " starts pulling up roofing on a roof."]
     assert task.gold(docs[0]) == 3
-    assert hellaswag_preprocess(" [header] How to x [title] Obtain it. [step] Then  go. ") == " How to x. Obtain it. Then go."  # leading space kept
+    cleaned = hellaswag_preprocess(" [header] How to x [title] Obtain it. [step] Then  go. ")
+    assert cleaned == " How to x. Obtain it. Then go."  # the space before the removed [header] stays
     wikihow = docs[3]
     assert "[" not in wikihow.text and all("[" not in c for c in wikihow.choices)
 
 
 def test_piqa_arc_openbookqa_prompts():
     t, d = _docs("piqa")
-    assert requests_for(t, d[0], "")[0][0] == "Question: How do I ready a guinea pig cage for it's new occupants?\nAnswer:"
+    question = "Question: How do I ready a guinea pig cage for it's new occupants?\nAnswer:"
+    assert requests_for(t, d[0], "")[0][0] == question
     assert requests_for(t, d[1], "") == [("Question: dresser\nAnswer:", " replace drawer with bobby pin "),
                                          ("Question: dresser\nAnswer:", " finish, woodgrain with  bobby pin ")]
     assert t.gold(d[1]) == 1
@@ -251,10 +253,13 @@ GOOD = {
     [
         ("piqa", "validation", "{\"goal\": \"g\", ", "validation.jsonl:2: invalid JSON"),
         ("piqa", "validation", "[1, 2]", "validation.jsonl:2: expected a JSON object"),
-        ("piqa", "validation", json.dumps({"goal": "g", "sol1": "a", "label": 0}), "validation.jsonl:2: missing field 'sol2'"),
-        ("piqa", "validation", json.dumps({**GOOD["piqa"], "label": 2}), "validation.jsonl:2: gold label 2 is out of range"),
+        ("piqa", "validation", json.dumps({"goal": "g", "sol1": "a", "label": 0}),
+         "validation.jsonl:2: missing field 'sol2'"),
+        ("piqa", "validation", json.dumps({**GOOD["piqa"], "label": 2}),
+         "validation.jsonl:2: gold label 2 is out of range"),
         ("piqa", "validation", json.dumps({**GOOD["piqa"], "label": "1"}), "field 'label' is str"),
-        ("arc_easy", "test", json.dumps({**GOOD["arc_easy"], "answerKey": "E"}), "test.jsonl:2: gold label answerKey 'E'"),
+        ("arc_easy", "test", json.dumps({**GOOD["arc_easy"], "answerKey": "E"}),
+         "test.jsonl:2: gold label answerKey 'E'"),
         ("hellaswag", "validation", json.dumps({**GOOD["hellaswag"], "label": "4"}), "gold label '4' is out of range"),
         ("hellaswag", "validation", json.dumps({**GOOD["hellaswag"], "endings": "abc"}), "field 'endings' is str"),
         ("winogrande", "validation", json.dumps({**GOOD["winogrande"], "answer": "3"}), "expected '1' or '2'"),
@@ -288,4 +293,5 @@ def test_unknown_task_and_non_utf8(tmp_path):
 
 def test_doc_is_plain_data():
     t, d = _docs("piqa")
-    assert isinstance(d[0], Doc) and d[0].raw == json.loads((FIXTURES / "piqa" / "validation.jsonl").read_text().splitlines()[0])
+    first = (FIXTURES / "piqa" / "validation.jsonl").read_text().splitlines()[0]
+    assert isinstance(d[0], Doc) and d[0].raw == json.loads(first)

@@ -72,5 +72,5 @@ class TaskData:
     def load(self, task: Task, split: str, limit: int | None = None) -> list[Doc]:
         path = self.path(task.name, split)
         if not path.is_file():
-            raise DataError(f"{path}: not found; {task.name} needs its {split} split here (or omit --data to download it)")
+            raise DataError(f"{path}: not found; {task.name} needs its {split} split here (or omit --data to download)")
         return parse_docs(task, path, limit)

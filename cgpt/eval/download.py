@@ -212,7 +212,8 @@ SOURCES: dict[tuple[str, str], SplitSource] = {
     ("arc_challenge", "train"): SplitSource(
         _ARC_ZIP, convert_arc, ("ARC-V1-Feb2018-2/ARC-Challenge/ARC-Challenge-Train.jsonl",)),
     ("openbookqa", "test"): SplitSource(_OBQA_ZIP, convert_openbookqa, ("OpenBookQA-V1-Sep2018/Data/Main/test.jsonl",)),
-    ("openbookqa", "train"): SplitSource(_OBQA_ZIP, convert_openbookqa, ("OpenBookQA-V1-Sep2018/Data/Main/train.jsonl",)),
+    ("openbookqa", "train"): SplitSource(
+        _OBQA_ZIP, convert_openbookqa, ("OpenBookQA-V1-Sep2018/Data/Main/train.jsonl",)),
 }
 
 

@@ -123,7 +123,8 @@ def resolve_task_data(
         if missing:
             names = ", ".join(str(p.relative_to(folder.root)) for p in missing)
             raise DataError(
-                f"{folder.root}: missing {names}; add the missing files, drop those tasks or shot counts, or omit --data to download"
+                f"{folder.root}: missing {names}; add the missing files, drop those tasks or shot counts, "
+                "or omit --data to download"
             )
         return folder
     from cgpt.eval.download import prepare_task_data

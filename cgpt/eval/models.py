@@ -26,7 +26,6 @@ import torch
 from cgpt.errors import CgptError
 from cgpt.eval.encoding import HFEncoder, TextEncoder, TokenizersEncoder
 from cgpt.model.gpt import GPT
-from cgpt.presets import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +116,7 @@ class HFScorer:
         diff = float((got - torch.cat([ref_b, ref_c])).abs().max())
         tol = 1e-4 if next(self.model.parameters()).dtype == torch.float32 else 5e-2
         if not diff <= tol:
-            log.warning("shared-context rows disabled: this transformers version ignores custom masks (diff %.2e)", diff)
+            log.warning("shared-context rows disabled: this transformers version ignores custom masks (%.2e)", diff)
             return False
         return True
 
@@ -236,13 +235,15 @@ def _load_hf(folder: Path, tokenizer: Path | None, device: torch.device, dtype: 
     except json.JSONDecodeError as exc:
         raise CgptError(f"{folder / 'config.json'}:{exc.lineno}: invalid JSON ({exc.msg})") from None
     if config.get("model_type") != "gpt2":
-        raise CgptError(f"{folder}: model_type is {config.get('model_type')!r}; only GPT2LMHeadModel folders are supported")
+        raise CgptError(
+            f"{folder}: model_type is {config.get('model_type')!r}; only GPT2LMHeadModel folders are supported")
     tok_dir = Path(tokenizer) if tokenizer is not None else folder
     try:
         tok = AutoTokenizer.from_pretrained(str(tok_dir))
     except Exception as exc:  # transformers raises many types for a folder without tokenizer files
         raise CgptError(f"{tok_dir}: cannot load a tokenizer ({type(exc).__name__}); pass --tokenizer") from None
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=_dtype(dtype, device)).to(device)
+    torch_dtype = _dtype(dtype, device)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype).to(device=device, dtype=torch_dtype)
     return hf_eval_model(model, tok, name=str(folder), max_length=max_length, mup=_hf_is_mup(config))
 
 
@@ -271,6 +272,3 @@ def load_eval_model(
         "or a Hugging Face folder (config.json)"
     )
 
-
-def model_config_shape(cfg: ModelConfig) -> ModelShape:
-    return ModelShape(cfg.n_layer, cfg.d_model, cfg.n_head, cfg.vocab_size, cfg.is_mup)

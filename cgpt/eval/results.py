@@ -83,6 +83,10 @@ class EvalResults:
     def summary_json(self) -> dict[str, Any]:
         return {"model": self.model, "settings": self.settings, "results": [r.summary_json() for r in self.tasks]}
 
+    def flat_metrics(self, prefix: str = "downstream") -> dict[str, float]:
+        """``{"<prefix>.<task>.<k>shot.<metric>": value}`` for every task and shot count (MLflow, DVC metrics)."""
+        return {f"{prefix}.{r.task}.{r.num_fewshot}shot.{k}": v for r in self.tasks for k, v in r.metrics().items()}
+
     def save(self, out_dir: Path) -> None:
         """``results.json`` (summary) and ``samples/<task>_<k>shot.jsonl`` (one line per document)."""
         out_dir = Path(out_dir)

@@ -16,8 +16,13 @@ This scorer gives the same numbers (|difference| ~1e-6 in fp32) with less work:
 * **Only scored positions reach the head.** Hidden states are gathered at the continuation
   positions before the LM head and the fp32 log-softmax, instead of a [batch, time, vocab]
   log-softmax over every position.
-* **Batching by length.** Rows are sorted longest first and batched up to ``batch_size``
-  requests, so padding is small; rows without shared context use the plain causal path.
+* **Batching by length.** Rows are sorted longest first and batched ``batch_size`` rows at a time,
+  so padding is small; batches without shared context use the plain causal path.
+
+``batch_size`` counts sequences per forward pass, as the harness's does (its sequences are single
+requests; here a row holds a document's context once and all its continuations). A row is shorter
+than the sum of the harness's rows for the same requests, and no [batch, time, vocab] tensor is
+ever made, so at equal ``batch_size`` this scorer needs less memory than the harness.
 """
 
 from __future__ import annotations
@@ -139,20 +144,9 @@ def build_rows(requests: Sequence[TokenRequest], max_length: int, *, share_conte
 
 
 def _batches(rows: list[_Row], batch_size: int) -> list[list[_Row]]:
-    """Longest rows first; up to ``batch_size`` requests per batch (a row is never split)."""
+    """Longest rows first, ``batch_size`` rows per batch."""
     order = sorted(rows, key=lambda r: (-len(r.tokens), r.scored[0][0]))
-    out: list[list[_Row]] = []
-    cur: list[_Row] = []
-    n = 0
-    for row in order:
-        if cur and n + len(row.scored) > batch_size:
-            out.append(cur)
-            cur, n = [], 0
-        cur.append(row)
-        n += len(row.scored)
-    if cur:
-        out.append(cur)
-    return out
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def shared_context_mask(segments: torch.Tensor) -> torch.Tensor:
