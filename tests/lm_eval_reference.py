@@ -56,7 +56,7 @@ def write_local_tasks(data: Path, out: Path, tasks: list[str], *, splits: dict[s
 
 def run_lm_eval(
     model_dir: Path, data: Path, tasks: list[str], num_fewshot: int, *, work: Path, limit: int | None = None,
-    batch_size: int = 8, bootstrap_iters: int = 1000, splits: dict[str, list[str]] | None = None,
+    batch_size: int = 32, bootstrap_iters: int = 1000, splits: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """``simple_evaluate`` with the HF backend: {"results": {task: metrics}, "samples": {task: [doc samples]}}."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
