@@ -209,3 +209,20 @@ def test_tokenizer_falls_back_to_the_project_and_is_checked(project, tmp_path, t
 def test_not_a_model_is_one_line(tmp_path):
     with pytest.raises(CgptError, match="not a model: expected a run folder"):
         load_eval_model(tmp_path, device="cpu")
+
+
+def test_hf_tokenizer_that_adds_bos_is_used_like_the_harness(project):
+    """tok_encode: the tokenizer's own special tokens, but none for a string already starting with BOS."""
+    from transformers import AutoTokenizer
+
+    from cgpt.eval.encoding import HFEncoder, encode_pairs
+
+    root, _ = project
+    tok = AutoTokenizer.from_pretrained(str(root / "runs" / "r" / "hf"), add_bos_token=True)
+    bos = tok.bos_token_id
+    enc = HFEncoder(tok)
+    plain = tok.encode("Hello world", add_special_tokens=False)
+    assert enc.encode_batch(["Hello world"]) == [[bos, *plain]]
+    assert enc.encode_batch(["<|endoftext|>Hello world"]) == [[bos, *plain]]
+    (ctx, cont), = encode_pairs(enc, [("Hello", " world")])
+    assert ctx[0] == bos and ctx + cont == [bos, *plain]

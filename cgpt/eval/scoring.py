@@ -120,7 +120,10 @@ def build_rows(requests: Sequence[TokenRequest], max_length: int, *, share_conte
     for members in groups.values():
         p = 0
         if len(members) > 1:
-            p = min(_common_prefix([inputs[i][0] for i in members]), min(inputs[i][1] for i in members))
+            seqs = [inputs[i][0] for i in members]
+            k = min(inputs[i][1] for i in members)
+            # Fast path (multiple choice: one context for every choice): compare whole slices in C.
+            p = k if all(s[:k] == seqs[0][:k] for s in seqs[1:]) else min(_common_prefix(seqs), k)
         if p == 0:  # nothing to share: one plain row each
             singles.extend(members)
             continue
