@@ -26,7 +26,8 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"tasks (default: all of {' '.join(TASKS)})")
     p.add_argument("--num-fewshot", nargs="+", type=int, default=[0, 5], metavar="K", help="shot counts (default: 0 5)")
     p.add_argument("--limit", type=int, default=None, help="first N documents of each task (default: all)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="sequences per forward pass (one document's context with all its continuations is one sequence)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help="sequences per forward pass (a document's context with all its continuations is one)")
     p.add_argument("--data", default=None, help="local task data <task>/<split>.jsonl (default: download and cache)")
     p.add_argument("--cache-dir", default=None,
                    help="download cache (default: $CGPT_EVAL_CACHE or ~/.cache/cgpt/eval-data)")
