@@ -66,8 +66,10 @@ def _export_random(shape: str, out: Path) -> Path:
         cfg = replace(cfg, n_positions=2048)
     torch.manual_seed(0)
     model = GPT(cfg)
-    print(f"model: random-init {SHAPES[shape]} shape ({cfg.n_layer} x {cfg.d_model}, {cfg.n_head} heads, "
-          f"{model.num_params() / 1e6:.0f}M params), tokenizer {what}")
+    print(
+        f"model: random-init {SHAPES[shape]} shape ({cfg.n_layer} x {cfg.d_model}, {cfg.n_head} heads, "
+        f"{model.num_params() / 1e6:.0f}M params), tokenizer {what}"
+    )
     tj = save_tokenizer(tok, out)
     eos = tok.token_to_id("<|endoftext|>")
     return export_hf(model.state_dict(), cfg, out / "hf", tokenizer_json=tj, eos_token_id=eos)
@@ -116,8 +118,13 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=16, help="documents per task")
     ap.add_argument("--num-fewshot", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=16, help="requests per forward, both sides")
-    ap.add_argument("--backends", nargs="+", default=["hf"], choices=["hf", "cgpt"],
-                    help="cgpt scorer on the transformers model (hf) and/or on cgpt's GPT imported from it (cgpt)")
+    ap.add_argument(
+        "--backends",
+        nargs="+",
+        default=["hf"],
+        choices=["hf", "cgpt"],
+        help="cgpt scorer on the transformers model (hf) and/or on cgpt's GPT imported from it (cgpt)",
+    )
     ap.add_argument("--reps", type=int, default=1, help="repetitions per task (median reported)")
     args = ap.parse_args()
     try:
@@ -140,8 +147,10 @@ def main() -> None:
             net = GPT(cfg)
             net.load_state_dict(state)
             ours["cgpt"] = cgpt_eval_model(net, load_tokenizer(folder))
-        print(f"data: {data.root}; {args.docs} docs/task, {args.num_fewshot}-shot, batch_size {args.batch_size}, "
-              f"torch threads {torch.get_num_threads()}")
+        print(
+            f"data: {data.root}; {args.docs} docs/task, {args.num_fewshot}-shot, batch_size {args.batch_size}, "
+            f"torch threads {torch.get_num_threads()}"
+        )
         warm = [[("Hello there", " world")]]
         _run_lm_eval(lm, warm)
         for m in ours.values():
@@ -150,8 +159,13 @@ def main() -> None:
         wall: dict[str, dict[str, float]] = {k: {} for k in sides}
         cpu: dict[str, dict[str, float]] = {k: {} for k in sides}
         n_req: dict[str, int] = {}
-        print(f"{'task':15s} {'requests':>8s} {'lm-eval req/s':>14s}" + "".join(
-            f" {'cgpt-' + b + ' req/s':>15s} {'ratio':>6s} {'cpu ratio':>9s} {'max|dll|':>9s}" for b in args.backends))
+        print(
+            f"{'task':15s} {'requests':>8s} {'lm-eval req/s':>14s}"
+            + "".join(
+                f" {'cgpt-' + b + ' req/s':>15s} {'ratio':>6s} {'cpu ratio':>9s} {'max|dll|':>9s}"
+                for b in args.backends
+            )
+        )
         for task in args.tasks:
             per_doc = _requests(data, task, args.docs, args.num_fewshot)
             n_req[task] = sum(len(d) for d in per_doc)
@@ -173,22 +187,38 @@ def main() -> None:
                 wall[side][task] = statistics.median(t for t, _ in times[side])
                 cpu[side][task] = statistics.median(c for _, c in times[side])
             n = n_req[task]
-            print(f"{task:15s} {n:8d} {n / wall['lm-eval'][task]:14.1f}" + "".join(
-                f" {n / wall[b][task]:15.1f} {wall['lm-eval'][task] / wall[b][task]:6.2f}"
-                f" {cpu['lm-eval'][task] / cpu[b][task]:9.2f} {diffs[b]:9.1e}" for b in args.backends), flush=True)
+            print(
+                f"{task:15s} {n:8d} {n / wall['lm-eval'][task]:14.1f}"
+                + "".join(
+                    f" {n / wall[b][task]:15.1f} {wall['lm-eval'][task] / wall[b][task]:6.2f}"
+                    f" {cpu['lm-eval'][task] / cpu[b][task]:9.2f} {diffs[b]:9.1e}"
+                    for b in args.backends
+                ),
+                flush=True,
+            )
         total = {k: sum(wall[k].values()) for k in sides}
         total_cpu = {k: sum(cpu[k].values()) for k in sides}
         n = sum(n_req.values())
-        print(f"{'all':15s} {n:8d} {n / total['lm-eval']:14.1f}" + "".join(
-            f" {n / total[b]:15.1f} {total['lm-eval'] / total[b]:6.2f} {total_cpu['lm-eval'] / total_cpu[b]:9.2f}"
-            f" {'':9s}" for b in args.backends))
+        print(
+            f"{'all':15s} {n:8d} {n / total['lm-eval']:14.1f}"
+            + "".join(
+                f" {n / total[b]:15.1f} {total['lm-eval'] / total[b]:6.2f} {total_cpu['lm-eval'] / total_cpu[b]:9.2f}"
+                f" {'':9s}"
+                for b in args.backends
+            )
+        )
         # The real suite is mostly HellaSwag (40k of 68k requests): weight each task's measured rate by its size.
         suite = _suite_requests(data, args.tasks)
         for name, t in (("wall", wall), ("cpu", cpu)):
             proj = {k: sum(suite[task] * t[k][task] / n_req[task] for task in args.tasks) for k in sides}
-            print(f"projected whole {args.num_fewshot}-shot suite ({sum(suite.values())} requests), {name} time on "
-                  f"this machine: lm-eval {proj['lm-eval'] / 3600:.2f} h" + "".join(
-                      f", cgpt-{b} {proj[b] / 3600:.2f} h ({proj['lm-eval'] / proj[b]:.2f}x)" for b in args.backends))
+            print(
+                f"projected whole {args.num_fewshot}-shot suite ({sum(suite.values())} requests), {name} time on "
+                f"this machine: lm-eval {proj['lm-eval'] / 3600:.2f} h"
+                + "".join(
+                    f", cgpt-{b} {proj[b] / 3600:.2f} h ({proj['lm-eval'] / proj[b]:.2f}x)" for b in args.backends
+                )
+            )
+
 
 if __name__ == "__main__":
     main()

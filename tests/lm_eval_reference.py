@@ -55,8 +55,16 @@ def write_local_tasks(data: Path, out: Path, tasks: list[str], *, splits: dict[s
 
 
 def run_lm_eval(
-    model_dir: Path, data: Path, tasks: list[str], num_fewshot: int, *, work: Path, limit: int | None = None,
-    batch_size: int = 32, bootstrap_iters: int = 1000, splits: dict[str, list[str]] | None = None,
+    model_dir: Path,
+    data: Path,
+    tasks: list[str],
+    num_fewshot: int,
+    *,
+    work: Path,
+    limit: int | None = None,
+    batch_size: int = 32,
+    bootstrap_iters: int = 1000,
+    splits: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """``simple_evaluate`` with the HF backend: {"results": {task: metrics}, "samples": {task: [doc samples]}}."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -71,8 +79,13 @@ def run_lm_eval(
     lm = HFLM(pretrained=str(model_dir), batch_size=batch_size, device="cpu", dtype="float32")
     tm = TaskManager(include_path=str(work / "tasks"), include_defaults=False)
     res = simple_evaluate(
-        model=lm, tasks=[f"{t}_local" for t in tasks], num_fewshot=num_fewshot, limit=limit, task_manager=tm,
-        bootstrap_iters=bootstrap_iters, log_samples=True,
+        model=lm,
+        tasks=[f"{t}_local" for t in tasks],
+        num_fewshot=num_fewshot,
+        limit=limit,
+        task_manager=tm,
+        bootstrap_iters=bootstrap_iters,
+        log_samples=True,
     )
     return {
         "results": {k.removesuffix("_local"): v for k, v in res["results"].items()},

@@ -42,8 +42,26 @@ def hf_dir(tmp_path_factory) -> Path:
 
 def test_eval_prints_the_table_and_writes_results(hf_dir, tmp_path):
     out = tmp_path / "out"
-    r = cgpt("eval", "--model", str(hf_dir), "--data", str(FIXTURES), "--tasks", "piqa", "arc_easy", "--num-fewshot",
-             "0", "5", "--compare-to", "cerebras-256m", "--out", str(out), "--device", "cpu", cwd=tmp_path)
+    r = cgpt(
+        "eval",
+        "--model",
+        str(hf_dir),
+        "--data",
+        str(FIXTURES),
+        "--tasks",
+        "piqa",
+        "arc_easy",
+        "--num-fewshot",
+        "0",
+        "5",
+        "--compare-to",
+        "cerebras-256m",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].startswith("| row") and "PIQA" in lines[0] and "ARC-e" in lines[0] and "HellaSwag" not in lines[0]
@@ -52,7 +70,11 @@ def test_eval_prints_the_table_and_writes_results(hf_dir, tmp_path):
     assert any(line.startswith("| 5-shot ours - card") for line in lines)
     summary = json.loads((out / "results.json").read_text())
     assert {(x["task"], x["num_fewshot"]) for x in summary["results"]} == {
-        ("piqa", 0), ("piqa", 5), ("arc_easy", 0), ("arc_easy", 5)}
+        ("piqa", 0),
+        ("piqa", 5),
+        ("arc_easy", 0),
+        ("arc_easy", 5),
+    }
     assert (out / "results.csv").is_file() and (out / "results.md").read_text().startswith("| row")
     assert len((out / "samples" / "piqa_5shot.jsonl").read_text().splitlines()) == 5
 
@@ -84,8 +106,18 @@ def test_card_row_is_found_from_the_model_shape():
 
 
 def _fake_results(accs: dict[str, float]) -> EvalResults:
-    tasks = [TaskResult(t, 0, 100, a, 0.01, acc_norm=a + 0.01 if t != "winogrande" else None,
-                        perplexity=20.0 if t == "lambada_openai" else None) for t, a in accs.items()]
+    tasks = [
+        TaskResult(
+            t,
+            0,
+            100,
+            a,
+            0.01,
+            acc_norm=a + 0.01 if t != "winogrande" else None,
+            perplexity=20.0 if t == "lambada_openai" else None,
+        )
+        for t, a in accs.items()
+    ]
     return EvalResults("m", tasks)
 
 

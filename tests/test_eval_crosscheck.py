@@ -55,23 +55,30 @@ def _export(root: Path, tokenizer, n_positions: int, n_layer: int) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     tj = save_tokenizer(tokenizer, root)
     torch.manual_seed(0)
-    cfg = ModelConfig(n_layer=n_layer, d_model=32, n_head=2, d_ffn=64, vocab_size=tokenizer.get_vocab_size(),
-                      n_positions=n_positions)
+    cfg = ModelConfig(
+        n_layer=n_layer, d_model=32, n_head=2, d_ffn=64, vocab_size=tokenizer.get_vocab_size(), n_positions=n_positions
+    )
     model = GPT(cfg)
     with torch.no_grad():  # move biases and LayerNorms off their init so that mistakes show
         for p in model.parameters():
             if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 0.1)
-    return export_hf(model.state_dict(), cfg, root / "hf", tokenizer_json=tj,
-                     eos_token_id=tokenizer.token_to_id("<|endoftext|>"))
+    return export_hf(
+        model.state_dict(), cfg, root / "hf", tokenizer_json=tj, eos_token_id=tokenizer.token_to_id("<|endoftext|>")
+    )
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     work = tmp_path_factory.mktemp("lmeval")
     mp = pytest.MonkeyPatch()
-    for k, v in {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(work / "hf_home"),
-                 "DISABLE_MULTIPROC": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
+    for k, v in {
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(work / "hf_home"),
+        "DISABLE_MULTIPROC": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }.items():
         mp.setenv(k, v)
     yield work
     mp.undo()
@@ -88,10 +95,12 @@ def gpt2_model(env) -> Path:
 
 @pytest.fixture(scope="module")
 def trained_model(env) -> Path:
-    texts = [json.dumps(json.loads(line)) for f in sorted(FIXTURES.glob("*/*.jsonl"))
-             for line in f.read_text().splitlines()]
-    return _export(env / "trained", train_tokenizer(texts * 3, vocab_size=1024, min_frequency=1), n_positions=384,
-                   n_layer=2)
+    texts = [
+        json.dumps(json.loads(line)) for f in sorted(FIXTURES.glob("*/*.jsonl")) for line in f.read_text().splitlines()
+    ]
+    return _export(
+        env / "trained", train_tokenizer(texts * 3, vocab_size=1024, min_frequency=1), n_positions=384, n_layer=2
+    )
 
 
 def _compare(label: str, ours: TaskResult, samples: list[dict], results: dict) -> None:
@@ -108,8 +117,10 @@ def _compare(label: str, ours: TaskResult, samples: list[dict], results: dict) -
         if "acc_norm" in s:
             same &= float(s["acc_norm"]) == d.acc_norm
         metric_diff += not same
-    REPORT.append(f"  {label:42s} docs {ours.n_docs:3d}  requests {ours.n_requests:4d}  max|dll| {max_dll:.1e}  "
-                  f"prompt mismatches {prompt_diff}  acc/acc_norm/greedy mismatches {metric_diff}")
+    REPORT.append(
+        f"  {label:42s} docs {ours.n_docs:3d}  requests {ours.n_requests:4d}  max|dll| {max_dll:.1e}  "
+        f"prompt mismatches {prompt_diff}  acc/acc_norm/greedy mismatches {metric_diff}"
+    )
     assert prompt_diff == 0 and metric_diff == 0 and max_dll <= 1e-4, REPORT[-1]
     assert results["acc,none"] == ours.acc and results["acc_stderr,none"] == ours.acc_stderr, label
     if "acc_norm,none" in results:
@@ -121,13 +132,23 @@ def _compare(label: str, ours: TaskResult, samples: list[dict], results: dict) -
 
 def _crosscheck(name: str, model_dir: Path, data: Path, k: int, limit: int | None, work: Path) -> None:
     tasks = [t for t in TASKS if k == 0 or (data / t / f"{get_task(t).fewshot_split}.jsonl").is_file()]
-    ref = run_lm_eval(model_dir, data, tasks, k, work=work / f"{name}_{data.name}_{k}", limit=limit,
-                      bootstrap_iters=BOOTSTRAP)
-    ours = evaluate_tasks(load_eval_model(model_dir, device="cpu"), tasks, [k], data=data, limit=limit,
-                          bootstrap_iters=BOOTSTRAP, keep_prompts=True, progress=False)
+    ref = run_lm_eval(
+        model_dir, data, tasks, k, work=work / f"{name}_{data.name}_{k}", limit=limit, bootstrap_iters=BOOTSTRAP
+    )
+    ours = evaluate_tasks(
+        load_eval_model(model_dir, device="cpu"),
+        tasks,
+        [k],
+        data=data,
+        limit=limit,
+        bootstrap_iters=BOOTSTRAP,
+        keep_prompts=True,
+        progress=False,
+    )
     for t in tasks:
-        _compare(f"{name} {data.parent.name}/{data.name} {t} {k}-shot", ours.get(t, k), ref["samples"][t],
-                 ref["results"][t])
+        _compare(
+            f"{name} {data.parent.name}/{data.name} {t} {k}-shot", ours.get(t, k), ref["samples"][t], ref["results"][t]
+        )
 
 
 @pytest.mark.parametrize("k, limit", [(0, 50), (5, 20)])
@@ -149,11 +170,30 @@ def test_trained_bpe_model_on_fixtures_5shot(trained_model, env):
 
 
 def test_hellaswag_without_train_split_draws_from_itself(trained_model, env):
-    ref = run_lm_eval(trained_model, FIXTURES, ["hellaswag"], 5, work=env / "hs_val_pool", bootstrap_iters=BOOTSTRAP,
-                      splits={"hellaswag": ["validation"]})
+    ref = run_lm_eval(
+        trained_model,
+        FIXTURES,
+        ["hellaswag"],
+        5,
+        work=env / "hs_val_pool",
+        bootstrap_iters=BOOTSTRAP,
+        splits={"hellaswag": ["validation"]},
+    )
     task = replace(get_task("hellaswag"), training_split=None)
     docs = TaskData(FIXTURES).load(task, "validation")
-    ours = score_task(load_eval_model(trained_model, device="cpu"), task, docs, docs, 5, keep_prompts=True,
-                      progress=False, bootstrap_iters=BOOTSTRAP)
-    _compare("trained-bpe fixtures hellaswag 5-shot, pool = itself", ours, ref["samples"]["hellaswag"],
-             ref["results"]["hellaswag"])
+    ours = score_task(
+        load_eval_model(trained_model, device="cpu"),
+        task,
+        docs,
+        docs,
+        5,
+        keep_prompts=True,
+        progress=False,
+        bootstrap_iters=BOOTSTRAP,
+    )
+    _compare(
+        "trained-bpe fixtures hellaswag 5-shot, pool = itself",
+        ours,
+        ref["samples"]["hellaswag"],
+        ref["results"]["hellaswag"],
+    )

@@ -65,8 +65,9 @@ def _ai2_layout(r: dict[str, Any], stem_key: str) -> dict[str, Any]:
 
 def upstream_arc(rows: list[dict[str, Any]]) -> bytes:
     """AI2's ARC jsonl: compact separators, raw UTF-8."""
-    return "".join(json.dumps(_ai2_layout(r, "question"), ensure_ascii=False, separators=(",", ":")) + "\n"
-                   for r in rows).encode()
+    return "".join(
+        json.dumps(_ai2_layout(r, "question"), ensure_ascii=False, separators=(",", ":")) + "\n" for r in rows
+    ).encode()
 
 
 def upstream_openbookqa(rows: list[dict[str, Any]]) -> bytes:
@@ -83,6 +84,7 @@ def _zip(members: dict[str, bytes]) -> bytes:
 
 def upstream_files(data: Path) -> dict[str, bytes]:
     """Every publisher file of SOURCES, rebuilt from the HF-schema folder ``data`` (only the splits it has)."""
+
     def rows(task: str, split: str) -> list[dict[str, Any]]:
         return _rows(data / task / f"{split}.jsonl")
 
@@ -90,20 +92,33 @@ def upstream_files(data: Path) -> dict[str, bytes]:
     files = {
         "hellaswag_val.jsonl": upstream_hellaswag(rows("hellaswag", "validation")),
         "lambada_test.jsonl": (data / "lambada_openai" / "test.jsonl").read_bytes(),
-        "physicaliqa-train-dev.zip": _zip({
-            "physicaliqa-train-dev/train.jsonl": piqa["train"][0],
-            "physicaliqa-train-dev/train-labels.lst": piqa["train"][1],
-            "physicaliqa-train-dev/dev.jsonl": piqa["validation"][0],
-            "physicaliqa-train-dev/dev-labels.lst": piqa["validation"][1]}),
-        "winogrande_1.1.zip": _zip({"winogrande_1.1/train_xl.jsonl": upstream_winogrande(rows("winogrande", "train")),
-                                    "winogrande_1.1/dev.jsonl": upstream_winogrande(rows("winogrande", "validation"))}),
-        "ARC-V1-Feb2018.zip": _zip({
-            f"ARC-V1-Feb2018-2/{cfg}/{cfg}-{s.title()}.jsonl": upstream_arc(rows(task, s))
-            for task, cfg in (("arc_easy", "ARC-Easy"), ("arc_challenge", "ARC-Challenge"))
-            for s in ("train", "test")}),
-        "OpenBookQA-V1-Sep2018.zip": _zip({
-            f"OpenBookQA-V1-Sep2018/Data/Main/{s}.jsonl": upstream_openbookqa(rows("openbookqa", s))
-            for s in ("train", "test")}),
+        "physicaliqa-train-dev.zip": _zip(
+            {
+                "physicaliqa-train-dev/train.jsonl": piqa["train"][0],
+                "physicaliqa-train-dev/train-labels.lst": piqa["train"][1],
+                "physicaliqa-train-dev/dev.jsonl": piqa["validation"][0],
+                "physicaliqa-train-dev/dev-labels.lst": piqa["validation"][1],
+            }
+        ),
+        "winogrande_1.1.zip": _zip(
+            {
+                "winogrande_1.1/train_xl.jsonl": upstream_winogrande(rows("winogrande", "train")),
+                "winogrande_1.1/dev.jsonl": upstream_winogrande(rows("winogrande", "validation")),
+            }
+        ),
+        "ARC-V1-Feb2018.zip": _zip(
+            {
+                f"ARC-V1-Feb2018-2/{cfg}/{cfg}-{s.title()}.jsonl": upstream_arc(rows(task, s))
+                for task, cfg in (("arc_easy", "ARC-Easy"), ("arc_challenge", "ARC-Challenge"))
+                for s in ("train", "test")
+            }
+        ),
+        "OpenBookQA-V1-Sep2018.zip": _zip(
+            {
+                f"OpenBookQA-V1-Sep2018/Data/Main/{s}.jsonl": upstream_openbookqa(rows("openbookqa", s))
+                for s in ("train", "test")
+            }
+        ),
     }
     if (data / "hellaswag" / "train.jsonl").is_file():
         files["hellaswag_train.jsonl"] = upstream_hellaswag(rows("hellaswag", "train"))
@@ -152,16 +167,26 @@ def _local_sources(srv) -> dict:
     out = {}
     for key, src in SOURCES.items():
         body = srv.files[src.file.name]
-        f = replace(src.file, urls=(f"{srv.url}/gone/{src.file.name}", f"{srv.url}/files/{src.file.name}"),
-                    sha256=hashlib.sha256(body).hexdigest(), size=len(body))
+        f = replace(
+            src.file,
+            urls=(f"{srv.url}/gone/{src.file.name}", f"{srv.url}/files/{src.file.name}"),
+            sha256=hashlib.sha256(body).hexdigest(),
+            size=len(body),
+        )
         out[key] = replace(src, file=f)
     return out
 
 
 def test_download_convert_and_cache_every_split(server, tmp_path):
     sources = _local_sources(server)
-    needed = {t: ("validation", "train") if t in ("hellaswag", "piqa", "winogrande") else
-              ("test",) if t == "lambada_openai" else ("test", "train") for t in TASK_REGISTRY}
+    needed = {
+        t: ("validation", "train")
+        if t in ("hellaswag", "piqa", "winogrande")
+        else ("test",)
+        if t == "lambada_openai"
+        else ("test", "train")
+        for t in TASK_REGISTRY
+    }
     data = prepare_task_data(needed, tmp_path, sources=sources, progress=False, fetch_kwargs=FAST)
     for task, splits in needed.items():
         for split in splits:
@@ -195,8 +220,10 @@ def test_no_source_for_a_split(tmp_path):
 
 def test_piqa_label_count_mismatch_is_an_error(server, tmp_path):
     src = SOURCES[("piqa", "validation")]
-    files = {"physicaliqa-train-dev/dev.jsonl": b'{"goal": "g", "sol1": "a", "sol2": "b"}\n',
-             "physicaliqa-train-dev/dev-labels.lst": b"0\n1\n"}
+    files = {
+        "physicaliqa-train-dev/dev.jsonl": b'{"goal": "g", "sol1": "a", "sol2": "b"}\n',
+        "physicaliqa-train-dev/dev-labels.lst": b"0\n1\n",
+    }
     with pytest.raises(DataError, match="has 1 rows but .* has 2 labels"):
         src.convert(files, "x.zip")
 
@@ -211,18 +238,30 @@ def test_write_back_of_shared_data_hits_the_pinned_sha256s():
         assert (sha[name], len(files[name])) == (pin.sha256, pin.size)
     # Members of the zips whose sha256 shared/eval-data's README gives (AI2's ARC files, OpenBookQA and PIQA train).
     members = {
-        ("ARC-V1-Feb2018.zip", "ARC-V1-Feb2018-2/ARC-Challenge/ARC-Challenge-Test.jsonl"):
-            "9fa8ffb3e3a1f88cb302d53dd95aae81e39209ad9bcf974376b319d8fd35717c",
-        ("ARC-V1-Feb2018.zip", "ARC-V1-Feb2018-2/ARC-Challenge/ARC-Challenge-Train.jsonl"):
-            "e02837c53ee86f6d73c259f91c77725c5062ef4531130b7f473a9d9b01118a77",
-        ("ARC-V1-Feb2018.zip", "ARC-V1-Feb2018-2/ARC-Easy/ARC-Easy-Test.jsonl"):
-            "ce32a0774b4beb1977d2c6b16dda5dd2b24fdc9c7f506882c452678676bd09be",
-        ("ARC-V1-Feb2018.zip", "ARC-V1-Feb2018-2/ARC-Easy/ARC-Easy-Train.jsonl"):
-            "c62e5482d8c01f2d5a7f24239ac9db3b12f9e47267c4e3f088c6ffe41d5545ef",
-        ("OpenBookQA-V1-Sep2018.zip", "OpenBookQA-V1-Sep2018/Data/Main/train.jsonl"):
-            "388ce25926fa33b573ba6556d7245a6185f612dedf919871b6acb9340c8497a5",
-        ("physicaliqa-train-dev.zip", "physicaliqa-train-dev/train.jsonl"):
-            "f805f9c96518d7b59f2f870d90f712457cda949979469d9fa3fd706ce22e0a1a",
+        (
+            "ARC-V1-Feb2018.zip",
+            "ARC-V1-Feb2018-2/ARC-Challenge/ARC-Challenge-Test.jsonl",
+        ): "9fa8ffb3e3a1f88cb302d53dd95aae81e39209ad9bcf974376b319d8fd35717c",
+        (
+            "ARC-V1-Feb2018.zip",
+            "ARC-V1-Feb2018-2/ARC-Challenge/ARC-Challenge-Train.jsonl",
+        ): "e02837c53ee86f6d73c259f91c77725c5062ef4531130b7f473a9d9b01118a77",
+        (
+            "ARC-V1-Feb2018.zip",
+            "ARC-V1-Feb2018-2/ARC-Easy/ARC-Easy-Test.jsonl",
+        ): "ce32a0774b4beb1977d2c6b16dda5dd2b24fdc9c7f506882c452678676bd09be",
+        (
+            "ARC-V1-Feb2018.zip",
+            "ARC-V1-Feb2018-2/ARC-Easy/ARC-Easy-Train.jsonl",
+        ): "c62e5482d8c01f2d5a7f24239ac9db3b12f9e47267c4e3f088c6ffe41d5545ef",
+        (
+            "OpenBookQA-V1-Sep2018.zip",
+            "OpenBookQA-V1-Sep2018/Data/Main/train.jsonl",
+        ): "388ce25926fa33b573ba6556d7245a6185f612dedf919871b6acb9340c8497a5",
+        (
+            "physicaliqa-train-dev.zip",
+            "physicaliqa-train-dev/train.jsonl",
+        ): "f805f9c96518d7b59f2f870d90f712457cda949979469d9fa3fd706ce22e0a1a",
     }
     for (zname, member), want in members.items():
         with zipfile.ZipFile(io.BytesIO(files[zname])) as zf:

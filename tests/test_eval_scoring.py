@@ -76,8 +76,12 @@ def _random_requests(vocab: int, seed: int = 0) -> list[TokenRequest]:
 def test_scores_equal_the_direct_computation(max_length, share, batch_size):
     model = _model(300, n_positions=128)
     reqs = _random_requests(300)
-    got = score_requests(CgptScorer(model, device=torch.device("cpu"), max_length=max_length), reqs,
-                         batch_size=batch_size, share_context=share)
+    got = score_requests(
+        CgptScorer(model, device=torch.device("cpu"), max_length=max_length),
+        reqs,
+        batch_size=batch_size,
+        share_context=share,
+    )
     ref = _reference(model, reqs, max_length)
     assert max(abs(a[0] - b[0]) for a, b in zip(got, ref)) <= 1e-4
     assert [a[1] for a in got] == [b[1] for b in ref]
@@ -100,8 +104,9 @@ def test_greedy_flag_on_a_model_that_copies(tok):
         seq = model.generate(torch.tensor([ctx]), 4)[0].tolist()
     greedy = seq[3:]
     other = greedy[:-1] + [(greedy[-1] + 1) % 300]
-    got = score_requests(CgptScorer(model, device=torch.device("cpu")), [TokenRequest(ctx, greedy, 0),
-                                                                          TokenRequest(ctx, other, 0)])
+    got = score_requests(
+        CgptScorer(model, device=torch.device("cpu")), [TokenRequest(ctx, greedy, 0), TokenRequest(ctx, other, 0)]
+    )
     assert got[0][1] is True and got[1][1] is False and got[0][0] > got[1][0]
 
 
@@ -173,8 +178,13 @@ def project(tok, tmp_path_factory):
     model = _model(tok.get_vocab_size(), n_positions=256)
     meta = {"step": 1, "seq_len": 64, "tokenizer_sha256": tokenizer_sha256(tok)}
     save_model_dir(root / "runs" / "r" / "model", model.state_dict(), model.config, meta)
-    export_hf(model.state_dict(), model.config, root / "runs" / "r" / "hf", tokenizer_json=tj,
-              eos_token_id=tok.token_to_id("<|endoftext|>"))
+    export_hf(
+        model.state_dict(),
+        model.config,
+        root / "runs" / "r" / "hf",
+        tokenizer_json=tj,
+        eos_token_id=tok.token_to_id("<|endoftext|>"),
+    )
     return root, model
 
 
@@ -224,5 +234,5 @@ def test_hf_tokenizer_that_adds_bos_is_used_like_the_harness(project):
     plain = tok.encode("Hello world", add_special_tokens=False)
     assert enc.encode_batch(["Hello world"]) == [[bos, *plain]]
     assert enc.encode_batch(["<|endoftext|>Hello world"]) == [[bos, *plain]]
-    (ctx, cont), = encode_pairs(enc, [("Hello", " world")])
+    ((ctx, cont),) = encode_pairs(enc, [("Hello", " world")])
     assert ctx[0] == bos and ctx + cont == [bos, *plain]

@@ -36,11 +36,25 @@ def _docs(task: str, split: str | None = None):
 
 
 def test_task_splits_and_pools_follow_the_yamls():
-    assert [t for t in TASK_REGISTRY] == [
-        "hellaswag", "piqa", "winogrande", "lambada_openai", "arc_easy", "arc_challenge", "openbookqa"]
+    assert list(TASK_REGISTRY) == [
+        "hellaswag",
+        "piqa",
+        "winogrande",
+        "lambada_openai",
+        "arc_easy",
+        "arc_challenge",
+        "openbookqa",
+    ]
     evals = {t.name: t.eval_split for t in TASK_REGISTRY.values()}
-    assert evals == {"hellaswag": "validation", "piqa": "validation", "winogrande": "validation",
-                     "lambada_openai": "test", "arc_easy": "test", "arc_challenge": "test", "openbookqa": "test"}
+    assert evals == {
+        "hellaswag": "validation",
+        "piqa": "validation",
+        "winogrande": "validation",
+        "lambada_openai": "test",
+        "arc_easy": "test",
+        "arc_challenge": "test",
+        "openbookqa": "test",
+    }
     pools = {t.name: t.fewshot_split for t in TASK_REGISTRY.values()}
     assert pools["lambada_openai"] == "test" and all(v == "train" for k, v in pools.items() if k != "lambada_openai")
     excl = {t.name for t in TASK_REGISTRY.values() if t.excludes_eval_doc}
@@ -51,8 +65,11 @@ def test_hellaswag_prompt_capitalises_ctx_b_and_cleans_brackets():
     task, docs = _docs("hellaswag")
     reqs = requests_for(task, docs[0], "")
     assert reqs[0] == ("Roof shingle removal: A man is sitting on a roof. He", " is using wrap to wrap a pair of skis.")
-    assert [c for _, c in reqs][1:] == [" is ripping level tiles off.", " is holding a rubik's cube.",
-                                        " starts pulling up roofing on a roof."]
+    assert [c for _, c in reqs][1:] == [
+        " is ripping level tiles off.",
+        " is holding a rubik's cube.",
+        " starts pulling up roofing on a roof.",
+    ]
     assert task.gold(docs[0]) == 3
     cleaned = hellaswag_preprocess(" [header] How to x [title] Obtain it. [step] Then  go. ")
     assert cleaned == " How to x. Obtain it. Then go."  # the space before the removed [header] stays
@@ -64,13 +81,16 @@ def test_piqa_arc_openbookqa_prompts():
     t, d = _docs("piqa")
     question = "Question: How do I ready a guinea pig cage for it's new occupants?\nAnswer:"
     assert requests_for(t, d[0], "")[0][0] == question
-    assert requests_for(t, d[1], "") == [("Question: dresser\nAnswer:", " replace drawer with bobby pin "),
-                                         ("Question: dresser\nAnswer:", " finish, woodgrain with  bobby pin ")]
+    assert requests_for(t, d[1], "") == [
+        ("Question: dresser\nAnswer:", " replace drawer with bobby pin "),
+        ("Question: dresser\nAnswer:", " finish, woodgrain with  bobby pin "),
+    ]
     assert t.gold(d[1]) == 1
     t, d = _docs("arc_easy")
     assert requests_for(t, d[0], "")[0] == (
         "Question: Which statement best explains why photosynthesis is the foundation of most food webs?\nAnswer:",
-        " Sunlight is the source of energy for nearly all ecosystems.")
+        " Sunlight is the source of energy for nearly all ecosystems.",
+    )
     numeric = d[3]  # a row labelled "1".."4"
     assert numeric.raw["choices"]["label"][0] == "1"
     assert t.gold(numeric) == numeric.raw["choices"]["label"].index(numeric.raw["answerKey"])
@@ -135,8 +155,9 @@ def test_sampler_k_plus_one_rule_drops_the_evaluated_document():
 def test_sampler_with_duplicates_of_the_document_redraws():
     base = {"goal": "g", "sol1": "a", "sol2": "b", "label": 0}
     t = get_task("piqa")
-    pool = [t.parse(dict(base), i, "x") for i in range(4)] + [t.parse({**base, "goal": f"o{i}"}, 4 + i, "x")
-                                                             for i in range(6)]
+    pool = [t.parse(dict(base), i, "x") for i in range(4)] + [
+        t.parse({**base, "goal": f"o{i}"}, 4 + i, "x") for i in range(6)
+    ]
     sampler = FewshotSampler(pool, exclude_eval_doc=True, seed=7)
     for _ in range(20):
         got = sampler.sample(5, pool[0])
@@ -173,12 +194,12 @@ def test_continuation_is_whole_minus_context(gpt2_tokenizer_dir):
     enc = TokenizersEncoder(tok)
     # "The cats are": the context's last token "Ġcat" is not a prefix token of "Ġcats", so the
     # harness's rule scores only " are" (the "s" is lost), unlike encode("s are").
-    (ctx, cont), = encode_pairs(enc, [("The cat", "s are")])
+    ((ctx, cont),) = encode_pairs(enc, [("The cat", "s are")])
     assert ctx == tok.encode("The cat").ids
-    assert cont == tok.encode("The cats are").ids[len(ctx):] != tok.encode("s are").ids
-    (ctx, cont), = encode_pairs(enc, [("Hello ", "world")])
+    assert cont == tok.encode("The cats are").ids[len(ctx) :] != tok.encode("s are").ids
+    ((ctx, cont),) = encode_pairs(enc, [("Hello ", "world")])
     assert ctx == [15496] and cont == [995]  # "Hello" + " world"
-    (ctx, cont), = encode_pairs(enc, [("", "Hello world")])
+    ((ctx, cont),) = encode_pairs(enc, [("", "Hello world")])
     assert ctx == [50256] and cont == [15496, 995]  # empty context: the prefix token <|endoftext|>
 
 
@@ -241,9 +262,18 @@ def _write(tmp: Path, task: str, split: str, lines: list[str]) -> TaskData:
 GOOD = {
     "piqa": {"goal": "g", "sol1": "a", "sol2": "b", "label": 1},
     "arc_easy": {"id": "x", "question": "q", "choices": {"text": ["a", "b"], "label": ["A", "B"]}, "answerKey": "B"},
-    "hellaswag": {"ind": 1, "activity_label": "x", "ctx_a": "a", "ctx_b": "b", "ctx": "a b",
-                  "endings": ["1", "2", "3", "4"], "source_id": "s", "split": "val", "split_type": "indomain",
-                  "label": "2"},
+    "hellaswag": {
+        "ind": 1,
+        "activity_label": "x",
+        "ctx_a": "a",
+        "ctx_b": "b",
+        "ctx": "a b",
+        "endings": ["1", "2", "3", "4"],
+        "source_id": "s",
+        "split": "val",
+        "split_type": "indomain",
+        "label": "2",
+    },
     "winogrande": {"sentence": "A _ b", "option1": "x", "option2": "y", "answer": "1"},
 }
 
@@ -251,15 +281,27 @@ GOOD = {
 @pytest.mark.parametrize(
     "task, split, bad, message",
     [
-        ("piqa", "validation", "{\"goal\": \"g\", ", "validation.jsonl:2: invalid JSON"),
+        ("piqa", "validation", '{"goal": "g", ', "validation.jsonl:2: invalid JSON"),
         ("piqa", "validation", "[1, 2]", "validation.jsonl:2: expected a JSON object"),
-        ("piqa", "validation", json.dumps({"goal": "g", "sol1": "a", "label": 0}),
-         "validation.jsonl:2: missing field 'sol2'"),
-        ("piqa", "validation", json.dumps({**GOOD["piqa"], "label": 2}),
-         "validation.jsonl:2: gold label 2 is out of range"),
+        (
+            "piqa",
+            "validation",
+            json.dumps({"goal": "g", "sol1": "a", "label": 0}),
+            "validation.jsonl:2: missing field 'sol2'",
+        ),
+        (
+            "piqa",
+            "validation",
+            json.dumps({**GOOD["piqa"], "label": 2}),
+            "validation.jsonl:2: gold label 2 is out of range",
+        ),
         ("piqa", "validation", json.dumps({**GOOD["piqa"], "label": "1"}), "field 'label' is str"),
-        ("arc_easy", "test", json.dumps({**GOOD["arc_easy"], "answerKey": "E"}),
-         "test.jsonl:2: gold label answerKey 'E'"),
+        (
+            "arc_easy",
+            "test",
+            json.dumps({**GOOD["arc_easy"], "answerKey": "E"}),
+            "test.jsonl:2: gold label answerKey 'E'",
+        ),
         ("hellaswag", "validation", json.dumps({**GOOD["hellaswag"], "label": "4"}), "gold label '4' is out of range"),
         ("hellaswag", "validation", json.dumps({**GOOD["hellaswag"], "endings": "abc"}), "field 'endings' is str"),
         ("winogrande", "validation", json.dumps({**GOOD["winogrande"], "answer": "3"}), "expected '1' or '2'"),

@@ -15,8 +15,11 @@ CFG = ModelConfig(n_layer=2, d_model=64, n_head=4, d_ffn=128, vocab_size=300, n_
 
 
 def _model(par: str) -> GPT:
-    cfg = CFG if par == "sp" else replace(CFG, parameterization="mup", init_std=0.08, embeddings_scale=10.0,
-                                          mup_base_width=16)
+    cfg = (
+        CFG
+        if par == "sp"
+        else replace(CFG, parameterization="mup", init_std=0.08, embeddings_scale=10.0, mup_base_width=16)
+    )
     torch.manual_seed(0)
     model = GPT(cfg).eval()
     with torch.no_grad():

@@ -78,7 +78,7 @@ def _jsonl(data: bytes, where: str) -> list[dict[str, Any]]:
 
 
 def _only(files: dict[str, bytes]) -> tuple[str, bytes]:
-    (name, data), = files.items()
+    ((name, data),) = files.items()
     return name, data
 
 
@@ -87,9 +87,16 @@ def convert_hellaswag(files: dict[str, bytes], where: str) -> list[dict[str, Any
     _, data = _only(files)
     return [
         {
-            "ind": int(d["ind"]), "activity_label": d["activity_label"], "ctx_a": d.get("ctx_a", ""),
-            "ctx_b": d.get("ctx_b", ""), "ctx": d["ctx"], "endings": d.get("endings", []), "source_id": d["source_id"],
-            "split": d["split"], "split_type": d["split_type"], "label": str(d.get("label", "")),
+            "ind": int(d["ind"]),
+            "activity_label": d["activity_label"],
+            "ctx_a": d.get("ctx_a", ""),
+            "ctx_b": d.get("ctx_b", ""),
+            "ctx": d["ctx"],
+            "endings": d.get("endings", []),
+            "source_id": d["source_id"],
+            "split": d["split"],
+            "split_type": d["split_type"],
+            "label": str(d.get("label", "")),
         }
         for d in _jsonl(data, where)
     ]
@@ -114,18 +121,25 @@ def convert_piqa(files: dict[str, bytes], where: str) -> list[dict[str, Any]]:
 def convert_winogrande(files: dict[str, bytes], where: str) -> list[dict[str, Any]]:
     """``winogrande.py``: drop ``qID``."""
     _, data = _only(files)
-    return [{"sentence": d["sentence"], "option1": d["option1"], "option2": d["option2"], "answer": d["answer"]}
-            for d in _jsonl(data, where)]
+    return [
+        {"sentence": d["sentence"], "option1": d["option1"], "option2": d["option2"], "answer": d["answer"]}
+        for d in _jsonl(data, where)
+    ]
 
 
 def convert_arc(files: dict[str, bytes], where: str) -> list[dict[str, Any]]:
     """``ai2_arc.py``: the question's stem, choices as parallel text/label lists."""
     _, data = _only(files)
     return [
-        {"id": d["id"], "question": d["question"]["stem"],
-         "choices": {"text": [c["text"] for c in d["question"]["choices"]],
-                     "label": [c["label"] for c in d["question"]["choices"]]},
-         "answerKey": d["answerKey"]}
+        {
+            "id": d["id"],
+            "question": d["question"]["stem"],
+            "choices": {
+                "text": [c["text"] for c in d["question"]["choices"]],
+                "label": [c["label"] for c in d["question"]["choices"]],
+            },
+            "answerKey": d["answerKey"],
+        }
         for d in _jsonl(data, where)
     ]
 
@@ -134,10 +148,15 @@ def convert_openbookqa(files: dict[str, bytes], where: str) -> list[dict[str, An
     """``openbookqa.py`` (main), with each choice's own label (an early version of the script copied the text)."""
     _, data = _only(files)
     return [
-        {"id": d["id"], "question_stem": d["question"]["stem"],
-         "choices": {"text": [c["text"] for c in d["question"]["choices"]],
-                     "label": [c["label"] for c in d["question"]["choices"]]},
-         "answerKey": d["answerKey"]}
+        {
+            "id": d["id"],
+            "question_stem": d["question"]["stem"],
+            "choices": {
+                "text": [c["text"] for c in d["question"]["choices"]],
+                "label": [c["label"] for c in d["question"]["choices"]],
+            },
+            "answerKey": d["answerKey"],
+        }
         for d in _jsonl(data, where)
     ]
 
@@ -153,27 +172,36 @@ def copy_bytes(files: dict[str, bytes], where: str) -> bytes:
 
 _ARC_ZIP = UpstreamFile(
     "ARC-V1-Feb2018.zip",
-    ("https://s3-us-west-2.amazonaws.com/ai2-website/data/ARC-V1-Feb2018.zip",
-     "https://ai2-public-datasets.s3.amazonaws.com/arc/ARC-V1-Feb2018.zip"),
-    "6d2d5ab50b2ceec6ba5f79c921be77cf2de712ea25a2b3f4fff3acc101cecfa0", 680_841_265,
+    (
+        "https://s3-us-west-2.amazonaws.com/ai2-website/data/ARC-V1-Feb2018.zip",
+        "https://ai2-public-datasets.s3.amazonaws.com/arc/ARC-V1-Feb2018.zip",
+    ),
+    "6d2d5ab50b2ceec6ba5f79c921be77cf2de712ea25a2b3f4fff3acc101cecfa0",
+    680_841_265,
     "huggingface/datasets datasets/ai2_arc/dataset_infos.json",
 )
 _OBQA_ZIP = UpstreamFile(
     "OpenBookQA-V1-Sep2018.zip",
-    ("https://s3-us-west-2.amazonaws.com/ai2-website/data/OpenBookQA-V1-Sep2018.zip",
-     "https://ai2-public-datasets.s3.amazonaws.com/open-book-qa/OpenBookQA-V1-Sep2018.zip"),
-    "82368cf05df2e3b309c17d162e10b888b4d768fad6e171e0a041954c8553be46", 1_446_098,
+    (
+        "https://s3-us-west-2.amazonaws.com/ai2-website/data/OpenBookQA-V1-Sep2018.zip",
+        "https://ai2-public-datasets.s3.amazonaws.com/open-book-qa/OpenBookQA-V1-Sep2018.zip",
+    ),
+    "82368cf05df2e3b309c17d162e10b888b4d768fad6e171e0a041954c8553be46",
+    1_446_098,
     "huggingface/datasets datasets/openbookqa/dataset_infos.json",
 )
 _WINOGRANDE_ZIP = UpstreamFile(
-    "winogrande_1.1.zip", ("https://storage.googleapis.com/ai2-mosaic/public/winogrande/winogrande_1.1.zip",),
-    "3619ab104d8be2977b25c90ff420cb42d491707dcc75362a1e5d22bc082b7318", 3_395_492,
+    "winogrande_1.1.zip",
+    ("https://storage.googleapis.com/ai2-mosaic/public/winogrande/winogrande_1.1.zip",),
+    "3619ab104d8be2977b25c90ff420cb42d491707dcc75362a1e5d22bc082b7318",
+    3_395_492,
     "huggingface/datasets datasets/winogrande/dataset_infos.json",
 )
 _PIQA_ZIP = UpstreamFile(
     "physicaliqa-train-dev.zip",
     ("https://storage.googleapis.com/ai2-mosaic/public/physicaliqa/physicaliqa-train-dev.zip",),
-    "54d32a04f59a7e354396f321723c8d7ec35cc6b08506563d8d1ffcc15ce98ddd", 1_824_009,
+    "54d32a04f59a7e354396f321723c8d7ec35cc6b08506563d8d1ffcc15ce98ddd",
+    1_824_009,
     "huggingface/datasets datasets/piqa/dataset_infos.json",
 )
 
@@ -181,39 +209,59 @@ _PIQA_ZIP = UpstreamFile(
 def _hellaswag_file(name: str, sha256: str, size: int) -> UpstreamFile:
     return UpstreamFile(
         name,
-        (f"https://github.com/rowanz/hellaswag/raw/master/data/{name}",
-         f"https://raw.githubusercontent.com/rowanz/hellaswag/master/data/{name}"),
-        sha256, size, "huggingface/datasets datasets/hellaswag/dataset_infos.json",
+        (
+            f"https://github.com/rowanz/hellaswag/raw/master/data/{name}",
+            f"https://raw.githubusercontent.com/rowanz/hellaswag/master/data/{name}",
+        ),
+        sha256,
+        size,
+        "huggingface/datasets datasets/hellaswag/dataset_infos.json",
     )
 
 
 SOURCES: dict[tuple[str, str], SplitSource] = {
     ("hellaswag", "validation"): SplitSource(
-        _hellaswag_file("hellaswag_val.jsonl", "0aa3b88843990f3f10a97b9575c94d7b71fb2205240ba04ae4884d9e9c992588",
-                        12_246_618), convert_hellaswag),
+        _hellaswag_file(
+            "hellaswag_val.jsonl", "0aa3b88843990f3f10a97b9575c94d7b71fb2205240ba04ae4884d9e9c992588", 12_246_618
+        ),
+        convert_hellaswag,
+    ),
     ("hellaswag", "train"): SplitSource(
-        _hellaswag_file("hellaswag_train.jsonl", "dae5e69249868cb9fe4e23ff925c60b66169564cfb7072d793cd7356a2b69f8d",
-                        47_496_131), convert_hellaswag),
+        _hellaswag_file(
+            "hellaswag_train.jsonl", "dae5e69249868cb9fe4e23ff925c60b66169564cfb7072d793cd7356a2b69f8d", 47_496_131
+        ),
+        convert_hellaswag,
+    ),
     ("piqa", "validation"): SplitSource(
-        _PIQA_ZIP, convert_piqa, ("physicaliqa-train-dev/dev.jsonl", "physicaliqa-train-dev/dev-labels.lst")),
+        _PIQA_ZIP, convert_piqa, ("physicaliqa-train-dev/dev.jsonl", "physicaliqa-train-dev/dev-labels.lst")
+    ),
     ("piqa", "train"): SplitSource(
-        _PIQA_ZIP, convert_piqa, ("physicaliqa-train-dev/train.jsonl", "physicaliqa-train-dev/train-labels.lst")),
+        _PIQA_ZIP, convert_piqa, ("physicaliqa-train-dev/train.jsonl", "physicaliqa-train-dev/train-labels.lst")
+    ),
     ("winogrande", "validation"): SplitSource(_WINOGRANDE_ZIP, convert_winogrande, ("winogrande_1.1/dev.jsonl",)),
     ("winogrande", "train"): SplitSource(_WINOGRANDE_ZIP, convert_winogrande, ("winogrande_1.1/train_xl.jsonl",)),
     ("lambada_openai", "test"): SplitSource(
-        UpstreamFile("lambada_test.jsonl", ("https://openaipublic.blob.core.windows.net/gpt-2/data/lambada_test.jsonl",),
-                     "4aa8d02cd17c719165fc8a7887fddd641f43fcafa4b1c806ca8abc31fabdb226", 1_819_752,
-                     "lm-evaluation-harness v0.3 lambada task; EleutherAI/lambada_openai dataset card"),
-        copy_bytes),
+        UpstreamFile(
+            "lambada_test.jsonl",
+            ("https://openaipublic.blob.core.windows.net/gpt-2/data/lambada_test.jsonl",),
+            "4aa8d02cd17c719165fc8a7887fddd641f43fcafa4b1c806ca8abc31fabdb226",
+            1_819_752,
+            "lm-evaluation-harness v0.3 lambada task; EleutherAI/lambada_openai dataset card",
+        ),
+        copy_bytes,
+    ),
     ("arc_easy", "test"): SplitSource(_ARC_ZIP, convert_arc, ("ARC-V1-Feb2018-2/ARC-Easy/ARC-Easy-Test.jsonl",)),
     ("arc_easy", "train"): SplitSource(_ARC_ZIP, convert_arc, ("ARC-V1-Feb2018-2/ARC-Easy/ARC-Easy-Train.jsonl",)),
     ("arc_challenge", "test"): SplitSource(
-        _ARC_ZIP, convert_arc, ("ARC-V1-Feb2018-2/ARC-Challenge/ARC-Challenge-Test.jsonl",)),
+        _ARC_ZIP, convert_arc, ("ARC-V1-Feb2018-2/ARC-Challenge/ARC-Challenge-Test.jsonl",)
+    ),
     ("arc_challenge", "train"): SplitSource(
-        _ARC_ZIP, convert_arc, ("ARC-V1-Feb2018-2/ARC-Challenge/ARC-Challenge-Train.jsonl",)),
+        _ARC_ZIP, convert_arc, ("ARC-V1-Feb2018-2/ARC-Challenge/ARC-Challenge-Train.jsonl",)
+    ),
     ("openbookqa", "test"): SplitSource(_OBQA_ZIP, convert_openbookqa, ("OpenBookQA-V1-Sep2018/Data/Main/test.jsonl",)),
     ("openbookqa", "train"): SplitSource(
-        _OBQA_ZIP, convert_openbookqa, ("OpenBookQA-V1-Sep2018/Data/Main/train.jsonl",)),
+        _OBQA_ZIP, convert_openbookqa, ("OpenBookQA-V1-Sep2018/Data/Main/train.jsonl",)
+    ),
 }
 
 
@@ -266,8 +314,15 @@ def render_jsonl(rows: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
-def prepare_split(task: str, split: str, cache: Path, *, sources: dict[tuple[str, str], SplitSource] = SOURCES,
-                  progress: bool = True, fetch_kwargs: dict[str, Any] | None = None) -> Path:
+def prepare_split(
+    task: str,
+    split: str,
+    cache: Path,
+    *,
+    sources: dict[tuple[str, str], SplitSource] = SOURCES,
+    progress: bool = True,
+    fetch_kwargs: dict[str, Any] | None = None,
+) -> Path:
     """``<cache>/<task>/<split>.jsonl``, downloaded and converted unless already there from the same pin."""
     if (task, split) not in sources:
         raise DataError(f"no download source for {task}/{split}; provide <task>/{split}.jsonl with --data")
@@ -307,4 +362,3 @@ def prepare_task_data(
         for split in splits:
             prepare_split(task, split, cache, sources=sources, progress=progress, fetch_kwargs=fetch_kwargs)
     return TaskData(cache)
-

@@ -67,7 +67,11 @@ def score_task(
     encoded = encode_pairs(model.encoder, [pair for _, pair in flat])
     token_requests = [TokenRequest(ctx, cont, group=d) for (d, _), (ctx, cont) in zip(flat, encoded)]
     scores = score_requests(
-        model.scorer, token_requests, batch_size=batch_size, share_context=share_context, progress=progress,
+        model.scorer,
+        token_requests,
+        batch_size=batch_size,
+        share_context=share_context,
+        progress=progress,
         desc=f"{task.name} {num_fewshot}-shot",
     )
     records: list[DocResult] = []
@@ -112,8 +116,12 @@ def needed_splits(tasks: Sequence[str], num_fewshot: Sequence[int]) -> dict[str,
 
 
 def resolve_task_data(
-    tasks: Sequence[str], num_fewshot: Sequence[int], data: TaskData | str | Path | None,
-    cache_dir: str | Path | None = None, *, progress: bool = True,
+    tasks: Sequence[str],
+    num_fewshot: Sequence[int],
+    data: TaskData | str | Path | None,
+    cache_dir: str | Path | None = None,
+    *,
+    progress: bool = True,
 ) -> TaskData:
     """A local folder (checked for every needed file up front), or the download cache, filled as needed."""
     needed = needed_splits(tasks, num_fewshot)
@@ -175,15 +183,35 @@ def evaluate_tasks(
             pool = docs_of(task, task.fewshot_split, None) if k > 0 else None
             docs = docs_of(task, task.eval_split, limit)
             r = score_task(
-                model, task, docs, pool, k, batch_size=batch_size, seed=fewshot_seed, bootstrap_iters=bootstrap_iters,
-                keep_prompts=keep_prompts, share_context=share_context, progress=progress,
+                model,
+                task,
+                docs,
+                pool,
+                k,
+                batch_size=batch_size,
+                seed=fewshot_seed,
+                bootstrap_iters=bootstrap_iters,
+                keep_prompts=keep_prompts,
+                share_context=share_context,
+                progress=progress,
             )
-            log.info("%s %d-shot: acc %.4f over %d docs (%.1f requests/s)", name, k, r.acc, r.n_docs,
-                     r.n_requests / max(r.seconds, 1e-9))
+            log.info(
+                "%s %d-shot: acc %.4f over %d docs (%.1f requests/s)",
+                name,
+                k,
+                r.acc,
+                r.n_docs,
+                r.n_requests / max(r.seconds, 1e-9),
+            )
             results.append(r)
     settings = {
-        "tasks": list(tasks), "num_fewshot": list(num_fewshot), "limit": limit, "batch_size": batch_size,
-        "fewshot_seed": fewshot_seed, "bootstrap_iters": bootstrap_iters, "max_length": model.max_length,
+        "tasks": list(tasks),
+        "num_fewshot": list(num_fewshot),
+        "limit": limit,
+        "batch_size": batch_size,
+        "fewshot_seed": fewshot_seed,
+        "bootstrap_iters": bootstrap_iters,
+        "max_length": model.max_length,
         "data": str(folder.root),
     }
     return EvalResults(model.name, results, settings)

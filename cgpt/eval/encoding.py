@@ -74,8 +74,10 @@ class HFEncoder:
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         if self._adds_specials:
-            return [self.tokenizer.encode(t, add_special_tokens=not t.startswith(self._prefix_text), verbose=False)
-                    for t in texts]
+            return [
+                self.tokenizer.encode(t, add_special_tokens=not t.startswith(self._prefix_text), verbose=False)
+                for t in texts
+            ]
         out: list[list[int]] = []
         for i in range(0, len(texts), _BATCH):
             out.extend(self.tokenizer(list(texts[i : i + _BATCH]), verbose=False)["input_ids"])

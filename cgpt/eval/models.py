@@ -152,8 +152,13 @@ def _dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def cgpt_eval_model(
-    model: GPT, tokenizer: Any, *, name: str = "cgpt", device: str | torch.device = "cpu",
-    dtype: str = "float32", max_length: int | None = None,
+    model: GPT,
+    tokenizer: Any,
+    *,
+    name: str = "cgpt",
+    device: str | torch.device = "cpu",
+    dtype: str = "float32",
+    max_length: int | None = None,
 ) -> EvalModel:
     """An in-memory cgpt model and its ``tokenizers.Tokenizer`` (what a pipeline stage holds)."""
     dev = torch.device(device) if isinstance(device, torch.device) else resolve_device(device)
@@ -209,8 +214,9 @@ def _cgpt_tokenizer(model_dir: Path, info: dict[str, Any], explicit: Path | None
     return tok, path
 
 
-def _load_cgpt(model_dir: Path, tokenizer: Path | None, device: torch.device, dtype: str,
-               max_length: int | None) -> EvalModel:
+def _load_cgpt(
+    model_dir: Path, tokenizer: Path | None, device: torch.device, dtype: str, max_length: int | None
+) -> EvalModel:
     from cgpt.train.checkpoint import load_model_dir
 
     cfg, state, info = load_model_dir(model_dir)
@@ -226,8 +232,9 @@ def _hf_is_mup(config: dict[str, Any]) -> bool:
     return isinstance(mc, dict) and mc.get("parameterization") == "mup"
 
 
-def _load_hf(folder: Path, tokenizer: Path | None, device: torch.device, dtype: str,
-             max_length: int | None) -> EvalModel:
+def _load_hf(
+    folder: Path, tokenizer: Path | None, device: torch.device, dtype: str, max_length: int | None
+) -> EvalModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -236,7 +243,8 @@ def _load_hf(folder: Path, tokenizer: Path | None, device: torch.device, dtype: 
         raise CgptError(f"{folder / 'config.json'}:{exc.lineno}: invalid JSON ({exc.msg})") from None
     if config.get("model_type") != "gpt2":
         raise CgptError(
-            f"{folder}: model_type is {config.get('model_type')!r}; only GPT2LMHeadModel folders are supported")
+            f"{folder}: model_type is {config.get('model_type')!r}; only GPT2LMHeadModel folders are supported"
+        )
     tok_dir = Path(tokenizer) if tokenizer is not None else folder
     try:
         tok = AutoTokenizer.from_pretrained(str(tok_dir))
@@ -271,4 +279,3 @@ def load_eval_model(
         f"{p}: not a model: expected a run folder (runs/<name>), a cgpt model folder ({MODEL_DIR_CONFIG}) "
         "or a Hugging Face folder (config.json)"
     )
-

@@ -34,8 +34,12 @@ def card_preset_for(shape: ModelShape | None) -> str | None:
         m = preset.model
         if not name.startswith("cerebras-") or name.endswith("-mup") != shape.mup:
             continue
-        if (m.n_layer, m.d_model, m.n_head, m.vocab_size) == (shape.n_layer, shape.d_model, shape.n_head,
-                                                                shape.vocab_size):
+        if (m.n_layer, m.d_model, m.n_head, m.vocab_size) == (
+            shape.n_layer,
+            shape.d_model,
+            shape.n_head,
+            shape.vocab_size,
+        ):
             return name
     return None
 
@@ -44,8 +48,10 @@ def card_rows(preset: str) -> dict[int, CardRow]:
     """The card's 0- and 5-shot rows for a ``cerebras-<size>[-mup]`` preset name."""
     found = size_of_preset(preset)
     if found is None:
-        raise CgptError(f"--compare-to {preset!r}: expected cerebras-<size> or cerebras-<size>-mup, "
-                        "size one of 111m, 256m, 590m, 1.3b, 2.7b, 6.7b, 13b (muP up to 2.7b)")
+        raise CgptError(
+            f"--compare-to {preset!r}: expected cerebras-<size> or cerebras-<size>-mup, "
+            "size one of 111m, 256m, 590m, 1.3b, 2.7b, 6.7b, 13b (muP up to 2.7b)"
+        )
     size, mup = found
     return {k: card_row(size, mup=mup, shots=k) for k in (0, 5)}
 
@@ -97,7 +103,8 @@ def format_table(df: pd.DataFrame) -> str:
     """Markdown, accuracies to 3 decimals (the card's precision), differences signed."""
     shown = pd.DataFrame(
         [[_cell(str(row), c, v) for c, v in zip(df.columns, values)] for row, values in zip(df.index, df.to_numpy())],
-        index=df.index, columns=df.columns,
+        index=df.index,
+        columns=df.columns,
     )
     align = ("left",) + ("right",) * len(shown.columns)
     return shown.to_markdown(disable_numparse=True, colalign=align)
