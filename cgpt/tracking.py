@@ -208,6 +208,11 @@ class Tracker:
                 self.client.set_model_version_tag(registered_model, str(info.registered_model_version), k, v)
         return info.model_id
 
+    def log_table(self, data: Any, artifact_file: str) -> None:
+        """A pandas DataFrame as an MLflow table artifact (the UI shows it as a table)."""
+        if self.enabled:
+            self.client.log_table(self.run_id, data=data, artifact_file=artifact_file)
+
     def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None:
         if self.enabled:
             self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)

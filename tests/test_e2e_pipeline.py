@@ -30,15 +30,44 @@ def project(built_project: Path, tmp_path: Path) -> Path:
 def test_repro_writes_finite_metrics_and_learns(project):
     m = metrics(project)
     ev = m["runs/default/eval_metrics.json"]
+    up = json.loads((project / "runs/default/eval/upstream.json").read_text())
     vocab = json.loads((project / "data/tokens/index.json").read_text())["vocab_size"]
     for split in ("val", "test"):
-        assert math.isfinite(ev[split]["loss"]) and ev[split]["tokens"] > 0
-    assert ev["val"]["loss"] < 0.5 * math.log(vocab), ev
+        assert math.isfinite(up[split]["loss"]) and up[split]["tokens"] > 0
+        assert ev[f"{split}_xent"] == up[split]["loss"]
+        assert up[split]["per_subset"]["Templates"]["tokens"] == up[split]["tokens"]  # the corpus' one subset
+    assert ev["val_xent"] < 0.5 * math.log(vocab), ev
     tm = m["runs/default/train_metrics.json"]
     assert tm["steps"] == 60 and tm["tokens_seen"] == 60 * 8 * 64
     assert m["runs/default/timing.json"]["tokens_per_s"] > 0
     assert m["metrics/clean.json"]["total"]["documents_out"] == 60
     assert m["metrics/clean.json"]["per_source"]["Templates"]["documents_in"] == 60
+
+
+def test_downstream_tasks_score_every_document(project):
+    """The card's seven tasks at 0 and 5 shots on the fixture documents: one DVC metric row per shot count
+    and metric, every document's scores kept, the card's table in markdown."""
+    m = metrics(project)
+    fixture = Path(__file__).parent / "fixtures" / "eval"
+    for shots in (0, 5):
+        acc = m[f"runs/default/eval_{shots}shot_acc.json"]
+        assert set(acc) == {"HS", "PIQA", "WG", "LAMB", "ARC-e", "ARC-c", "OBQA", "avg"}
+        assert all(0.0 <= v <= 1.0 for v in acc.values())
+        assert acc["avg"] == pytest.approx(sum(v for k, v in acc.items() if k != "avg") / 7)
+        assert set(m[f"runs/default/eval_{shots}shot_acc_norm.json"]) == {"HS", "PIQA", "ARC-e", "ARC-c", "OBQA"}
+    samples = project / "runs/default/eval/samples"
+    for task, split in [("hellaswag", "validation"), ("lambada_openai", "test"), ("arc_easy", "test")]:
+        docs = len((fixture / task / f"{split}.jsonl").read_text().splitlines())
+        assert len((samples / f"{task}_5shot.jsonl").read_text().splitlines()) == docs
+    results = json.loads((project / "runs/default/eval/results.json").read_text())
+    assert {(r["task"], r["num_fewshot"]) for r in results["results"]} == {
+        (t, k) for t in ("hellaswag", "piqa", "winogrande", "lambada_openai", "arc_easy", "arc_challenge",
+                         "openbookqa") for k in (0, 5)}  # fmt: skip
+    assert all("seconds" not in r for r in results["results"])  # the same model gives the same bytes
+    table = (project / "runs/default/eval/results.md").read_text()
+    assert "0-shot" in table or "0shot" in table
+    card = (project / "runs/default/hf/README.md").read_text()
+    assert "| **average** | 0 |" in card and "lambada_openai" in card
 
 
 def test_export_matches_native_model(project):
@@ -68,6 +97,7 @@ def test_mlflow_run_holds_curves_metrics_and_export(project):
     mlrun = client.get_run(run_id)
     curves = {"loss", "lr", "grad_norm", "tokens_per_s", "val_loss"}
     summary = {"eval/val.loss", "eval/test.loss", "export/max_abs_logit_diff", "train/tokens_seen"}
+    summary |= {"eval/downstream.hellaswag.0shot.acc_norm", "eval/downstream.lambada_openai.5shot.perplexity"}
     assert curves | summary <= set(mlrun.data.metrics)
     logged_steps = [m.step for m in client.get_metric_history(run_id, "loss")]
     assert logged_steps == list(range(10, 61, 10))  # one point per logged step (train.log_interval: 10)
@@ -98,7 +128,7 @@ def test_the_export_is_a_registered_mlflow_model_that_loads_and_generates(projec
     text = generator("The king", max_new_tokens=8, do_sample=False)[0]["generated_text"]
     assert text.startswith("The king") and len(text) > len("The king")
     model = client.get_logged_model(version.source.removeprefix("models:/"))  # the version's source: the logged model
-    assert {m.key for m in model.metrics} >= {"eval/val.loss", "export/max_abs_logit_diff"}
+    assert {m.key for m in model.metrics} >= {"eval/val_xent", "eval/0shot_acc.avg", "export/max_abs_logit_diff"}
     card = (project / "runs/default/hf/README.md").read_text()
     assert card.startswith("---\nlanguage:") and "## Training data and procedure" in card
     assert "60 optimizer steps of 8 sequences x 64 tokens" in card and "| val |" in card

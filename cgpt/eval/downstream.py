@@ -66,6 +66,13 @@ def score_task(
     flat = [(d, pair) for d, pairs in enumerate(per_doc) for pair in pairs]
     encoded = encode_pairs(model.encoder, [pair for _, pair in flat])
     token_requests = [TokenRequest(ctx, cont, group=d) for (d, _), (ctx, cont) in zip(flat, encoded)]
+    for (d, _), req in zip(flat, token_requests):
+        if len(req.continuation) > model.max_length:  # the harness asserts; say which document and what to do
+            raise DataError(
+                f"{task.name} {num_fewshot}-shot, document {docs[d].index}: an answer of {len(req.continuation)} "
+                f"tokens does not fit the model's context of {model.max_length} tokens (lm-evaluation-harness "
+                "refuses it too); leave the task out (evaluate.tasks) or evaluate a model with a longer context"
+            )
     scores = score_requests(
         model.scorer,
         token_requests,

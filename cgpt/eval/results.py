@@ -80,17 +80,21 @@ class EvalResults:
     def shots(self) -> list[int]:
         return sorted({r.num_fewshot for r in self.tasks})
 
-    def summary_json(self) -> dict[str, Any]:
-        return {"model": self.model, "settings": self.settings, "results": [r.summary_json() for r in self.tasks]}
+    def summary_json(self, timings: bool = True) -> dict[str, Any]:
+        """``timings=False`` leaves out the seconds each task took, so the same model gives the same bytes."""
+        rows = [r.summary_json() for r in self.tasks]
+        if not timings:
+            rows = [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+        return {"model": self.model, "settings": self.settings, "results": rows}
 
     def flat_metrics(self, prefix: str = "downstream") -> dict[str, float]:
         """``{"<prefix>.<task>.<k>shot.<metric>": value}`` for every task and shot count (MLflow, DVC metrics)."""
         return {f"{prefix}.{r.task}.{r.num_fewshot}shot.{k}": v for r in self.tasks for k, v in r.metrics().items()}
 
-    def save(self, out_dir: Path) -> None:
+    def save(self, out_dir: Path, timings: bool = True) -> None:
         """``results.json`` (summary) and ``samples/<task>_<k>shot.jsonl`` (one line per document)."""
         out_dir = Path(out_dir)
-        write_json_atomic(out_dir / "results.json", self.summary_json())
+        write_json_atomic(out_dir / "results.json", self.summary_json(timings))
         for r in self.tasks:
             lines = "".join(json.dumps(d.to_json(), ensure_ascii=False) + "\n" for d in r.docs)
             write_text_atomic(out_dir / "samples" / f"{r.task}_{r.num_fewshot}shot.jsonl", lines)

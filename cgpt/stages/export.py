@@ -20,7 +20,7 @@ from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig
 from cgpt.stages.data_stats import file_digest
 from cgpt.stages.project import Project
-from cgpt.tracking import RUN_FILE, finishing, numeric_items, open_model_run, provenance_tags
+from cgpt.tracking import RUN_FILE, finishing, open_model_run, provenance_tags
 from cgpt.train.checkpoint import load_model_dir
 from cgpt.train.schedule import tokens_seen
 
@@ -42,6 +42,23 @@ def default_prompt(tokenizer_json: Path, probe: np.ndarray, words: int = 3) -> s
     return " ".join(text.split()[:words]) or text[:16]
 
 
+def downstream_facts(summary: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[int, float]]:
+    """The card's rows from ``eval/results.json``, and the 7-task mean acc per shot count (all seven present)."""
+    from cgpt.card import TASKS
+
+    rows = [
+        {"task": r["task"], "shots": int(r["num_fewshot"]), "acc": r["acc"], "acc_norm": r.get("acc_norm"),
+         "n": r.get("n_docs")}
+        for r in summary.get("results", [])
+    ]  # fmt: skip
+    average: dict[int, float] = {}
+    for shots in sorted({row["shots"] for row in rows}):
+        accs = {row["task"]: row["acc"] for row in rows if row["shots"] == shots}
+        if set(TASKS) <= set(accs):
+            average[shots] = sum(accs[t] for t in TASKS) / len(TASKS)
+    return rows, average
+
+
 def card_facts(project: Project, params: Params, cfg: ModelConfig, sample: str) -> CardFacts:
     """What the model card says, from the files the earlier stages wrote."""
     run_dir = project.run_dir(params.train.run_name)
@@ -51,7 +68,12 @@ def card_facts(project: Project, params: Params, cfg: ModelConfig, sample: str) 
         read(project.metrics / "tokenize.json"),
         read(run_dir / "train_metrics.json"),
     )
-    evals = read(run_dir / "eval_metrics.json")
+    upstream = {
+        split: {k: m[k] for k in ("loss", "perplexity", "tokens") if k in m}
+        for split, m in read(run_dir / "eval" / "upstream.json").items()
+        if isinstance(m, dict)
+    }
+    downstream, average = downstream_facts(read(run_dir / "eval" / "results.json"))
     tp = params.tokenize.tokenizer
     tokenizer = (
         f"a byte-level BPE trained on the corpus, vocabulary {cfg.vocab_size:,}"
@@ -82,7 +104,9 @@ def card_facts(project: Project, params: Params, cfg: ModelConfig, sample: str) 
         precision=params.train.precision,
         license=params.export.license,
         folder=f"runs/{params.train.run_name}/hf",  # relative: the card must not name this machine
-        upstream={k: v for k, v in evals.items() if k in ("val", "test") and isinstance(v, dict)},
+        upstream=upstream,
+        downstream=downstream,
+        downstream_average=average,
         sample=sample,
     )
 
@@ -113,7 +137,8 @@ def run(project: Project, params: Params | None = None) -> dict[str, Any]:
         if prompt is None:  # the opening words of real text from this corpus, not a fixed prompt
             prompt = default_prompt(tokens / "tokenizer.json", probe)
         text = sample_text(folder, prompt, params.export.sample_tokens) if params.export.sample_tokens else ""
-        card = model_card(card_facts(project, params, cfg, text))
+        facts = card_facts(project, params, cfg, text)
+        card = model_card(facts)
         (folder / "README.md").write_text(card, encoding="utf-8")
     hf_dir = run_dir / "hf"
     print(f"exported {hf_dir}: max |logit difference| vs cgpt = {diff:.2e}")
@@ -126,9 +151,9 @@ def run(project: Project, params: Params | None = None) -> dict[str, Any]:
     with finishing(tracker):
         tracker.log_metrics({f"export/{k}": float(v) for k, v in metrics.items()}, step=int(info["step"]))
         tracker.log_text(text, "sample.txt")
-        model_metrics = {
-            f"eval/{k}": v for k, v in numeric_items(read_json_if_valid(run_dir / "eval_metrics.json") or {}).items()
-        }
+        # the eval numbers the card shows, as the registered version's metrics
+        model_metrics = {f"eval/{split}_xent": float(m["loss"]) for split, m in facts.upstream.items() if "loss" in m}
+        model_metrics |= {f"eval/{shots}shot_acc.avg": avg for shots, avg in facts.downstream_average.items()}
         tracker.log_hf_model(
             hf_dir,
             card,
