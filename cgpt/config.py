@@ -27,8 +27,17 @@ from cgpt.data.tokenize.params import TokenizeParams
 from cgpt.errors import ConfigError
 from cgpt.eval.params import EvaluateParams
 from cgpt.export.params import ExportParams
+from cgpt.family.params import FamilyParams, member_sections
 from cgpt.model.params import ModelParams
-from cgpt.presets import PRESETS, ModelConfig, Preset, TrainRecipe
+from cgpt.presets import (
+    MUP_BASE_INIT_STD,
+    MUP_EMBEDDINGS_SCALE,
+    PRESETS,
+    SP_INIT_STD,
+    ModelConfig,
+    Preset,
+    TrainRecipe,
+)
 from cgpt.tracking_params import TrackingParams
 from cgpt.train.params import TrainParams
 
@@ -48,6 +57,7 @@ class Params(BaseModel):
     evaluate: EvaluateParams = EvaluateParams()
     export: ExportParams = ExportParams()
     tracking: TrackingParams = TrackingParams()
+    family: FamilyParams = FamilyParams()
 
     @model_validator(mode="after")
     def _context_fits_positions(self) -> Params:
@@ -66,6 +76,13 @@ class Params(BaseModel):
                     f"evaluate.splits includes {split!r}, but tokenize.split.{split} = 0 and no download source "
                     f"has split: {split}, so that split will be empty; remove it from evaluate.splits"
                 )
+        for name in self.family.members:
+            if name == self.train.run_name:
+                raise ValueError(
+                    f"family.members.{name}: the name is train.run_name's, and both would write runs/{name}/; "
+                    "rename the member or the single model's run"
+                )
+            member_sections(self.family, name, self.train)  # one line naming the member's bad key
         return self
 
     # ---- resolved views -------------------------------------------------------------------
@@ -75,11 +92,13 @@ class Params(BaseModel):
         return PRESETS[self.model.preset]
 
     def build_model_config(self, vocab_size: int) -> ModelConfig:
-        """The preset's shape with overrides applied and the tokenizer's vocabulary size."""
-        overrides = {k: v for k, v in self.model.model_dump(exclude={"preset"}).items() if v is not None}
-        if "d_model" in overrides and "d_ffn" not in overrides:
-            overrides["d_ffn"] = 4 * overrides["d_model"]
-        return replace(self.preset.model, vocab_size=vocab_size, **overrides)
+        """The preset's shape with overrides applied and the tokenizer's vocabulary size.
+
+        Switching an SP preset to ``parameterization: mup`` takes the Cerebras-GPT muP defaults
+        (σ_base 0.08, embeddings x 10, output layers σ_base/√m/√(2L)) unless ``init_std`` /
+        ``embeddings_scale`` say otherwise; switching a muP preset to SP takes the SP ones (σ 0.02,
+        embeddings x 1, output layers σ/√(2L))."""
+        return build_model_config(self.model, vocab_size)
 
     def recipe(self) -> TrainRecipe:
         """The preset's recipe with train.* overrides.
@@ -113,6 +132,25 @@ class Params(BaseModel):
         if t.max_steps is not None or t.batch_size is not None:
             changed["batch_switch"] = None  # a custom length or batch replaces the 13B switch
         return replace(r, **changed)
+
+
+def build_model_config(model: ModelParams, vocab_size: int) -> ModelConfig:
+    """:meth:`Params.build_model_config` for a ``model:`` section (a family member's, too)."""
+    base = PRESETS[model.preset].model
+    overrides = {k: v for k, v in model.model_dump(exclude={"preset", "parameterization"}).items() if v is not None}
+    if "d_model" in overrides and "d_ffn" not in overrides:
+        overrides["d_ffn"] = 4 * overrides["d_model"]
+    kind = model.resolved_parameterization
+    if kind != base.parameterization:
+        mup = kind == "mup"
+        base = replace(
+            base,
+            parameterization=kind,
+            init_std=MUP_BASE_INIT_STD if mup else SP_INIT_STD,
+            embeddings_scale=MUP_EMBEDDINGS_SCALE if mup else 1.0,
+            output_init_std=None,
+        )
+    return replace(base, vocab_size=vocab_size, **overrides)
 
 
 def _format_error(err: dict[str, Any], source: str) -> str:

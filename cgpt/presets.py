@@ -17,8 +17,8 @@ disagree we follow the configs and say so next to the number:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
 
 Parameterization = Literal["sp", "mup"]
 DecayType = Literal["linear", "cosine"]
@@ -28,6 +28,7 @@ MUP_BASE_WIDTH = 256
 MUP_BASE_INIT_STD = 0.08
 MUP_BASE_LR = 6.0e-3
 MUP_EMBEDDINGS_SCALE = 10.0
+SP_INIT_STD = 0.02
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,8 @@ class ModelConfig:
     """Shape and parameterization of one GPT-3-style decoder.
 
     ``output_init_std`` is the init of the "output layers" (attention out-projection and FFN2);
-    ``None`` means the GPT-2 rule ``hidden_init_std / sqrt(2 L)``.
+    ``None`` means the GPT-2 rule ``hidden_init_std / sqrt(2 L)``. ``output_mult`` multiplies the
+    logits on top of muP's 1/m (the "output multiplier" a muP sweep tunes; 1 in the recipe).
     """
 
     n_layer: int
@@ -46,14 +48,23 @@ class ModelConfig:
     n_positions: int = 2048
     layer_norm_eps: float = 1e-5
     parameterization: Parameterization = "sp"
-    init_std: float = 0.02
+    init_std: float = SP_INIT_STD
     output_init_std: float | None = None
     mup_base_width: int = MUP_BASE_WIDTH
     embeddings_scale: float = 1.0
+    output_mult: float = 1.0
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain data (checkpoints, exports, MLflow). ``output_mult`` is written only when
+        it is not 1 (the recipe's), so configs written before it existed still compare equal and resume."""
+        d = asdict(self)
+        if d["output_mult"] == 1.0:
+            del d["output_mult"]
+        return d
 
     @property
     def d_head(self) -> int:
@@ -70,8 +81,8 @@ class ModelConfig:
 
     @property
     def output_logits_scale(self) -> float:
-        """muP multiplies the tied-head logits by 1/m; SP by 1."""
-        return 1.0 / self.width_mult
+        """muP multiplies the tied-head logits by output_mult/m; SP by output_mult (1 in the recipe)."""
+        return self.output_mult / self.width_mult
 
     @property
     def attention_scale(self) -> float:

@@ -28,6 +28,7 @@ PROJECT_FILES = (
     ".gitignore",
     "pyproject.toml",
     "prefect.yaml",
+    "family/points/README.md",  # keeps the folder the scaling stage depends on
 )
 IGNORE = shutil.ignore_patterns("__pycache__", "*.egg-info", "cache", "tmp")
 
@@ -55,6 +56,7 @@ TINY_PARAMS: dict[str, Any] = {
     # the card's seven tasks on a few real documents each (tests/fixtures/eval, copied into the project)
     "evaluate": {"batch_size": 8, "data": "evaldata", "limit": None, "num_fewshot": [0, 5]},
     "export": {"sample_prompt": "The king", "sample_tokens": 12},
+    "family": {"members": {}},  # no family: dvc.yaml's member stage groups are empty (the key must exist)
 }
 
 
@@ -115,6 +117,7 @@ def new_project(root: Path, params: dict[str, Any] | None = None) -> Path:
         if src.is_dir():
             shutil.copytree(src, root / name, ignore=IGNORE)
         elif src.exists():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, root / name)
     make_corpus(root / "corpus" / "templates.jsonl")
     shutil.copytree(REPO / "tests" / "fixtures" / "eval", root / "evaldata")

@@ -33,7 +33,6 @@ Rules, each a one-line :class:`~cgpt.errors.CgptError` when broken:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
@@ -112,7 +111,7 @@ def hf_config_dict(cfg: ModelConfig, *, eos_token_id: int, dtype: torch.dtype = 
         "dtype": _DTYPE_NAMES[dtype],
         "torch_dtype": _DTYPE_NAMES[dtype],  # transformers < 5 reads this name
         "task_specific_params": {"text-generation": {"do_sample": True, "max_length": 50}},
-        "cgpt": {"model_config": dataclasses.asdict(cfg), "folded_mup": is_folded(cfg)},
+        "cgpt": {"model_config": cfg.to_dict(), "folded_mup": is_folded(cfg)},
     }
 
 

@@ -1,6 +1,8 @@
-"""The ``model:`` section of params.yaml: a preset plus optional shape overrides."""
+"""The ``model:`` section of params.yaml: a preset plus optional shape and parameterization overrides."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -8,7 +10,17 @@ from cgpt.presets import PRESETS
 
 
 class ModelParams(BaseModel):
-    """A preset plus optional shape overrides (``null`` keeps the preset's value)."""
+    """A preset plus optional overrides (``null`` keeps the preset's value).
+
+    Shape: ``n_layer``, ``d_model``, ``n_head``, ``d_ffn`` (4·d_model unless given), ``n_positions``.
+    Parameterization (spec sections 1.3/1.4): ``parameterization: mup`` turns any shape into a muP
+    model (embeddings x ``embeddings_scale``, scores QKᵀ/d_head, logits x ``output_mult``/m with
+    m = d_model / ``mup_base_width``, hidden LR x 1/m, init σ_base/√m); the muP hyperparameters
+    default to the Cerebras-GPT ones (σ_base 0.08, base width 256, embeddings x 10, output
+    multiplier 1). ``init_std`` is σ in SP and σ_base in muP. A muP sweep
+    (``flows/mup_sweep.py``) tunes ``init_std``, ``output_mult`` and the LR on a proxy of width
+    ``mup_base_width``.
+    """
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -18,6 +30,11 @@ class ModelParams(BaseModel):
     n_head: int | None = Field(default=None, gt=0)
     d_ffn: int | None = Field(default=None, gt=0)
     n_positions: int | None = Field(default=None, gt=0)
+    parameterization: Literal["sp", "mup"] | None = None
+    init_std: float | None = Field(default=None, gt=0)
+    output_mult: float | None = Field(default=None, gt=0)
+    mup_base_width: int | None = Field(default=None, gt=0)
+    embeddings_scale: float | None = Field(default=None, gt=0)
 
     @field_validator("preset")
     @classmethod
@@ -33,4 +50,13 @@ class ModelParams(BaseModel):
         h = self.n_head or base.n_head
         if d % h:
             raise ValueError(f"n_head = {h}: must divide model.d_model = {d}")
+        if self.resolved_parameterization == "sp" and self.mup_base_width is not None:
+            raise ValueError(
+                f"mup_base_width = {self.mup_base_width}: only used with parameterization: mup "
+                f"(the preset {self.preset} is SP); remove it or set parameterization: mup"
+            )
         return self
+
+    @property
+    def resolved_parameterization(self) -> Literal["sp", "mup"]:
+        return self.parameterization or PRESETS[self.preset].model.parameterization

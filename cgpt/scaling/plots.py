@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib import rc_context
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -36,13 +37,20 @@ def _plain_log_y(ax: Axes) -> None:
     ax.tick_params(axis="y", which="minor", labelsize=7)
 
 
+#: no creation date in the files, and SVG element ids hashed with a fixed salt instead of a random
+#: one: the same figure gives the same bytes (the family's ``scaling`` stage is a DVC stage)
+_METADATA = {"png": {}, "svg": {"Date": None}}
+_RC = {"svg.hashsalt": "cgpt"}
+
+
 def _save(fig: Figure, path_stem: Path) -> list[Path]:
     FigureCanvasAgg(fig)
     path_stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for ext in FORMATS:
         p = path_stem.with_name(f"{path_stem.name}.{ext}")
-        fig.savefig(p, dpi=150, bbox_inches="tight")
+        with rc_context(_RC):
+            fig.savefig(p, dpi=150, bbox_inches="tight", metadata=_METADATA[ext])
         paths.append(p)
     return paths
 

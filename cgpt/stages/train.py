@@ -68,8 +68,9 @@ def config_key(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def run(project: Project, params: Params | None = None) -> TrainResult:
-    """``params``: the project's params.yaml unless given (a family member's derived params)."""
+def run(project: Project, params: Params | None = None, *, tags: dict[str, str] | None = None) -> TrainResult:
+    """``params``: the project's params.yaml unless given (a family member's derived params);
+    ``tags``: extra MLflow tags for the run (a family member's: its parent run)."""
     params = params or project.params()
     run_dir = project.run_dir(params.train.run_name)
     ckpt_dir = run_dir / "checkpoints"
@@ -95,6 +96,7 @@ def run(project: Project, params: Params | None = None) -> TrainResult:
             "cgpt.data.tokens": digest,
             "cgpt.data.runs": ",".join(data_runs),
             **provenance_tags(project.root),
+            **(tags or {}),
         }
     )
     tracker.log_dataset(

@@ -21,7 +21,6 @@ a truncated or altered file (a full disk, a bad copy) makes the checkpoint *dama
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import hashlib
 import json
@@ -67,7 +66,7 @@ class Checkpoint:
 
 
 def model_config_to_dict(cfg: ModelConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    return cfg.to_dict()
 
 
 def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:

@@ -166,12 +166,14 @@ _ARCHITECTURE_KEYS = (
     "parameterization",
     "embeddings_scale",
     "mup_base_width",
+    "output_mult",
 )
 
 
 def same_architecture(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Same function given the same weights (init settings do not matter once weights exist)."""
-    return all(a.get(k) == b.get(k) for k in _ARCHITECTURE_KEYS)
+    defaults = {"output_mult": 1.0}  # absent in configs of earlier versions
+    return all(a.get(k, defaults.get(k)) == b.get(k, defaults.get(k)) for k in _ARCHITECTURE_KEYS)
 
 
 def set_aside_incompatible(ckpt_dir: Path, setup: RunSetup) -> bool:

@@ -1,0 +1,35 @@
+"""Stage ``scaling``: the family's law from every member's point, each member's forecast from the
+smaller ones, the table and the plots (:mod:`cgpt.family.scaling`), and the same on the family's
+MLflow parent run (:mod:`cgpt.family.tracking`).
+
+With fewer than two members (``family.members: {}``: no family) it writes outputs that say so and
+succeeds, so a single-model project's ``dvc repro`` is unaffected (dvc.yaml cannot make a stage
+conditional on params)."""
+
+from __future__ import annotations
+
+from cgpt.family.members import family_members, vocab_size_for
+from cgpt.family.runs import open_family_run
+from cgpt.family.scaling import SCALING_DIR, compute, write_empty, write_outputs
+from cgpt.family.tracking import record_family
+from cgpt.stages.project import Project
+from cgpt.tracking import finishing
+
+
+def run(project: Project) -> dict[str, object]:
+    params = project.params()
+    members = family_members(params, vocab_size_for(params, project.tokens), project.root)
+    if len(members) < 2:  # no family (members: {}): the stage stays, so dvc.yaml need not change
+        write_empty(project.root, len(members))
+        print(f"scaling: {len(members)} family member(s) in params.yaml, nothing to fit (family.members)")
+        return {"fit": None, "flagged": []}
+    result = compute(project.root, params, [m.name for m in members])
+    write_outputs(project.root, params, result)
+    print(f"law ({result.fit.form}, {result.fit.n_points} members): {result.fit.equation()}")
+    for outcome in result.outcomes:
+        print(outcome.line())
+    parent = open_family_run(project.root, params)
+    with finishing(parent):
+        record_family(project.root, parent, params, result, {m.name: m.describe() for m in members})
+        parent.log_artifacts(project.root / SCALING_DIR, "scaling")
+    return {"fit": result.fit.to_dict(), "flagged": [o.name for o in result.flagged]}
