@@ -56,13 +56,19 @@ from flows.data_shards import sharded_clean_flow, sharded_tokenize_flow  # noqa:
 RETRIED_STAGES = {"download": 3}
 
 
+#: dvc.yaml's model-family stages (``member-*`` foreach groups and ``scaling``): flows/family.py runs
+#: them, member by member; this flow is the single model's pipeline
+FAMILY_STAGES = ("member-train", "member-evaluate", "member-export", "scaling")
+
+
 def stage_names(project: Path) -> list[str]:
-    """Stage names in dvc.yaml order (written in dependency order)."""
+    """The single model's stage names in dvc.yaml order (written in dependency order); the family's
+    stages are left to flows/family.py."""
     spec = yaml.safe_load((project / "dvc.yaml").read_text())
-    return list(spec["stages"])
+    return [name for name in spec["stages"] if name not in FAMILY_STAGES]
 
 
-def _dvc(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def dvc(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """``dvc <args>`` in ``project`` with this interpreter's folder first on PATH, so the ``python``
     of dvc.yaml's commands is the one running the flow (a worker's flow-run process need not have
     the venv activated)."""
@@ -79,7 +85,7 @@ def _dvc(project: Path, *args: str, env: dict[str, str] | None = None) -> subpro
     )
 
 
-def _stream(proc: subprocess.Popen[str], what: str) -> list[str]:
+def stream(proc: subprocess.Popen[str], what: str) -> list[str]:
     """Log ``proc``'s output line by line (progress bars' carriage returns split too); the lines,
     or RuntimeError when it fails."""
     logger = get_run_logger()
@@ -95,7 +101,8 @@ def _stream(proc: subprocess.Popen[str], what: str) -> list[str]:
     return lines
 
 
-def _stages_run(lines: list[str]) -> list[str]:
+def stages_run(lines: list[str]) -> list[str]:
+    """The stages DVC ran, from its log: 'ran' vs 'up to date' is what the flows report per stage."""
     return [line.split("'")[1] for line in lines if line.startswith("Running stage '")]
 
 
@@ -109,8 +116,8 @@ def _missing_flag(allow_missing: bool) -> list[str]:
 def reproduce_stage(stage: str, project: str, force: bool = False, allow_missing: bool = False) -> str:
     """Run one DVC stage, streaming its log; returns 'ran' or 'up to date'."""
     args = ["repro", "--single-item", stage] + (["--force"] if force else []) + _missing_flag(allow_missing)
-    lines = _stream(_dvc(Path(project), *args), f"dvc repro {stage}")
-    return "ran" if _stages_run(lines) else "up to date"
+    lines = stream(dvc(Path(project), *args), f"dvc repro {stage}")
+    return "ran" if stages_run(lines) else "up to date"
 
 
 @task(task_run_name="dvc exp run {set_params}")
@@ -136,11 +143,11 @@ def run_experiment(
     args += (["--name", exp_name] if exp_name else []) + (["--force"] if force else []) + _missing_flag(allow_missing)
     args += list(stages or [])
     env = {"MLFLOW_TRACKING_URI": tracking_uri(Path(project))}
-    lines = _stream(_dvc(Path(project), *args, env=env), "dvc exp run")
+    lines = stream(dvc(Path(project), *args, env=env), "dvc exp run")
     names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Ran experiment(s):")]
     if not names:  # DVC 3.67 exits 0 without recording the experiment in a shallow git clone
         raise RuntimeError("dvc exp run recorded no experiment (in a shallow clone, run `git fetch --unshallow` first)")
-    return {"name": names[-1], "ran": _stages_run(lines)}
+    return {"name": names[-1], "ran": stages_run(lines)}
 
 
 def stage_is_stale(project: Path, stage: str) -> bool:
@@ -252,7 +259,7 @@ def pipeline(
     check_options(set_params, clean_shards, tokenize_shards)
     names = stages or stage_names(root)
     if set_params:
-        exp = run_experiment(str(root), list(set_params), exp_name, stages, force, allow_missing)
+        exp = run_experiment(str(root), list(set_params), exp_name, names, force, allow_missing)
         outcome = {s: "ran" if s in exp["ran"] else "up to date" for s in names}
         table = experiment_markdown(str(root), exp["name"])
         title, section = f"cgpt experiment {exp['name']}", f"## {exp['name']} against the workspace\n\n{table}"
