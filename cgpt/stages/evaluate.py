@@ -15,6 +15,7 @@ Timings go apart, to ``eval_timing.json``.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ import torch
 from cgpt.card import TASKS
 from cgpt.config import Params
 from cgpt.data.tokens import open_split, read_subsets
+from cgpt.errors import DataError
+from cgpt.eval.params import EvaluateParams
 from cgpt.eval.xent import cross_entropy
 from cgpt.faults import fault_point
 from cgpt.fsutil import atomic_dir, write_json_atomic, write_text_atomic
@@ -62,27 +65,53 @@ def upstream(project: Project, params: Params, model: GPT, seq_len: int) -> dict
     return out
 
 
-def downstream(project: Project, params: Params, model: GPT, info: dict[str, Any]):
-    """The card's tasks (None when ``evaluate.tasks`` is empty)."""
+def available_tasks(ev: EvaluateParams) -> tuple[list[str], dict[str, str]]:
+    """The tasks whose data can be had (fetched into the cache now), and why each other one cannot.
+
+    With ``missing_tasks: error`` the first unavailable task stops the stage (one line)."""
+    from cgpt.eval.downstream import prepare_data
+
+    ok, missing = [], {}
+    for task in ev.tasks:
+        try:
+            prepare_data([task], ev.num_fewshot, ev.data, ev.cache_dir, data_sources=ev.data_sources,
+                         strict_fewshot=ev.strict_fewshot)  # fmt: skip
+            ok.append(task)
+        except DataError as exc:
+            if ev.missing_tasks == "error":
+                raise
+            missing[task] = str(exc)
+            print(f"warning: {task} skipped, its data is unavailable: {exc}", file=sys.stderr)
+    return ok, missing
+
+
+def downstream(project: Project, params: Params, model: GPT) -> tuple[Any, dict[str, str]]:
+    """The card's tasks (None when ``evaluate.tasks`` is empty or none can be had), and the skipped ones."""
     from tokenizers import Tokenizer
 
     from cgpt.eval.downstream import evaluate_tasks
     from cgpt.eval.models import cgpt_eval_model
 
     ev = params.evaluate
-    if not ev.tasks:
-        return None
+    tasks, missing = available_tasks(ev)
+    if not tasks:
+        return None, missing
     tokenizer = Tokenizer.from_file(str(project.tokens / "tokenizer.json"))
     eval_model = cgpt_eval_model(model, tokenizer, name=params.train.run_name, device="cpu")
-    return evaluate_tasks(
+    results = evaluate_tasks(
         eval_model,
-        ev.tasks,
+        tasks,
         ev.num_fewshot,
         limit=ev.resolved_limit(params.model.preset),
         batch_size=ev.downstream_batch_size,
         data=ev.data,
         cache_dir=ev.cache_dir,
+        data_sources=ev.data_sources,
+        strict_fewshot=ev.strict_fewshot,
     )
+    if missing:
+        results.settings["skipped_tasks"] = missing
+    return results, missing
 
 
 def downstream_rows(results: Any) -> dict[str, dict[str, float]]:
@@ -126,7 +155,18 @@ def results_frame(results: Any, up: dict[str, Any], preset: str) -> pd.DataFrame
     return df
 
 
-def write_outputs(run_dir: Path, up: dict[str, Any], results: Any, df: pd.DataFrame) -> dict[str, Any]:
+def table_notes(results: Any, missing: dict[str, str]) -> list[str]:
+    """The table's footnotes: few-shot fallbacks, and tasks left out because their data was unavailable."""
+    from cgpt.eval.table import table_notes as fallback_notes
+
+    notes = fallback_notes(results) if results is not None else []
+    notes += [f"{task} not evaluated, its data was unavailable: {why}" for task, why in missing.items()]
+    return notes
+
+
+def write_outputs(
+    run_dir: Path, up: dict[str, Any], results: Any, df: pd.DataFrame, notes: list[str]
+) -> dict[str, Any]:
     """Everything evaluate writes (atomically per file; ``eval/`` as one folder)."""
     from cgpt.eval.table import format_table
 
@@ -135,7 +175,7 @@ def write_outputs(run_dir: Path, up: dict[str, Any], results: Any, df: pd.DataFr
     with atomic_dir(run_dir / "eval") as tmp:
         write_json_atomic(tmp / "upstream.json", safe_keys(up))
         write_text_atomic(tmp / "results.csv", df.to_csv())
-        write_text_atomic(tmp / "results.md", format_table(df) + "\n" + subset_table(up))
+        write_text_atomic(tmp / "results.md", format_table(df, notes) + "\n" + subset_table(up))
         if results is not None:
             results.save(tmp, timings=False)  # results.json, samples/
     for name, row in rows.items():
@@ -170,14 +210,15 @@ def run(project: Project, params: Params | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     up = upstream(project, params, model, int(info["seq_len"]))
     t1 = time.perf_counter()
-    results = downstream(project, params, model, info)
+    results, missing = downstream(project, params, model)
     t2 = time.perf_counter()
     df = results_frame(results, up, params.model.preset)
-    written = write_outputs(run_dir, up, results, df)
+    notes = table_notes(results, missing)
+    written = write_outputs(run_dir, up, results, df, notes)
     if results is not None:
         from cgpt.eval.table import format_table
 
-        print(format_table(df))
+        print(format_table(df, notes))
     write_json_atomic(run_dir / "eval_timing.json", {"upstream_seconds": t1 - t0, "downstream_seconds": t2 - t1})
     metrics = {
         **written["headline"],

@@ -118,13 +118,14 @@ def _write_results(project: Project, params: Params, setup: RunSetup, result: Tr
         "run_name": params.train.run_name,
         "step": result.summary.steps,
         "seq_len": setup.recipe.seq_len,
+        "params": setup.model_config.num_params(),
         "tokenizer_sha256": setup.tokenizer_sha256,
     }
     save_model_dir(run_dir / "model", result.model.state_dict(), setup.model_config, meta)
     if (ckpt_dir / RUN_FILE).exists():
         shutil.copy(ckpt_dir / RUN_FILE, run_dir / RUN_FILE)
     metrics = result.summary.to_json()
-    write_json_atomic(run_dir / "train_metrics.json", metrics)
+    write_json_atomic(run_dir / "train_metrics.json", result.summary.metrics_file())
     for name, columns in PLOT_COLUMNS.items():
         write_plot_csv(run_dir / "plots" / name, result.history, columns)
     write_plot_csv(run_dir / "plots" / "speed.csv", result.speed, SPEED_COLUMNS)

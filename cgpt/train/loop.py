@@ -116,11 +116,19 @@ class TrainSummary:
     train_loss: float
     val_loss: float
 
+    #: what ``train_metrics.json`` (a DVC metric) holds: few keys, so ``dvc metrics show`` stays narrow
+    #: (the parameter count is in the model's ``cgpt_model.json``, the last validation in the curves)
+    METRIC_KEYS = ("steps", "tokens_seen", "train_loss")
+
     def to_json(self) -> dict[str, Any]:
         return {
             k: (None if isinstance(v, float) and not math.isfinite(v) else v)
             for k, v in dataclasses.asdict(self).items()
         }
+
+    def metrics_file(self) -> dict[str, Any]:
+        full = self.to_json()
+        return {k: full[k] for k in self.METRIC_KEYS}
 
 
 @dataclass
