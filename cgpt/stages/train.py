@@ -1,15 +1,21 @@
 """Stage train: ``data/tokens/`` -> ``runs/<run_name>/`` (checkpoints [persist], model/, metrics, plots).
 
 Files written beside the declared outputs (not DVC outputs, since they differ between two runs of
-the same configuration): ``timing.json`` (wall time and tokens/s over the whole training, every
-session of a resumed run), ``plots/speed.csv`` (tokens/s per logged step) and ``mlflow_run.json``
-(the MLflow run that trained ``model/``, which evaluate and export log into).
+the same configuration): ``timing.json`` (wall time, tokens/s and MFU over the whole training,
+every session of a resumed run), ``plots/speed.csv`` (tokens/s per logged step) and
+``mlflow_run.json`` (the MLflow run that trained ``model/``, which evaluate and export log into).
+
+Distributed (``train.distributed.strategy: ddp|fsdp``): run as the stage command, this function
+launches the ranks (:mod:`cgpt.train.launch`) and waits; inside a rank (``RANK`` set, by that
+launcher or by torchrun/srun) it trains this rank's share. Rank 0 alone opens the MLflow run,
+shows progress, and writes model/ (gathered once), metrics, plots and ``timing.json``.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,53 +24,104 @@ from cgpt.config import Params
 from cgpt.fsutil import write_json_atomic
 from cgpt.runtime import graceful_stop
 from cgpt.stages.project import Project
-from cgpt.tracking import RUN_FILE, Tracker, finishing, open_model_run
+from cgpt.tracking import RUN_FILE, Tracker, disabled, finishing, open_model_run
 from cgpt.train.checkpoint import model_config_to_dict, save_model_dir
+from cgpt.train.distributed import SINGLE, DistContext, in_launched_rank, start_rank
+from cgpt.train.launch import launch, needs_launch
 from cgpt.train.loop import RunSetup, TrainResult, run_speed, setup_from_params, train
 
 PLOT_COLUMNS = {
     "train.csv": ["step", "loss", "lr", "grad_norm"],
     "val.csv": ["step", "val_loss"],
 }
-SPEED_COLUMNS = ["step", "tokens_per_s", "flops_per_s"]
+SPEED_COLUMNS = ["step", "tokens_per_s", "flops_per_s", "mfu"]
 
 
-def write_plot_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """The rows that have every column, as a CSV for ``dvc plots`` (written atomically)."""
+def write_plot_csv(
+    path: Path, rows: list[dict[str, Any]], columns: list[str], required: list[str] | None = None
+) -> None:
+    """The rows that have every ``required`` column (default: all), as a CSV for ``dvc plots``
+    (written atomically; a missing optional column is left empty)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
+    need = columns if required is None else required
     with open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
-        w.writerows(r for r in rows if all(c in r for c in columns))
+        w.writerows(r for r in rows if all(c in r for c in need))
     tmp.replace(path)
 
 
-def run(project: Project) -> TrainResult:
+def run(project: Project) -> TrainResult | None:
+    """Train (one process, or this rank's share); in the stage process of a ddp/fsdp run, launch
+    the ranks instead and return None when they are done."""
     params = project.params()
+    dp = params.train.distributed
+    if needs_launch(dp):
+        setup = setup_from_params(params, project.tokens)  # data and device checked before any rank starts
+        launch(project, params, setup)
+        return None
+    ctx, device = SINGLE, None
+    if in_launched_rank():
+        ctx, device = start_rank(dp.strategy, dp.backend, params.train.device, params.train.threads)
+    try:
+        return _train(project, params, ctx, device)
+    finally:
+        ctx.close()
+
+
+def _train(project: Project, params: Params, ctx: DistContext, device: str | None) -> TrainResult:
+    if not ctx.is_main:
+        logging.getLogger().setLevel(logging.ERROR)  # rank 0 speaks for the job
     run_dir = project.run_dir(params.train.run_name)
     ckpt_dir = run_dir / "checkpoints"
-    setup = setup_from_params(params, project.tokens)
-    tracker = open_model_run(
-        project.root, params.tracking, params.train.run_name, ckpt_dir / RUN_FILE, key=setup.fingerprint_key()
-    )
-    recipe = {k: v for k, v in dataclasses.asdict(setup.recipe).items() if k != "batch_switch"}
-    tracker.log_params(
-        {
-            "model": params.model.model_dump(),
-            "train": params.train.model_dump(),
-            "resolved.model": model_config_to_dict(setup.model_config),
-            "resolved.recipe": recipe,
-        }
-    )
-    tracker.set_tags({"cgpt.preset": params.model.preset, "cgpt.run_name": params.train.run_name})
-    with finishing(tracker), graceful_stop("training") as stop_requested:
-        result = train(setup, project.tokens, run_dir, tracker=tracker, stop_requested=stop_requested)
-        _write_results(project, params, setup, result, tracker)
+    setup = setup_from_params(params, project.tokens, device)
+    tracker = disabled()
+    if ctx.is_main:
+        tracker = open_model_run(
+            project.root, params.tracking, params.train.run_name, ckpt_dir / RUN_FILE, key=setup.fingerprint_key()
+        )
+        recipe = {k: v for k, v in dataclasses.asdict(setup.recipe).items() if k != "batch_switch"}
+        tracker.log_params(
+            {
+                "model": params.model.model_dump(),
+                "train": params.train.model_dump(),
+                "resolved.model": model_config_to_dict(setup.model_config),
+                "resolved.recipe": recipe,
+                "resolved.distributed": {"strategy": ctx.strategy, "world_size": ctx.world_size},
+            }
+        )
+        tracker.set_tags(
+            {
+                "cgpt.preset": params.model.preset,
+                "cgpt.run_name": params.train.run_name,
+                "cgpt.strategy": ctx.strategy,  # tags follow the latest session (a resume may change them)
+                "cgpt.world_size": str(ctx.world_size),
+            }
+        )
+    try:
+        with finishing(tracker), graceful_stop("training") as stop_requested:
+            result = train(
+                setup,
+                project.tokens,
+                run_dir,
+                tracker=tracker,
+                progress=ctx.is_main,
+                stop_requested=stop_requested,
+                ctx=ctx,
+            )
+            if ctx.is_main:
+                _write_results(project, params, setup, result, tracker, ctx)
+    except KeyboardInterrupt:
+        ctx.barrier()  # the ranks stopped at the same step: wait until rank 0 has closed the MLflow run
+        raise
+    ctx.barrier()  # the job ends when rank 0's outputs are written
     return result
 
 
-def _write_results(project: Project, params: Params, setup: RunSetup, result: TrainResult, tracker: Tracker) -> None:
+def _write_results(
+    project: Project, params: Params, setup: RunSetup, result: TrainResult, tracker: Tracker, ctx: DistContext
+) -> None:
     run_dir = project.run_dir(params.train.run_name)
     ckpt_dir = run_dir / "checkpoints"
     meta = {
@@ -74,15 +131,20 @@ def _write_results(project: Project, params: Params, setup: RunSetup, result: Tr
         "seq_len": setup.recipe.seq_len,
         "tokenizer_sha256": setup.tokenizer_sha256,
     }
-    save_model_dir(run_dir / "model", result.model.state_dict(), setup.model_config, meta)
+    save_model_dir(run_dir / "model", result.state_dict(), setup.model_config, meta)
     if (ckpt_dir / RUN_FILE).exists():
         shutil.copy(ckpt_dir / RUN_FILE, run_dir / RUN_FILE)
     metrics = result.summary.to_json()
     write_json_atomic(run_dir / "train_metrics.json", metrics)
     for name, columns in PLOT_COLUMNS.items():
         write_plot_csv(run_dir / "plots" / name, result.history, columns)
-    write_plot_csv(run_dir / "plots" / "speed.csv", result.speed, SPEED_COLUMNS)
-    timing = {**run_speed(result.speed), "resumed_from_step": result.resumed_from_step}
+    write_plot_csv(run_dir / "plots" / "speed.csv", result.speed, SPEED_COLUMNS, required=SPEED_COLUMNS[:3])
+    timing = {
+        **run_speed(result.speed),
+        "resumed_from_step": result.resumed_from_step,
+        "world_size": ctx.world_size,
+        "strategy": ctx.strategy,
+    }
     write_json_atomic(run_dir / "timing.json", timing)
     tracker.log_metrics(
         {f"train.{k}": float(v) for k, v in {**metrics, **timing}.items() if isinstance(v, (int, float))},
