@@ -62,10 +62,11 @@ def graceful_stop(what: str = "training") -> Iterator[Callable[[], bool]]:
             raise KeyboardInterrupt
         requested.set()
         close_progress_bars()
-        print(
-            f"\n{signal.Signals(signum).name}: stopping {what} at the next step (again to stop at once)",
-            file=sys.stderr,
-        )
+        if os.environ.get("RANK", "0") == "0" and os.environ.get(RANK_ERRORS_ENV) != "file":  # one voice per job
+            print(
+                f"\n{signal.Signals(signum).name}: stopping {what} at the next step (again to stop at once)",
+                file=sys.stderr,
+            )
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -95,7 +95,7 @@ def launch(project: Project, params: Params, setup: RunSetup) -> None:
         world,
         endpoint,
     )
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
+    _quiet_torch_elastic()
     with tempfile.TemporaryDirectory(prefix="cgpt-ranks-") as logs, _forward_signals(), _rank_env():
         config = LaunchConfig(
             min_nodes=dp.nnodes,
@@ -118,6 +118,20 @@ def launch(project: Project, params: Params, setup: RunSetup) -> None:
                 f"rendezvous at {endpoint} failed ({type(exc).__name__}: {str(exc)[:160]}); check that all "
                 f"{dp.nnodes} nodes run with the same train.distributed.rdzv_endpoint and can reach it"
             ) from None
+
+
+def _quiet_torch_elastic() -> None:
+    """torch's agent logs each failed rank at ERROR; the launcher reports the job's failure in one
+    line instead. (A filter, because torch's logging setup may reset these loggers' levels.)"""
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(("torch.distributed.elastic", "torch.distributed.launcher")):
+            logger = logging.getLogger(name)
+            if _drop_all not in logger.filters:
+                logger.addFilter(_drop_all)
+
+
+def _drop_all(record: logging.LogRecord) -> bool:
+    return False
 
 
 @contextmanager

@@ -154,15 +154,20 @@ class MemoryEstimate:
         return self.states + self.gathered + self.activations + self.logits + self.overhead
 
     def describe(self) -> str:
-        parts = [f"weights+grads+AdamW {self.states / GIB:.2f}"]
+        parts = [f"weights+grads+AdamW {size(self.states)}"]
         if self.gathered:
-            parts.append(f"FSDP gathers {self.gathered / GIB:.2f}")
+            parts.append(f"FSDP gathers {size(self.gathered)}")
         parts += [
-            f"activations {self.activations / GIB:.2f}",
-            f"logits {self.logits / GIB:.2f}",
-            f"overhead {self.overhead / GIB:.2f}",
+            f"activations {size(self.activations)}",
+            f"logits {size(self.logits)}",
+            f"overhead {size(self.overhead)}",
         ]
-        return f"~{self.total / GIB:.2f} GiB ({', '.join(parts)})"
+        return f"~{size(self.total)} ({', '.join(parts)})"
+
+
+def size(n: float) -> str:
+    """Bytes as GiB, or MiB below one GiB."""
+    return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / 2**20:.1f} MiB"
 
 
 def _block_params(cfg: ModelConfig) -> int:
