@@ -21,6 +21,7 @@ catch a configuration that cannot fit before any memory is allocated, not to the
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -44,7 +45,7 @@ class Peak:
 
 _NV = "https://www.nvidia.com/en-us/data-center"
 _AMD = "https://www.amd.com/en/products/accelerators/instinct"
-# Most specific names first ("H100 NVL" before "H100", "L40S" before "L40", "A100" before "A10").
+# Most specific names first ("H100 NVL" before "H100"); names match as whole words.
 PEAKS: tuple[Peak, ...] = (
     Peak("GB200", 2.5e15, 1.25e15, 80e12, f"{_NV}/gb200-nvl72/ (per GPU, dense = sparse / 2)"),
     Peak("B200", 2.25e15, 1.1e15, 75e12, f"{_NV}/hgx/ (HGX B200, per GPU, dense = sparse / 2)"),
@@ -74,9 +75,9 @@ PEAK_ENV = "CGPT_PEAK_TFLOPS"
 
 
 def lookup_peak(device_name: str) -> Peak | None:
-    """The :data:`PEAKS` row of a device name as ``torch.cuda.get_device_name`` reports it."""
-    name = device_name.upper()
-    return next((p for p in PEAKS if p.match.upper() in name), None)
+    """The :data:`PEAKS` row of a device name as ``torch.cuda.get_device_name`` reports it (whole
+    words: "A10" is not the A10G, "B200" not the GB200, "H200" not the GH200)."""
+    return next((p for p in PEAKS if re.search(rf"\b{re.escape(p.match)}\b", device_name, re.IGNORECASE)), None)
 
 
 def fp32_matmuls_use_tf32() -> bool:
