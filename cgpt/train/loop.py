@@ -17,12 +17,13 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from cgpt.data.tokens import open_split, read_index
@@ -344,6 +345,44 @@ def _peak_total(device: str, precision: str, ctx: DistContext) -> float | None:
     return None if both[1] > 0 else float(both[0])
 
 
+def train_step(
+    model: nn.Module,
+    train_model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int,
+    micro_batch_size: int | None,
+    grad_clip: float,
+    autocast: AbstractContextManager[Any],
+    ctx: DistContext = SINGLE,
+) -> tuple[torch.Tensor, float]:
+    """One optimizer update on this rank's share ``x, y`` of a global batch of ``batch_size``
+    sequences: (this rank's part of the mean loss, the global gradient norm before clipping).
+
+    Gradient accumulation over micro-batches; windows are full, so the mean of micro-batch means
+    weighted by size is the batch mean. Each micro-batch's loss is weighted by its share of the
+    global batch times the world size, because DDP/FSDP average the ranks' gradients: the result
+    is the single-process gradient of the whole batch (up to the order of fp32 additions).
+    """
+    world = ctx.world_size
+    micro = micro_batch_size or x.shape[0]
+    loss = torch.zeros((), device=x.device)
+    chunks = list(zip(x.split(micro), y.split(micro)))
+    for i, (xs, ys) in enumerate(chunks):
+        weight = xs.shape[0] / batch_size
+        with gradient_sync(train_model, ctx, last=i == len(chunks) - 1):
+            with autocast:
+                _, micro_loss = train_model(xs, ys)
+            (micro_loss * (weight * world)).backward()
+        loss += micro_loss.detach() * weight
+    grad_norm = clip_grad_norm(model, grad_clip, ctx)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss, grad_norm
+
+
 def train(
     setup: RunSetup,
     tokens_dir: Path,
@@ -370,6 +409,12 @@ def train(
     recipe, cfg, device, tp = setup.recipe, setup.model_config, setup.device, setup.train
     total_steps = recipe.optimizer_steps()
     world = ctx.world_size
+    for b in sorted({recipe.batch_size, recipe.batch_switch.batch_size if recipe.batch_switch else recipe.batch_size}):
+        if b % world:  # torchrun/srun chose the world size: params.yaml could not check it
+            raise TrainingError(
+                f"the global batch of {b} sequences does not divide by the world size {world}; every rank takes an "
+                "equal share of each batch: change train.batch_size or the number of processes"
+            )
     ckpt_dir = run_dir / "checkpoints"
     try:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -474,19 +519,18 @@ def train(
         # this rank's contiguous share of the global batch at the sequences consumed so far
         x, y = sampler.rows(sequences_seen(recipe, step), batch_size, part=(ctx.rank, world))
         x, y = x.to(device), y.to(device)
-        micro = tp.micro_batch_size or x.shape[0]
-        loss = torch.zeros((), device=device)
-        chunks = list(zip(x.split(micro), y.split(micro)))
-        for i, (xs, ys) in enumerate(chunks):  # gradient accumulation; windows are full, so the mean of
-            weight = xs.shape[0] / batch_size  # micro-batch means weighted by size is the batch mean
-            with gradient_sync(train_model, ctx, last=i == len(chunks) - 1):
-                with autocast:
-                    _, micro_loss = train_model(xs, ys)
-                (micro_loss * (weight * world)).backward()  # x world: the ranks' gradients are averaged
-            loss += micro_loss.detach() * weight
-        grad_norm = clip_grad_norm(model, recipe.grad_clip, ctx)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss, grad_norm = train_step(
+            model,
+            train_model,
+            optimizer,
+            x,
+            y,
+            batch_size=batch_size,
+            micro_batch_size=tp.micro_batch_size,
+            grad_clip=recipe.grad_clip,
+            autocast=autocast,
+            ctx=ctx,
+        )
         loss_value = float(ctx.all_sum(loss))
         window_time += time.perf_counter() - step_start
         if not math.isfinite(loss_value):

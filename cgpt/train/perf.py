@@ -84,10 +84,11 @@ def fp32_matmuls_use_tf32() -> bool:
     return bool(torch.backends.cuda.matmul.allow_tf32) or torch.get_float32_matmul_precision() != "highest"
 
 
-def cpu_matmul_probe(dtype: torch.dtype = torch.float32, n: int = 512, seconds: float = 0.3) -> float:
+def cpu_matmul_probe(dtype: torch.dtype = torch.float32, n: int = 1024, seconds: float = 0.45) -> float:
     """FLOP/s that ``torch.mm`` of two n x n matrices reaches on this process's CPU threads: the
     best of three timed rounds of ``seconds / 3`` after a warm-up. No random numbers are drawn
-    (the training RNG stays untouched)."""
+    (the training RNG stays untouched). n = 1024 keeps several threads busy long enough between
+    their synchronisations that a core shared with other work does not stall the whole probe."""
     a = torch.full((n, n), 0.5, dtype=dtype)
     b = torch.full((n, n), 0.25, dtype=dtype)
     out = torch.empty((n, n), dtype=dtype)
