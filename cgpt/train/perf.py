@@ -27,9 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
+from cgpt.family_table import BYTES_BF16_MIXED, BYTES_FP32, GIB
 from cgpt.presets import ModelConfig
-
-GIB = 2**30
 
 
 @dataclass(frozen=True)
@@ -191,7 +190,7 @@ def estimate_memory(
     """Peak bytes per rank for training ``cfg`` with ``micro_batch`` sequences of ``seq_len`` per pass."""
     n = cfg.num_params()
     bf16 = precision == "bf16"
-    state_bytes = 16 + (2 if bf16 else 0)  # fp32 weights 4 + grads 4 + Adam m, v 8 (+ bf16 weight copies 2)
+    state_bytes = BYTES_BF16_MIXED if bf16 else BYTES_FP32  # the family table's (cgpt presets): 18 and 16
     shards = world_size if strategy == "fsdp" else 1
     states = n * state_bytes / shards
     gathered = 0.0
