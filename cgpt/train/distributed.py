@@ -277,7 +277,6 @@ def _build_fsdp(
         torch.manual_seed(seed)
         full = GPT(cfg).state_dict()  # on the CPU: the values one process would start from
     set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
-    torch.manual_seed(seed)
     return model, model
 
 
