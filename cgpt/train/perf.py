@@ -83,27 +83,24 @@ def fp32_matmuls_use_tf32() -> bool:
     return bool(torch.backends.cuda.matmul.allow_tf32) or torch.get_float32_matmul_precision() != "highest"
 
 
-def cpu_matmul_probe(dtype: torch.dtype = torch.float32, n: int = 1024, seconds: float = 0.45) -> float:
+def cpu_matmul_probe(dtype: torch.dtype = torch.float32, n: int = 1024, seconds: float = 0.4) -> float:
     """FLOP/s that ``torch.mm`` of two n x n matrices reaches on this process's CPU threads: the
-    best of three timed rounds of ``seconds / 3`` after a warm-up. No random numbers are drawn
-    (the training RNG stays untouched). n = 1024 keeps several threads busy long enough between
-    their synchronisations that a core shared with other work does not stall the whole probe."""
+    fastest of the single products timed during ``seconds`` (at least 5), after a warm-up. The
+    fastest, because a core shared with other work slows some products down but never speeds one
+    up. No random numbers are drawn (the training RNG stays untouched)."""
     a = torch.full((n, n), 0.5, dtype=dtype)
     b = torch.full((n, n), 0.25, dtype=dtype)
     out = torch.empty((n, n), dtype=dtype)
     torch.mm(a, b, out=out)
-    flops = 2.0 * n**3
-    best = 0.0
-    for _ in range(3):
-        reps, start = 0, time.perf_counter()
-        while True:
-            torch.mm(a, b, out=out)
-            reps += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds / 3:
-                break
-        best = max(best, flops * reps / elapsed)
-    return best
+    best = float("inf")
+    start = time.perf_counter()
+    reps = 0
+    while reps < 5 or time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter() - t0)
+        reps += 1
+    return 2.0 * n**3 / best
 
 
 def peak_flops(device: str, precision: str) -> tuple[float | None, str]:
