@@ -1,4 +1,5 @@
-"""The ``cgpt`` command: one subcommand per pipeline stage, plus generate, presets, import-hf, check, summary, scaling.
+"""The ``cgpt`` command: one subcommand per pipeline stage, plus generate, presets, import-hf, check, summary, scaling,
+eval.
 
 Stage subcommands call the same functions ``dvc repro`` runs (:mod:`cgpt.stages`) on the project
 given by ``--project`` (default: the current directory), without DVC's bookkeeping (use
@@ -89,6 +90,12 @@ def _scaling(args: argparse.Namespace) -> None:
     run(args)
 
 
+def _eval(args: argparse.Namespace) -> None:
+    from cgpt.eval.command import run_eval
+
+    run_eval(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cgpt", description="Cerebras-GPT recipe pipeline")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -117,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cgpt.scaling.arguments import add_arguments as add_scaling_arguments
 
     add_scaling_arguments(sub.add_parser("scaling", help="fit scaling laws: the card's (--card) or your points"))
+    from cgpt.eval.command import add_eval_parser
+
+    add_eval_parser(sub)
     return ap
 
 
@@ -132,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         "check": _check,
         "summary": _summary,
         "scaling": _scaling,
+        "eval": _eval,
     }
     run_main(lambda: handlers[args.command](args))
 

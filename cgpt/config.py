@@ -11,7 +11,9 @@ span sections and the resolved views (the model shape, the recipe) every stage s
 
 from __future__ import annotations
 
+import copy
 import re
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ from cgpt.model.params import ModelParams
 from cgpt.presets import PRESETS, ModelConfig, Preset, TrainRecipe
 from cgpt.tracking_params import TrackingParams
 from cgpt.train.params import TrainParams
+
+PARAMS_FILE = "params.yaml"
 
 
 class Params(BaseModel):
@@ -162,8 +166,7 @@ def parse_params(raw: dict[str, Any] | None, source: str = "params.yaml", root: 
         raise ConfigError(line) from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    path = Path(path)
+def _read_raw(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         raise ConfigError(f"{path}: no such params file (run from the project root, or pass --params)")
     try:
@@ -174,4 +177,122 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (download, clean, ...), got {type(raw).__name__}")
-    return parse_params(raw, str(path), root=path.resolve().parent)
+    return raw
+
+
+def load_params(path: str | Path = "params.yaml", set_params: Sequence[str] = ()) -> Params:
+    """Read and validate a params file, with ``dvc exp run -S`` style ``set_params`` applied first
+    (see :func:`apply_overrides`), so an experiment's parameters are checked before DVC runs it."""
+    path = Path(path)
+    raw = _read_raw(path)
+    source = str(path)
+    if set_params:
+        raw = apply_overrides(raw, set_params)
+        source = f"{path} with set_params"
+    return parse_params(raw, source, root=path.resolve().parent)
+
+
+# ---- dvc exp run -S ---------------------------------------------------------------------------
+
+
+def _parse_override(text: str) -> Any:
+    """One ``[params.yaml:][+|++|~]key[=value]`` as Hydra parses it (DVC's ``-S`` grammar)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    file, sep, rest = text.partition(":") if ":" in text.partition("=")[0] else ("", "", text)
+    if sep and file != PARAMS_FILE:
+        raise ConfigError(f"set_params: {text!r}: cgpt's parameters live in {PARAMS_FILE}, not {file}")
+    try:
+        (override,) = OverridesParser.create().parse_overrides([rest])
+    except HydraException as exc:
+        detail = str(exc).splitlines()[-1].strip() if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"set_params: {text!r} is not key=value, +key=value or ~key ({detail})") from None
+    key = override.key_or_group
+    if override.package is not None or not key or "" in key.split(".") or "/" in key:
+        raise ConfigError(f"set_params: {text!r}: expected a dotted params key such as train.lr")
+    if override.is_sweep_override():
+        raise ConfigError(f"set_params: {text!r} is a sweep; give one value (one flow run is one experiment)")
+    return override
+
+
+def _lookup(data: Any, parts: list[str]) -> tuple[bool, Any]:
+    for part in parts:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return False, None
+    return True, data
+
+
+def _merge(old: Any, new: Any) -> Any:
+    """Hydra's merge of an override value: mappings merge key by key, anything else replaces."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return {**old, **{k: _merge(old.get(k), v) for k, v in new.items()}}
+    return copy.deepcopy(new)
+
+
+def _assign(data: dict[str, Any], parts: list[str], value: Any, text: str) -> None:
+    node: Any = data
+    for part in parts[:-1]:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if not isinstance(node.get(part), (dict, list)):
+                node[part] = {}
+            node = node[part]
+        else:
+            raise ConfigError(f"set_params: {text!r}: {'.'.join(parts)} does not name a key of {PARAMS_FILE}")
+    last = parts[-1]
+    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        node[int(last)] = _merge(node[int(last)], value)
+    elif isinstance(node, dict):
+        node[last] = _merge(node.get(last), value)
+    else:
+        raise ConfigError(f"set_params: {text!r}: {'.'.join(parts)} does not name a key of {PARAMS_FILE}")
+
+
+def apply_overrides(raw: dict[str, Any] | None, overrides: Sequence[str]) -> dict[str, Any]:
+    """``raw`` (a params mapping, not changed) with ``dvc exp run -S`` overrides applied, as DVC
+    will write them into params.yaml (:func:`dvc_overrides`): ``key=value`` and ``++key=value`` set
+    a key, even one params.yaml leaves at its default; ``+key=value`` adds a key that is not set;
+    ``~key`` removes one (back to cgpt's default). Values follow Hydra's grammar, as in DVC:
+    ``1e-3`` is a float, ``null`` is None, ``[1,2]`` a list, ``'1'`` a string.
+
+    Only the mapping is computed here; validating it is :func:`parse_params`'s job.
+    """
+    data = copy.deepcopy(raw) if raw else {}
+    for text in overrides:
+        override = _parse_override(text)
+        parts = override.key_or_group.split(".")
+        value = override.value()
+        found, current = _lookup(data, parts)
+        if override.is_delete():
+            if current is None:  # Hydra treats a null value as absent too
+                raise ConfigError(f"set_params: {text!r}: {override.key_or_group} is not set in {PARAMS_FILE}")
+            if value is not None and value != current:
+                raise ConfigError(f"set_params: {text!r}: {override.key_or_group} is {current!r}, not {value!r}")
+            parent = _lookup(data, parts[:-1])[1]
+            del parent[int(parts[-1]) if isinstance(parent, list) else parts[-1]]
+        elif override.is_add() and current is not None and not isinstance(value, (dict, list)):
+            raise ConfigError(
+                f"set_params: {text!r}: {override.key_or_group} is already set "
+                f"(to {current!r}); drop the + to change it"
+            )
+        else:
+            _assign(data, parts, value, text)
+    return data
+
+
+def dvc_overrides(overrides: Sequence[str]) -> list[str]:
+    """The ``-S`` arguments for ``dvc exp run``: a plain ``key=value`` becomes ``++key=value``
+    (DVC refuses to set a key params.yaml does not spell out, and most of cgpt's keys are optional;
+    cgpt's validator has already refused misspelt ones), ``params.yaml:`` prefixes are dropped."""
+    out = []
+    for text in overrides:
+        override = _parse_override(text)
+        rest = text.partition(":")[2] if ":" in text.partition("=")[0] else text
+        out.append(f"++{rest}" if override.type.name == "CHANGE" else rest)
+    return out

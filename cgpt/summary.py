@@ -36,11 +36,12 @@ def summary_rows(project: Project) -> list[tuple[str, str]]:
     run = project.run_dir(params.train.run_name)
     clean, tok = _read(project.metrics / "clean.json"), _read(project.metrics / "tokenize.json")
     train, timing = _read(run / "train_metrics.json"), _read(run / "timing.json")
-    ev, ex = _read(run / "eval_metrics.json"), _read(run / "export_metrics.json")
+    ev, ex = _read(run / "eval" / "upstream.json"), _read(run / "export_metrics.json")
     rows: list[tuple[str, str]] = []
     model = f"{params.train.run_name} ({params.model.preset}"
-    if train.get("params"):
-        model += f", {_millions(train['params'])} params"
+    n_params = _read(run / "model" / "cgpt_model.json").get("params")
+    if n_params:
+        model += f", {_millions(n_params)} params"
     rows.append(("model", model + ")"))
     if clean or tok:
         parts = []
@@ -73,6 +74,12 @@ def summary_rows(project: Project) -> list[tuple[str, str]]:
             losses.append(f"{split} {ev[split]['loss']:.3f} (ppl {ev[split]['perplexity']:.1f})")
     if losses:
         rows.append(("loss", ", ".join(losses) + " nats/token"))
+    for shots in (0, 5):  # the card's mean over its 7 tasks; the tasks one by one when some were left out
+        row = _read(run / f"eval_{shots}shot_acc.json")
+        if row.get("avg") is not None:
+            rows.append((f"{shots}-shot acc", f"{row['avg']:.3f} (mean of the card's 7 tasks)"))
+        elif row:
+            rows.append((f"{shots}-shot acc", ", ".join(f"{k} {v:.3f}" for k, v in row.items())))
     if ex:
         rows.append(("export", f"{run / 'hf'} (max |logit diff| vs cgpt {ex['max_abs_logit_diff']:.1e})"))
     sample = run / "sample.txt"

@@ -7,14 +7,23 @@
   train opens it (:func:`open_model_run`) and records its id in ``mlflow_run.json`` beside the
   checkpoints and the model; evaluate and export log into the same run, so the run holds the
   curves, the evaluation and the exported folder.
-* Data stages log their statistics as one run each in ``<experiment>-data``.
+* Data stages log their statistics as one run each in ``<experiment>-data``, timed from the start
+  of their work, tagged with the digest of what they produced; a model run links to the data runs
+  that made its tokens (a dataset input and a tag).
+* Experiments are created as MLflow 3 "custom model development" experiments (tag
+  ``mlflow.experimentKind``), so the UI opens on runs and charts, not on GenAI traces.
 * Metrics are buffered and sent with ``log_batch`` (one request per flush, not one per value).
+* Names: training curves have no prefix (``loss``, ``val_loss``, ``lr``...), so the UI draws them
+  first; one-off summary numbers live in sections (``eval/...``, ``export/...``, ``train/...``).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
+import subprocess
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -26,6 +35,7 @@ from cgpt.fsutil import read_json, write_json_atomic
 from cgpt.tracking_params import TrackingParams
 
 RUN_FILE = "mlflow_run.json"
+log = logging.getLogger(__name__)
 
 
 def tracking_uri(root: Path) -> str:
@@ -33,12 +43,15 @@ def tracking_uri(root: Path) -> str:
 
 
 def flatten(d: dict[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """``{"a": {"b": 1}, "c": [{"d": 2}]}`` -> ``{"a.b": 1, "c.0.d": 2}``: lists are indexed (never a
+    Python repr), ``None`` (an unset override) is left out."""
     out: dict[str, Any] = {}
-    for k, v in d.items():
+    items = enumerate(d) if isinstance(d, list) else d.items()
+    for k, v in items:
         key = f"{prefix}{sep}{k}" if prefix else str(k)
-        if isinstance(v, dict):
+        if isinstance(v, (dict, list)) and v:
             out.update(flatten(v, key, sep))
-        else:
+        elif v is not None and v != {} and v != []:
             out[key] = v
     return out
 
@@ -76,6 +89,7 @@ class Tracker:
         self._flush_every = flush_every
         self._flush_seconds = flush_seconds
         self._last_flush = time.monotonic()
+        self._system: Any = None
 
     @property
     def enabled(self) -> bool:
@@ -122,6 +136,83 @@ class Tracker:
             return {}
         return {k: max((m.step for m in self.client.get_metric_history(self.run_id, k)), default=-1) for k in keys}
 
+    def log_dataset(self, name: str, digest: str, source: Path, profile: dict[str, Any], context: str) -> None:
+        """Record a dataset this run used (MLflow's dataset inputs: the UI lists them per run)."""
+        if not self.enabled:
+            return
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(
+            name=name, digest=digest, source_type="local", source=json.dumps({"uri": str(source)}),
+            profile=json.dumps(profile, sort_keys=True),
+        )  # fmt: skip
+        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+
+    def start_system_metrics(self, *, resume: bool) -> None:
+        """CPU, memory, disk (and GPU, with nvidia-ml-py installed) every 10 s, under ``system/``."""
+        if not self.enabled or self._system is not None:
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        try:
+            self._system = SystemMetricsMonitor(
+                self.run_id, resume_logging=resume, tracking_uri=self.client.tracking_uri
+            )
+            self._system.start()
+        except Exception as exc:  # monitoring is a nicety: never a reason for training to fail
+            log.warning("system metrics are off (%s)", exc)
+            self._system = None
+
+    def log_hf_model(
+        self,
+        folder: Path,
+        card: str,
+        *,
+        registered_model: str | None,
+        metrics: dict[str, float],
+        tags: dict[str, str],
+    ) -> str | None:
+        """Log an exported Hugging Face folder as an MLflow 3 logged model (the ``transformers`` flavor,
+        so ``mlflow.transformers.load_model("models:/<name>/<version>")`` gives a text-generation
+        pipeline and ``mlflow models serve`` serves it), with the model card, ``metrics`` attached to the
+        model, and a new version of ``registered_model`` tagged with ``tags``. Returns the model id."""
+        if not self.enabled:
+            return None
+        import mlflow
+        import tokenizers
+        import torch
+        import transformers
+        from huggingface_hub import ModelCard
+        from transformers import pipeline
+
+        mlflow.set_tracking_uri(self.client.tracking_uri)
+        generator = pipeline("text-generation", model=str(folder), device="cpu")
+        # explicit requirements: the flavor's own guess imports packages this project does not use
+        requirements = [f"torch=={torch.__version__.split('+')[0]}", f"transformers=={transformers.__version__}",
+                        f"tokenizers=={tokenizers.__version__}", "safetensors"]  # fmt: skip
+        with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
+            info = mlflow.transformers.log_model(
+                transformers_model=generator,
+                name="model",
+                model_card=ModelCard(card),
+                pip_requirements=requirements,
+                registered_model_name=registered_model,
+                tags=tags,
+            )
+            if metrics:
+                mlflow.log_metrics(
+                    {k: float(v) for k, v in metrics.items() if math.isfinite(v)}, model_id=info.model_id
+                )
+        if registered_model and info.registered_model_version is not None:
+            for k, v in tags.items():
+                self.client.set_model_version_tag(registered_model, str(info.registered_model_version), k, v)
+        return info.model_id
+
+    def log_table(self, data: Any, artifact_file: str) -> None:
+        """A pandas DataFrame as an MLflow table artifact (the UI shows it as a table)."""
+        if self.enabled:
+            self.client.log_table(self.run_id, data=data, artifact_file=artifact_file)
+
     def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None:
         if self.enabled:
             self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
@@ -131,6 +222,9 @@ class Tracker:
             self.client.log_text(self.run_id, text, artifact_file)
 
     def finish(self, status: str = "FINISHED") -> None:
+        if self._system is not None:
+            self._system.finish()
+            self._system = None
         if self.enabled:
             self.flush()
             self.client.set_terminated(self.run_id, status=status)
@@ -168,14 +262,27 @@ def _client(root: Path) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def _experiment_id(client: Any, name: str, root: Path) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get("mlflow.experimentKind") is None:  # created by an older cgpt: open it on runs too
+            for k, v in EXPERIMENT_KIND.items():
+                client.set_experiment_tag(exp.experiment_id, k, v)
         return exp.experiment_id
-    artifact_location = None
-    if tracking_uri(root).startswith("sqlite:"):
-        artifact_location = (root / "mlartifacts").resolve().as_uri()
-    return client.create_experiment(name, artifact_location=artifact_location)
+    return client.create_experiment(name, artifact_location=artifact_location(tracking_uri(root)), tags=EXPERIMENT_KIND)
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment of a sqlite store keeps its artifacts: ``mlartifacts`` beside the
+    database file (``<project>/mlartifacts`` for the default store), also when a run happens
+    elsewhere, e.g. in the temporary copy of ``dvc exp run --temp`` with ``MLFLOW_TRACKING_URI``
+    naming the project's store. Other stores (a tracking server) decide for themselves: None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
 
 
 def disabled() -> Tracker:
@@ -202,7 +309,7 @@ def open_model_run(
             client.update_run(run.info.run_id, status="RUNNING")
             return Tracker(client, run.info.run_id)
     exp_id = _experiment_id(client, tracking.experiment, root)
-    run = client.create_run(exp_id, run_name=run_name, tags={"cgpt.kind": "model"})
+    run = client.create_run(exp_id, run_name=run_name, tags={"cgpt.kind": "model", **provenance_tags(root)})
     record = {"run_id": run.info.run_id, "experiment": tracking.experiment, "tracking_uri": tracking_uri(root)}
     if key is not None:
         record["key"] = key
@@ -233,21 +340,80 @@ def _read_marker(marker: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) and isinstance(info.get("run_id"), str) else None
 
 
-def stage_run(root: Path, tracking: TrackingParams, stage: str) -> Tracker:
-    """A fresh run in ``<experiment>-data`` for one data-stage execution."""
+def stage_run(
+    root: Path,
+    tracking: TrackingParams,
+    stage: str,
+    *,
+    started: float | None = None,
+    tags: dict[str, str] | None = None,
+) -> Tracker:
+    """A fresh run in ``<experiment>-data`` for one data-stage execution (``started``: when its work began)."""
     if not tracking.enabled:
         return disabled()
     client = _client(root)
     exp_id = _experiment_id(client, f"{tracking.experiment}-data", root)
-    run = client.create_run(exp_id, run_name=stage, tags={"cgpt.kind": "data", "cgpt.stage": stage})
+    start_ms = int((started if started is not None else time.time()) * 1000)
+    tags = {"cgpt.kind": "data", "cgpt.stage": stage, **provenance_tags(root), **(tags or {})}
+    run = client.create_run(exp_id, run_name=stage, start_time=start_ms, tags=tags)
     return Tracker(client, run.info.run_id)
 
 
 def publish_stage_stats(
-    root: Path, tracking: TrackingParams, stage: str, section: dict[str, Any], stats: dict[str, Any]
+    root: Path,
+    tracking: TrackingParams,
+    stage: str,
+    section: dict[str, Any],
+    stats: dict[str, Any],
+    *,
+    started: float | None = None,
+    digest: str | None = None,
 ) -> None:
-    """Log one data-stage execution: its params section and its numeric statistics."""
-    tracker = stage_run(root, tracking, stage)
+    """Log one data-stage execution: its params section, its numeric statistics, and (``digest``) the
+    version of what it produced, which model runs use to find the data runs behind their tokens."""
+    tags = {DATA_DIGEST_TAG: digest} if digest else {}
+    tracker = stage_run(root, tracking, stage, started=started, tags=tags)
     tracker.log_params({stage: section})
     tracker.log_metrics(numeric_items(stats))
     tracker.finish()
+
+
+DATA_DIGEST_TAG = "cgpt.data.digest"
+
+
+def data_runs_for(root: Path, tracking: TrackingParams, digest: str) -> list[str]:
+    """Ids of the data-stage runs (newest first) that produced output with this digest."""
+    if not tracking.enabled:
+        return []
+    client = _client(root)
+    exp = client.get_experiment_by_name(f"{tracking.experiment}-data")
+    if exp is None:
+        return []
+    runs = client.search_runs(
+        [exp.experiment_id], f"tags.`{DATA_DIGEST_TAG}` = '{digest}'", order_by=["start_time DESC"]
+    )
+    return [r.info.run_id for r in runs]
+
+
+def provenance_tags(root: Path) -> dict[str, str]:
+    """Where a run's code and configuration came from: the git commit (MLflow's own tag, shown in the UI),
+    whether the work tree had changes, and the DVC experiment when run under ``dvc exp run``."""
+    tags: dict[str, str] = {}
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True,
+            timeout=30, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", ""
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        tags["cgpt.git.dirty"] = "true" if dirty else "false"
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    if os.environ.get("DVC_EXP_BASELINE_REV"):
+        tags["dvc.baseline_rev"] = os.environ["DVC_EXP_BASELINE_REV"]
+    return tags

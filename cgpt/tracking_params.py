@@ -10,3 +10,5 @@ class TrackingParams(BaseModel):
 
     enabled: bool = True
     experiment: str = Field(default="cgpt", min_length=1)
+    system_metrics: bool = True  # CPU/memory/disk (GPU with nvidia-ml-py) of training runs, under system/
+    registered_model: str | None = Field(default="cgpt", min_length=1)  # each export is a new version; null: none

@@ -1,13 +1,24 @@
-"""Prefect flow: the DVC pipeline as one task per stage.
+"""Prefect flow: the DVC pipeline as one task per stage, or as one DVC experiment.
 
 Each task asks DVC to reproduce exactly one stage (``dvc repro --single-item <stage>``), so stages
 that are up to date are skipped and ``dvc.lock`` stays the truth whether you ran ``dvc repro`` or
 this flow. The stage's output is streamed into the Prefect log, downloads retry, and the flow ends
-with a markdown artifact holding ``dvc metrics show --md``.
+with a markdown artifact holding the run's summary (``cgpt summary``).
 
-    python flows/pipeline.py                       # run once (Prefect's ephemeral local server)
-    python flows/pipeline.py --serve --cron "0 3 * * *"   # a served deployment on a schedule
+    python flows/pipeline.py                       # run once in this project (Prefect's ephemeral local server)
+    python flows/pipeline.py -S train.lr=0.001 -S train.max_steps=400 --exp-name lr-1e-3   # one DVC experiment
+    python flows/pipeline.py --serve --cron "0 3 * * *"   # the quick path: a served deployment on a schedule
     python flows/pipeline.py --clean-shards 8 --shard-runner dask --dask-address tcp://host:8786
+
+The standard way is ``prefect.yaml`` at the project root (``prefect deploy --all``, then ``prefect
+worker start --pool cgpt-process``): see docs/deployments.md. ``project`` defaults to the working
+directory, which on a worker is the folder the pull step entered, so no path of one machine is
+baked into a deployment.
+
+With ``set_params`` (``-S``) the whole pipeline runs as one DVC experiment, ``dvc exp run --temp
+-S key=value ...``, in a temporary copy of the project: the workspace (params.yaml, outputs,
+checkpoints) is left as it is, and the experiment shows up in ``dvc exp show``. The overrides are
+validated with params.yaml before DVC starts, so a typo stops the flow with cgpt's one line.
 
 With ``clean_shards > 1`` (``tokenize_shards > 1``) a stale clean (tokenize) stage is fanned out
 as parallel Prefect tasks (flows/data_shards.py: threads, processes or a Dask cluster); the merged
@@ -23,6 +34,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +44,15 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline ma
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
-from cgpt.config import load_params  # noqa: E402
-from cgpt.errors import CgptError  # noqa: E402
+from cgpt.config import dvc_overrides, load_params  # noqa: E402
+from cgpt.errors import CgptError, ConfigError  # noqa: E402
 from cgpt.runtime import fail  # noqa: E402
 from cgpt.stages.data_stats import publish_data_stats  # noqa: E402
-from cgpt.stages.project import Project  # noqa: E402
+from cgpt.stages.project import PARAMS_FILE, Project  # noqa: E402
+from cgpt.summary import summary_markdown, summary_rows  # noqa: E402
+from cgpt.tracking import tracking_uri  # noqa: E402
 from flows.data_shards import sharded_clean_flow, sharded_tokenize_flow  # noqa: E402
 
-PROJECT = Path(__file__).resolve().parents[1]
 RETRIED_STAGES = {"download": 3}
 
 
@@ -49,12 +62,16 @@ def stage_names(project: Path) -> list[str]:
     return list(spec["stages"])
 
 
-def _dvc(project: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "TQDM_MININTERVAL": "5", "PYTHONUNBUFFERED": "1"}
+def _dvc(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """``dvc <args>`` in ``project`` with this interpreter's folder first on PATH, so the ``python``
+    of dvc.yaml's commands is the one running the flow (a worker's flow-run process need not have
+    the venv activated)."""
+    full = {**os.environ, "TQDM_MININTERVAL": "5", "PYTHONUNBUFFERED": "1", **(env or {})}
+    full["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full.get('PATH', '')}"
     return subprocess.Popen(
         [sys.executable, "-m", "dvc", *args],
         cwd=project,
-        env=env,
+        env=full,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -62,22 +79,68 @@ def _dvc(project: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
-@task(task_run_name="dvc repro {stage}")
-def reproduce_stage(stage: str, project: str, force: bool = False) -> str:
-    """Run one DVC stage, streaming its log; returns 'ran' or 'up to date'."""
+def _stream(proc: subprocess.Popen[str], what: str) -> list[str]:
+    """Log ``proc``'s output line by line (progress bars' carriage returns split too); the lines,
+    or RuntimeError when it fails."""
     logger = get_run_logger()
-    args = ["repro", "--single-item", stage] + (["--force"] if force else [])
-    proc = _dvc(Path(project), *args)
-    ran = False
+    lines = []
     assert proc.stdout is not None
     for raw in proc.stdout:
         for line in re.split(r"[\r\n]+", raw):
             if line.strip():
                 logger.info(line.rstrip())
-                ran = ran or line.startswith("Running stage")
+                lines.append(line.rstrip())
     if proc.wait() != 0:
-        raise RuntimeError(f"dvc repro {stage} failed with exit status {proc.returncode} (see the log above)")
-    return "ran" if ran else "up to date"
+        raise RuntimeError(f"{what} failed with exit status {proc.returncode} (see the log above)")
+    return lines
+
+
+def _stages_run(lines: list[str]) -> list[str]:
+    return [line.split("'")[1] for line in lines if line.startswith("Running stage '")]
+
+
+def _missing_flag(allow_missing: bool) -> list[str]:
+    """DVC's ``--allow-missing``: a stage whose only change is a missing output (a fresh clone after
+    ``dvc pull`` has no ``runs/<name>/checkpoints``: they are never cached) is up to date."""
+    return ["--allow-missing"] if allow_missing else []
+
+
+@task(task_run_name="dvc repro {stage}")
+def reproduce_stage(stage: str, project: str, force: bool = False, allow_missing: bool = False) -> str:
+    """Run one DVC stage, streaming its log; returns 'ran' or 'up to date'."""
+    args = ["repro", "--single-item", stage] + (["--force"] if force else []) + _missing_flag(allow_missing)
+    lines = _stream(_dvc(Path(project), *args), f"dvc repro {stage}")
+    return "ran" if _stages_run(lines) else "up to date"
+
+
+@task(task_run_name="dvc exp run {set_params}")
+def run_experiment(
+    project: str,
+    set_params: list[str],
+    exp_name: str | None,
+    stages: list[str] | None,
+    force: bool,
+    allow_missing: bool = False,
+) -> dict[str, Any]:
+    """``dvc exp run --temp -S ...``: the pipeline as one DVC experiment in a temporary copy of the
+    project, its log streamed; returns the experiment's name and the stages it ran.
+
+    The copy holds what git tracks (plus DVC outputs of the baseline commit), so the persisted,
+    uncached checkpoints of earlier runs are not there: training starts from step 0, as it should
+    for changed hyperparameters. MLflow is pointed at the project's store (unless
+    MLFLOW_TRACKING_URI names one), or the run would vanish with the copy.
+    """
+    args = ["exp", "run", "--temp"]
+    for override in dvc_overrides(set_params):
+        args += ["--set-param", override]
+    args += (["--name", exp_name] if exp_name else []) + (["--force"] if force else []) + _missing_flag(allow_missing)
+    args += list(stages or [])
+    env = {"MLFLOW_TRACKING_URI": tracking_uri(Path(project))}
+    lines = _stream(_dvc(Path(project), *args, env=env), "dvc exp run")
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Ran experiment(s):")]
+    if not names:  # DVC 3.67 exits 0 without recording the experiment in a shallow git clone
+        raise RuntimeError("dvc exp run recorded no experiment (in a shallow clone, run `git fetch --unshallow` first)")
+    return {"name": names[-1], "ran": _stages_run(lines)}
 
 
 def stage_is_stale(project: Path, stage: str) -> bool:
@@ -104,8 +167,9 @@ def _sharded_stage(project: Path, stage: str, n_shards: int, run_flow) -> str:
     if not stage_is_stale(project, stage):
         return "up to date"
     proj = Project.at(project)
+    started = time.time()
     stats = run_flow(str(proj.params_file))
-    publish_data_stats(proj, proj.params(), stage, stats)
+    publish_data_stats(proj, proj.params(), stage, stats, started=started)
     commit_stage(stage, str(project))
     return f"ran in {n_shards} shards"
 
@@ -135,9 +199,16 @@ def sharded_tokenize(project: Path, n_shards: int, runner: str, dask_address: st
 
 
 @task
-def metrics_markdown(project: str) -> str:
+def summary_table(project: str) -> str:
+    """The run at a glance (``cgpt summary`` as markdown): short enough to read in the artifact."""
+    return summary_markdown(summary_rows(Project.at(project)))
+
+
+@task
+def experiment_markdown(project: str, exp_name: str) -> str:
+    """The experiment against the workspace: the params and metrics that differ."""
     out = subprocess.run(
-        [sys.executable, "-m", "dvc", "metrics", "show", "--md"],
+        [sys.executable, "-m", "dvc", "exp", "diff", exp_name, "--md"],
         cwd=project,
         capture_output=True,
         text=True,
@@ -146,42 +217,88 @@ def metrics_markdown(project: str) -> str:
     return out.stdout
 
 
+def check_options(set_params: list[str] | None, clean_shards: int, tokenize_shards: int) -> None:
+    """One line for options that cannot go together (before any work)."""
+    if set_params and (clean_shards > 1 or tokenize_shards > 1):
+        raise ConfigError(
+            "set_params runs the pipeline with `dvc exp run`, which runs clean and tokenize unsharded; "
+            "drop clean_shards/tokenize_shards (or run the sharded pipeline first: the experiment reuses "
+            "committed data stages)"
+        )
+
+
 @flow(name="cgpt-pipeline", log_prints=True)
 def pipeline(
-    project: str = str(PROJECT),
+    project: str = ".",
     stages: list[str] | None = None,
     force: bool = False,
+    allow_missing: bool = False,
     clean_shards: int = 1,
     shard_runner: str = "thread",
     dask_address: str | None = None,
     tokenize_shards: int = 1,
+    set_params: list[str] | None = None,
+    exp_name: str | None = None,
 ) -> dict[str, Any]:
-    """Validate params.yaml, then reproduce each stage in dependency order."""
-    load_params(Path(project) / "params.yaml")  # one clear line before any stage runs
-    outcome: dict[str, str] = {}
-    for stage in stages or stage_names(Path(project)):
-        if stage == "clean" and clean_shards > 1 and not force:
-            outcome[stage] = sharded_clean(Path(project), clean_shards, shard_runner, dask_address)
-            continue
-        if stage == "tokenize" and tokenize_shards > 1 and not force:
-            outcome[stage] = sharded_tokenize(Path(project), tokenize_shards, shard_runner, dask_address)
-            continue
-        runner = reproduce_stage.with_options(retries=RETRIED_STAGES.get(stage, 0), retry_delay_seconds=10)
-        outcome[stage] = runner(stage, project, force)
-    table = metrics_markdown(project)
+    """Validate params.yaml, then reproduce each stage in dependency order; with ``set_params``
+    (e.g. ``["train.lr=0.001"]``) run the pipeline as one DVC experiment named ``exp_name``.
+    ``allow_missing`` skips stages whose only change is missing data (DVC's ``--allow-missing``).
+
+    ``project`` defaults to the working directory: on a worker, the project folder prefect.yaml's
+    pull step entered (``$CGPT_PROJECT``).
+    """
+    root = Project.at(project).root
+    load_params(root / PARAMS_FILE, set_params or ())  # one clear line before any stage runs
+    check_options(set_params, clean_shards, tokenize_shards)
+    names = stages or stage_names(root)
+    if set_params:
+        exp = run_experiment(str(root), list(set_params), exp_name, stages, force, allow_missing)
+        outcome = {s: "ran" if s in exp["ran"] else "up to date" for s in names}
+        table = experiment_markdown(str(root), exp["name"])
+        title, section = f"cgpt experiment {exp['name']}", f"## {exp['name']} against the workspace\n\n{table}"
+    else:
+        exp, outcome = None, {}
+        for stage in names:
+            if stage == "clean" and clean_shards > 1 and not force:
+                outcome[stage] = sharded_clean(root, clean_shards, shard_runner, dask_address)
+                continue
+            if stage == "tokenize" and tokenize_shards > 1 and not force:
+                outcome[stage] = sharded_tokenize(root, tokenize_shards, shard_runner, dask_address)
+                continue
+            runner = reproduce_stage.with_options(retries=RETRIED_STAGES.get(stage, 0), retry_delay_seconds=10)
+            outcome[stage] = runner(stage, str(root), force, allow_missing)
+        table = summary_table(str(root))
+        title, section = "cgpt pipeline", f"## The run\n\n{table}\n\nEvery number: `dvc metrics show`."
     summary = "\n".join(f"| {s} | {o} |" for s, o in outcome.items())
     create_markdown_artifact(
         key="cgpt-metrics",
-        markdown=f"# cgpt pipeline\n\n| stage | result |\n|---|---|\n{summary}\n\n## Metrics\n\n{table}",
-        description="Stage outcomes and `dvc metrics show`",
+        markdown=f"# {title}\n\n| stage | result |\n|---|---|\n{summary}\n\n{section}",
+        description="Stage outcomes and the run's summary (an experiment: `dvc exp diff` against the workspace)",
     )
-    return {"stages": outcome, "metrics_markdown": table}
+    result: dict[str, Any] = {"stages": outcome, "summary_markdown": table}
+    if exp is not None:
+        result["experiment"] = exp["name"]
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--project", default=str(PROJECT), help="project root (holds dvc.yaml and params.yaml)")
+    ap.add_argument("--project", help="project root (holds dvc.yaml and params.yaml; default: this directory)")
     ap.add_argument("--force", action="store_true", help="re-run stages even when up to date")
+    ap.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="a stage whose only change is a missing output is up to date (a fresh clone after dvc pull)",
+    )
+    ap.add_argument(
+        "-S",
+        "--set-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="run the pipeline as a DVC experiment with this param (repeat; `dvc exp run -S` syntax)",
+    )
+    ap.add_argument("--exp-name", help="name of the DVC experiment (with -S; default: DVC picks one)")
     ap.add_argument("--serve", action="store_true", help="serve a deployment on a schedule instead of running once")
     ap.add_argument("--cron", default="0 3 * * *", help="schedule for --serve (default: daily at 03:00)")
     ap.add_argument("--name", default="cgpt-scheduled", help="deployment name for --serve")
@@ -193,17 +310,22 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = ap.parse_args(argv)
     try:
-        load_params(Path(args.project) / "params.yaml")
+        load_params(Project.at(args.project or ".").params_file, args.set_param)
+        check_options(args.set_param, args.clean_shards, args.tokenize_shards)
     except CgptError as exc:
         fail(str(exc))
-    kwargs = {
-        "project": args.project,
+    kwargs: dict[str, Any] = {
         "force": args.force,
+        "allow_missing": args.allow_missing,
         "clean_shards": args.clean_shards,
         "tokenize_shards": args.tokenize_shards,
         "shard_runner": args.shard_runner,
         "dask_address": args.dask_address,
+        "set_params": args.set_param,
+        "exp_name": args.exp_name,
     }
+    if args.project:  # else the flow's default: the working directory of each run (nothing baked in)
+        kwargs["project"] = args.project
     if args.serve:
         if not os.environ.get("PREFECT_API_URL"):
             print(

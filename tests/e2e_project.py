@@ -18,7 +18,17 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("cgpt", "stages", "flows", ".dvc", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml")
+PROJECT_FILES = (
+    "cgpt",
+    "stages",
+    "flows",
+    ".dvc",
+    "dvc.yaml",
+    ".dvcignore",
+    ".gitignore",
+    "pyproject.toml",
+    "prefect.yaml",
+)
 IGNORE = shutil.ignore_patterns("__pycache__", "*.egg-info", "cache", "tmp")
 
 SUBJECTS = ["the king", "the queen", "a fool", "my lord", "the duke", "sweet lady", "the ghost", "our army"]
@@ -33,16 +43,18 @@ TINY_PARAMS: dict[str, Any] = {
         "split": {"val": 0.1, "test": 0.1, "chunk_chars": 1000},
         "workers": 1,
     },
-    "model": {"preset": "cpu-tiny"},
+    "model": {"preset": "cpu-tiny", "n_positions": 512},  # room for the longest fixture answer (~265 tokens)
     "train": {
         "run_name": "default",
         "max_steps": 60,
+        "lr": None,  # spelt out, as in the default params.yaml: `dvc exp run -S train.lr=...` needs the key
         "eval_interval": 30,
         "checkpoint_interval": 20,
         "log_interval": 10,
         "eval_tokens": 4096,
     },
-    "evaluate": {"batch_size": 8},
+    # the card's seven tasks on a few real documents each (tests/fixtures/eval, copied into the project)
+    "evaluate": {"batch_size": 8, "data": "evaldata", "limit": None, "num_fewshot": [0, 5]},
     "export": {"sample_prompt": "The king", "sample_tokens": 12},
 }
 
@@ -106,6 +118,7 @@ def new_project(root: Path, params: dict[str, Any] | None = None) -> Path:
         elif src.exists():
             shutil.copy(src, root / name)
     make_corpus(root / "corpus" / "templates.jsonl")
+    shutil.copytree(REPO / "tests" / "fixtures" / "eval", root / "evaldata")
     write_params(root, params or TINY_PARAMS)
     run(["git", "init", "-q"], cwd=root)
     return root

@@ -33,7 +33,7 @@ def hf_dir(tmp_path_factory) -> Path:
 def test_check_ok_and_one_line_error(tmp_path):
     (tmp_path / "params.yaml").write_text("model:\n  preset: cerebras-111m\ntrain:\n  run_name: x\n")
     ok = cgpt("check", cwd=tmp_path)
-    assert ok.returncode == 0 and "cerebras-111m" in ok.stdout and "9037 steps of 120 x 2048" in ok.stdout
+    assert ok.returncode == 0 and "cerebras-111m" in ok.stdout and "9,037 steps x 120 seqs x 2048 tokens" in ok.stdout
     (tmp_path / "params.yaml").write_text("train:\n  lr: -1\n")
     bad = cgpt("check", cwd=tmp_path)
     assert bad.returncode == 2

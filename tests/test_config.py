@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from cgpt.config import load_params, parse_params
 from cgpt.errors import ConfigError
@@ -100,3 +101,96 @@ def test_check_prints_the_resolved_run(tmp_path):
     assert "10 layers x 768 (12 heads of 64)" in rows["model"]
     assert "100 steps x 120 seqs x 2048 tokens" in rows["schedule"] and "warm-up 17 steps" in rows["schedule"]
     assert set(rows) >= {"run", "optimizer", "data", "tokenizer", "training", "evaluate", "export", "tracking"}
+
+
+# ---- set_params: dvc exp run -S overrides ------------------------------------------------------
+
+RAW = {
+    "download": {"sources": [{"name": "templates", "kind": "local", "paths": ["corpus/t.jsonl"]}]},
+    "tokenize": {"split": {"val": 0.1, "test": 0.1}},
+    "train": {"run_name": "default", "max_steps": 60, "warmup_steps": None},
+    "evaluate": {"splits": ["val", "test"]},
+}
+
+SAME_AS_DVC = [
+    "train.max_steps=20",
+    "train.lr=1e-3",  # absent from the file: cgpt hands it to DVC as ++train.lr=1e-3
+    "++train.lr=0.001",
+    "+train.lr=0.001",
+    "+train.warmup_steps=5",  # present but null: Hydra lets + add it
+    "~train.max_steps",
+    "params.yaml:train.max_steps=null",
+    "train={max_steps: 5, seed: 7}",  # mappings merge
+    "download.sources.0.name=other",
+    "tokenize.split.val=0.2",
+    "train.run_name=exp-lr",
+    "export.sample_prompt='ROMEO:'",
+    "clean.dedup.exact=true",
+    "evaluate.splits=[val]",
+]
+
+
+@pytest.mark.parametrize("override", SAME_AS_DVC)
+def test_overrides_give_what_dvc_writes(override, tmp_path):
+    """cgpt validates exactly the mapping `dvc exp run -S` will write into params.yaml."""
+    from dvc.utils.hydra import apply_overrides as dvc_apply  # what `dvc exp run -S` calls
+
+    from cgpt.config import apply_overrides, dvc_overrides
+
+    f = tmp_path / "params.yaml"
+    f.write_text(yaml.safe_dump(RAW, sort_keys=False))
+    dvc_apply(f, dvc_overrides([override]))
+    assert apply_overrides(RAW, [override]) == yaml.safe_load(f.read_text())
+
+
+def test_overrides_leave_the_input_alone():
+    from cgpt.config import apply_overrides
+
+    raw = {"train": {"max_steps": 60}}
+    assert apply_overrides(raw, ["train.max_steps=5", "+train.lr=0.1"]) == {"train": {"max_steps": 5, "lr": 0.1}}
+    assert raw == {"train": {"max_steps": 60}}
+
+
+def test_dvc_overrides_let_plain_keys_be_added():
+    from cgpt.config import dvc_overrides
+
+    assert dvc_overrides(["train.lr=0.1", "params.yaml:train.seed=3", "+a.b=1", "++c=2", "~d"]) == [
+        "++train.lr=0.1",
+        "++train.seed=3",
+        "+a.b=1",
+        "++c=2",
+        "~d",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.lr==", "is not key=value, +key=value or ~key"),
+        ("train.lr", "is not key=value, +key=value or ~key"),
+        ("train.lr=0.1,0.2", "is a sweep; give one value"),
+        ("other.yaml:train.lr=0.1", "cgpt's parameters live in params.yaml, not other.yaml"),
+        ("~train.lr", "train.lr is not set in params.yaml"),
+        ("~train.max_steps=5", "train.max_steps is 60, not 5"),
+        ("+train.max_steps=5", "train.max_steps is already set (to 60); drop the +"),
+        ("=3", "expected a dotted params key"),
+    ],
+)
+def test_bad_overrides_give_one_line(override, expected):
+    from cgpt.config import apply_overrides
+
+    with pytest.raises(ConfigError) as exc:
+        apply_overrides(RAW, [override])
+    assert expected in str(exc.value) and "\n" not in str(exc.value), str(exc.value)
+
+
+def test_load_params_validates_the_overridden_mapping(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("train:\n  max_steps: 60\n")
+    p = load_params(f, ["train.lr=1e-3", "train.max_steps=20"])
+    assert p.train.lr == 0.001 and p.train.max_steps == 20
+    with pytest.raises(ConfigError) as exc:
+        load_params(f, ["train.lrr=0.1"])
+    assert str(exc.value).startswith(f"{f} with set_params: unknown key train.lrr (value 0.1)"), str(exc.value)
+    with pytest.raises(ConfigError, match=r"with set_params: train.lr = -0.1: Input should be greater than 0"):
+        load_params(f, ["train.lr=-0.1"])

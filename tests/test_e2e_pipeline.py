@@ -30,15 +30,50 @@ def project(built_project: Path, tmp_path: Path) -> Path:
 def test_repro_writes_finite_metrics_and_learns(project):
     m = metrics(project)
     ev = m["runs/default/eval_metrics.json"]
+    up = json.loads((project / "runs/default/eval/upstream.json").read_text())
     vocab = json.loads((project / "data/tokens/index.json").read_text())["vocab_size"]
     for split in ("val", "test"):
-        assert math.isfinite(ev[split]["loss"]) and ev[split]["tokens"] > 0
-    assert ev["val"]["loss"] < 0.5 * math.log(vocab), ev
+        assert math.isfinite(up[split]["loss"]) and up[split]["tokens"] > 0
+        assert ev[f"{split}_xent"] == up[split]["loss"]
+        assert up[split]["per_subset"]["Templates"]["tokens"] == up[split]["tokens"]  # the corpus' one subset
+    assert ev["val_xent"] < 0.5 * math.log(vocab), ev
     tm = m["runs/default/train_metrics.json"]
     assert tm["steps"] == 60 and tm["tokens_seen"] == 60 * 8 * 64
-    assert m["runs/default/timing.json"]["tokens_per_s"] > 0
-    assert m["metrics/clean.json"]["total"]["documents_out"] == 60
-    assert m["metrics/clean.json"]["per_source"]["Templates"]["documents_in"] == 60
+    read = lambda path: json.loads((project / path).read_text())  # noqa: E731
+    assert read("runs/default/timing.json")["tokens_per_s"] > 0
+    assert read("metrics/clean.json")["total"]["documents_out"] == 60
+    assert read("metrics/clean.json")["per_source"]["Templates"]["documents_in"] == 60
+    # `dvc metrics show` holds the results only (training, cross-entropy, the card's table), so it is narrow
+    assert set(m) == {"runs/default/train_metrics.json", "runs/default/eval_metrics.json"} | {
+        f"runs/default/eval_{k}shot_{metric}.json" for k in (0, 5) for metric in ("acc", "acc_norm")}  # fmt: skip
+    table = dvc("metrics", "show", cwd=project).stdout
+    assert max(len(line) for line in table.splitlines()) <= 170, table  # was 1,582 with every statistic
+
+
+def test_downstream_tasks_score_every_document(project):
+    """The card's seven tasks at 0 and 5 shots on the fixture documents: one DVC metric row per shot count
+    and metric, every document's scores kept, the card's table in markdown."""
+    m = metrics(project)
+    fixture = Path(__file__).parent / "fixtures" / "eval"
+    for shots in (0, 5):
+        acc = m[f"runs/default/eval_{shots}shot_acc.json"]
+        assert set(acc) == {"HS", "PIQA", "WG", "LAMB", "ARC-e", "ARC-c", "OBQA", "avg"}
+        assert all(0.0 <= v <= 1.0 for v in acc.values())
+        assert acc["avg"] == pytest.approx(sum(v for k, v in acc.items() if k != "avg") / 7)
+        assert set(m[f"runs/default/eval_{shots}shot_acc_norm.json"]) == {"HS", "PIQA", "ARC-e", "ARC-c", "OBQA"}
+    samples = project / "runs/default/eval/samples"
+    for task, split in [("hellaswag", "validation"), ("lambada_openai", "test"), ("arc_easy", "test")]:
+        docs = len((fixture / task / f"{split}.jsonl").read_text().splitlines())
+        assert len((samples / f"{task}_5shot.jsonl").read_text().splitlines()) == docs
+    results = json.loads((project / "runs/default/eval/results.json").read_text())
+    assert {(r["task"], r["num_fewshot"]) for r in results["results"]} == {
+        (t, k) for t in ("hellaswag", "piqa", "winogrande", "lambada_openai", "arc_easy", "arc_challenge",
+                         "openbookqa") for k in (0, 5)}  # fmt: skip
+    assert all("seconds" not in r for r in results["results"])  # the same model gives the same bytes
+    table = (project / "runs/default/eval/results.md").read_text()
+    assert "0-shot" in table or "0shot" in table
+    card = (project / "runs/default/hf/README.md").read_text()
+    assert "| **average** | 0 |" in card and "lambada_openai" in card
 
 
 def test_export_matches_native_model(project):
@@ -66,22 +101,43 @@ def test_mlflow_run_holds_curves_metrics_and_export(project):
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     run_id = json.loads((project / "runs/default/mlflow_run.json").read_text())["run_id"]
     mlrun = client.get_run(run_id)
-    expected = {
-        "loss",
-        "lr",
-        "grad_norm",
-        "tokens_per_s",
-        "val_loss",
-        "eval.val.loss",
-        "eval.test.loss",
-        "export.max_abs_logit_diff",
-    }
-    assert expected <= set(mlrun.data.metrics)
+    curves = {"loss", "lr", "grad_norm", "tokens_per_s", "val_loss"}
+    summary = {"eval/val.loss", "eval/test.loss", "export/max_abs_logit_diff", "train/tokens_seen"}
+    summary |= {"eval/downstream.hellaswag.0shot.acc_norm", "eval/downstream.lambada_openai.5shot.perplexity"}
+    assert curves | summary <= set(mlrun.data.metrics)
     logged_steps = [m.step for m in client.get_metric_history(run_id, "loss")]
     assert logged_steps == list(range(10, 61, 10))  # one point per logged step (train.log_interval: 10)
-    assert {a.path for a in client.list_artifacts(run_id, "hf")} >= {"hf/config.json", "hf/model.safetensors"}
+    # resolved values, never an unset override
+    assert mlrun.data.params["recipe.total_steps"] == "60" and "None" not in mlrun.data.params.values()
+    assert mlrun.data.params["model.vocab_size"] == str(json.loads((project / "data/tokens/index.json").read_text())[
+        "vocab_size"])  # fmt: skip
+    tags = mlrun.data.tags
+    assert tags["cgpt.preset"] == "cpu-tiny" and len(tags["cgpt.data.tokens"]) == 16
     data_runs = client.search_runs([client.get_experiment_by_name("cgpt-data").experiment_id])
     assert {r.info.run_name for r in data_runs} == {"download", "clean", "tokenize"}
+    assert set(tags["cgpt.data.runs"].split(",")) == {r.info.run_id for r in data_runs}  # linked to its data
+    assert [d.dataset.digest for d in mlrun.inputs.dataset_inputs] == [tags["cgpt.data.tokens"]]
+    exp = client.get_experiment(mlrun.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on runs, not traces
+
+
+def test_the_export_is_a_registered_mlflow_model_that_loads_and_generates(project):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    version = max(client.search_model_versions("name='cgpt'"), key=lambda v: int(v.version))
+    assert version.tags["cgpt.preset"] == "cpu-tiny"
+    mlflow.set_tracking_uri(uri)
+    generator = mlflow.transformers.load_model(f"models:/cgpt/{version.version}")
+    text = generator("The king", max_new_tokens=8, do_sample=False)[0]["generated_text"]
+    assert text.startswith("The king") and len(text) > len("The king")
+    model = client.get_logged_model(version.source.removeprefix("models:/"))  # the version's source: the logged model
+    assert {m.key for m in model.metrics} >= {"eval/val_xent", "eval/0shot_acc.avg", "export/max_abs_logit_diff"}
+    card = (project / "runs/default/hf/README.md").read_text()
+    assert card.startswith("---\nlanguage:") and "## Training data and procedure" in card
+    assert "60 optimizer steps of 8 sequences x 64 tokens" in card and "| val |" in card
 
 
 def test_summary_reports_the_run(project):
@@ -128,7 +184,7 @@ def test_prefect_flow_runs_one_task_per_stage(project, harness):
     assert list(result["stages"]) == STAGES
     assert result["stages"].pop("sources") == "ran"  # the fingerprint of the local corpus is always taken
     assert set(result["stages"].values()) == {"up to date"}, result["stages"]
-    assert "eval_metrics.json" in result["metrics_markdown"]
+    assert "| model |" in result["summary_markdown"] and "| loss |" in result["summary_markdown"]
 
 
 def test_prefect_flow_fans_stale_data_stages_out_over_shards(project, harness):
@@ -162,3 +218,13 @@ def test_bad_params_stop_before_any_stage_with_one_line(project):
     assert (project / "dvc.lock").read_text() == lock  # nothing recorded as done
     checked = run([sys.executable, "-m", "cgpt.cli", "check"], cwd=project, check=False)
     assert checked.returncode == 2 and checked.stderr.strip().count("\n") == 0
+
+
+def test_plots_render_offline_with_loss_and_val_loss_on_one_chart(project):
+    dvc("plots", "show", cwd=project)
+    page = (project / "dvc_plots/index.html").read_text()
+    assert "cdn.jsdelivr" not in page and "vega-embed" in page  # the libraries are inlined, not fetched
+    for title in ("Training and validation loss", "Learning rate", "Gradient norm", "Training speed"):
+        assert title in page
+    loss = page[page.index("Training and validation loss") :]
+    assert "val_loss" in loss[:20_000] and "train.csv" in loss[:20_000]  # both curves in the loss chart

@@ -4,7 +4,7 @@ import json
 
 from mlflow.tracking import MlflowClient
 
-from cgpt.tracking import RUN_FILE, numeric_items, open_model_run, stage_run, tracking_uri
+from cgpt.tracking import RUN_FILE, artifact_location, numeric_items, open_model_run, stage_run, tracking_uri
 from cgpt.tracking_params import TrackingParams
 
 EXP = TrackingParams(experiment="exp")
@@ -53,3 +53,21 @@ def test_disabled_tracking_writes_nothing(tmp_path, monkeypatch):
     t.log_metrics({"loss": 1.0})
     t.finish()
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / RUN_FILE).exists()
+
+
+def test_run_in_an_experiment_copy_keeps_artifacts_beside_the_store_and_names_the_experiment(tmp_path, monkeypatch):
+    """`dvc exp run --temp` trains in a temporary copy: with MLFLOW_TRACKING_URI naming the project's
+    store, the run and its artifacts land in the project, tagged with the DVC experiment's name."""
+    project, copy = tmp_path / "project", tmp_path / "project/.dvc/tmp/exps/standalone/tmp1"
+    copy.mkdir(parents=True)
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("DVC_EXP_NAME", "lr-1e-3")
+    t = open_model_run(copy, EXP, "default", copy / "runs/default/model" / RUN_FILE)
+    t.log_text("hello", "hf/README.md")
+    t.finish()
+    client = MlflowClient(uri)
+    assert client.get_experiment_by_name("exp").artifact_location == (project / "mlartifacts").as_uri()
+    assert (project / "mlartifacts").is_dir() and not (copy / "mlartifacts").exists()
+    assert client.get_run(t.run_id).data.tags["dvc.exp_name"] == "lr-1e-3"
+    assert artifact_location("http://127.0.0.1:5000") is None

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from cgpt.errors import DataError
-from cgpt.fsutil import read_json
+from cgpt.fsutil import read_json, read_json_if_valid, write_json_atomic
 
 MAGIC = b"CGPTTOK\0"
 FORMAT_VERSION = 1
@@ -162,6 +162,50 @@ def token_index(
         "split_params": split_params,
         "splits": splits,
     }
+
+
+SUBSETS = "subsets.json"
+
+
+class SubsetRuns:
+    """Which subset (``meta.pile_set_name``) each token of a split belongs to, as run lengths
+    ``[[name, tokens], ...]`` in stream order (adjacent documents of one subset share a run), so
+    evaluation can report cross-entropy per subset without a per-token table."""
+
+    def __init__(self, runs: list[list[Any]] | None = None) -> None:
+        self.runs: list[list[Any]] = [list(r) for r in runs or []]
+
+    def add(self, name: str, tokens: int) -> None:
+        if self.runs and self.runs[-1][0] == name:
+            self.runs[-1][1] += tokens
+        elif tokens:
+            self.runs.append([name, tokens])
+
+    def extend(self, other: list[list[Any]]) -> None:
+        for name, tokens in other:
+            self.add(name, tokens)
+
+    def labels(self, start: int, stop: int) -> tuple[list[str], np.ndarray]:
+        """(names, subset index of every token in ``[start, stop)``)."""
+        names = sorted({r[0] for r in self.runs})
+        ids = {n: i for i, n in enumerate(names)}
+        ends = np.cumsum([r[1] for r in self.runs], dtype=np.int64)
+        which = np.searchsorted(ends, np.arange(start, stop, dtype=np.int64), side="right")
+        table = np.asarray([ids[r[0]] for r in self.runs] + [-1], dtype=np.int64)  # past the end: -1
+        return names, table[np.minimum(which, len(self.runs))]
+
+
+def write_subsets(tokens_dir: Path, runs: dict[str, list[list[Any]]]) -> None:
+    """``subsets.json``: the subset runs of every split (see :class:`SubsetRuns`)."""
+    write_json_atomic(Path(tokens_dir) / SUBSETS, {"version": 1, "splits": runs})
+
+
+def read_subsets(tokens_dir: Path, split: str) -> SubsetRuns | None:
+    """The subset runs of ``split``, or None for a tokens folder written before they were recorded."""
+    obj = read_json_if_valid(Path(tokens_dir) / SUBSETS)
+    if not isinstance(obj, dict) or split not in obj.get("splits", {}):
+        return None
+    return SubsetRuns(obj["splits"][split])
 
 
 class TokenStream:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from cgpt.data.tokens import SubsetRuns
 from cgpt.errors import DataError
 from cgpt.model.gpt import GPT
 
@@ -44,8 +45,14 @@ def cross_entropy(
     autocast_dtype: torch.dtype | None = None,
     progress: bool = False,
     desc: str = "eval",
-) -> dict[str, float]:
-    """Mean token cross-entropy and perplexity of ``model`` on ``stream`` (a TokenStream)."""
+    subsets: SubsetRuns | None = None,
+) -> dict[str, Any]:
+    """Mean token cross-entropy and perplexity of ``model`` on ``stream`` (a TokenStream).
+
+    With ``subsets`` (the split's :class:`~cgpt.data.tokens.SubsetRuns`), also per subset: each
+    label token counts for the document it belongs to, so ``per_subset[name]`` is the mean over that
+    subset's tokens and the token-weighted mean of the subsets is the overall loss.
+    """
     was_training = model.training
     model.eval()
     windows = window_starts(len(stream), seq_len, max_tokens)
@@ -56,21 +63,39 @@ def cross_entropy(
             f"raise tokenize.split.{split} or remove {split!r} from evaluate.splits"
         )
     total_nll, total_tokens = 0.0, 0
+    names, labels = subsets.labels(0, len(stream)) if subsets is not None else ([], None)
+    sub_nll, sub_tokens = np.zeros(len(names)), np.zeros(len(names), dtype=np.int64)
     ctx = torch.autocast(torch.device(device).type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
     bar = tqdm(total=len(windows), desc=desc, unit="win", disable=not progress, leave=False)
     # Group same-length windows so that only the final short one runs alone.
     for i in range(0, len(windows), batch_size):
         group = windows[i : i + batch_size]
         for length in sorted({n for _, n in group}, reverse=True):
-            rows = [stream.read(s, n) for s, n in group if n == length]
+            starts = [s for s, n in group if n == length]
+            rows = [stream.read(s, length) for s in starts]
             data = torch.from_numpy(np.stack(rows).astype(np.int64, copy=False)).to(device)
             with ctx:
                 logits = model(data[:, :-1])
-            nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), data[:, 1:].reshape(-1), reduction="sum")
-            total_nll += float(nll)
+            flat_logits, targets = logits.float().reshape(-1, logits.size(-1)), data[:, 1:].reshape(-1)
+            if labels is None:
+                total_nll += float(F.cross_entropy(flat_logits, targets, reduction="sum"))
+            else:
+                per_token = F.cross_entropy(flat_logits, targets, reduction="none").double().cpu().numpy()
+                total_nll += float(per_token.sum())
+                # a label at window position j is stream token start + 1 + j
+                which = np.concatenate([labels[s + 1 : s + length] for s in starts])
+                np.add.at(sub_nll, which, per_token)
+                np.add.at(sub_tokens, which, 1)
             total_tokens += data[:, 1:].numel()
         bar.update(len(group))
     bar.close()
     model.train(was_training)
     loss = total_nll / max(total_tokens, 1)
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": float(total_tokens)}
+    out: dict[str, Any] = {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": float(total_tokens)}
+    if subsets is not None:
+        out["per_subset"] = {
+            name: {"loss": float(sub_nll[i] / sub_tokens[i]), "tokens": int(sub_tokens[i])}
+            for i, name in enumerate(names)
+            if sub_tokens[i]
+        }
+    return out

@@ -286,17 +286,28 @@ def export_hf(
     output); None writes no tokenizer files (the model still loads; AutoTokenizer will not).
     """
     out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        write_hf_files(model_state, cfg, tmp, tokenizer_json=tokenizer_json, eos_token_id=eos_token_id, dtype=dtype)
+    return out_dir
+
+
+def write_hf_files(
+    model_state: dict[str, torch.Tensor],
+    cfg: ModelConfig,
+    folder: Path,
+    *,
+    tokenizer_json: Path | None,
+    eos_token_id: int,
+    dtype: torch.dtype = torch.float32,
+) -> None:
+    """The files of :func:`export_hf`, written into an existing (temporary) ``folder``."""
     hf_state = to_hf_state_dict(model_state, cfg, dtype)
     config = hf_config_dict(cfg, eos_token_id=eos_token_id, dtype=dtype)
-    with atomic_dir(out_dir) as tmp:
-        save_file(hf_state, str(tmp / SAFE_WEIGHTS), metadata={"format": "pt"})
-        _write_json(tmp / "config.json", config)
-        _write_json(tmp / "generation_config.json", generation_config_dict(eos_token_id))
-        if tokenizer_json is not None:
-            write_tokenizer_files(
-                Path(tokenizer_json), tmp, eos_token_id=eos_token_id, model_max_length=cfg.n_positions
-            )
-    return out_dir
+    save_file(hf_state, str(folder / SAFE_WEIGHTS), metadata={"format": "pt"})
+    _write_json(folder / "config.json", config)
+    _write_json(folder / "generation_config.json", generation_config_dict(eos_token_id))
+    if tokenizer_json is not None:
+        write_tokenizer_files(Path(tokenizer_json), folder, eos_token_id=eos_token_id, model_max_length=cfg.n_positions)
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -35,11 +35,16 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.c_proj = nn.Linear(cfg.d_model, cfg.d_model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Causal attention; ``attn_mask`` (bool, True = attend, broadcastable to [B, H, T, T]) replaces
+        the causal mask, e.g. to let several continuations share one context in a single row."""
         B, T, C = x.shape
         qkv = self.c_attn(x).view(B, T, 3, self.n_head, self.d_head)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, T, Dh]
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        if attn_mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scale)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -61,8 +66,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), attn_mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -100,17 +105,35 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Final-LayerNorm hidden states [B, T, d]."""
+    def hidden(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        position_ids: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Final-LayerNorm hidden states [B, T, d].
+
+        The default (no ``position_ids``, no ``attn_mask``) is the training path: positions 0..T-1 and
+        causal attention. Evaluation may pack a shared context and several continuations into one
+        row: ``position_ids`` [B, T] give each token its own position (a continuation restarts right
+        after the context) and ``attn_mask`` [B, 1, T, T] (bool, True = attend) says which earlier
+        tokens each token sees. The row may then be longer than n_positions; no position may be.
+        """
         T = input_ids.shape[1]
-        if self.config.n_positions < T:
-            raise ValueError(f"sequence length {T} exceeds n_positions={self.config.n_positions}")
-        pos = torch.arange(T, device=input_ids.device)
+        if position_ids is None:
+            if self.config.n_positions < T:
+                raise ValueError(f"sequence length {T} exceeds n_positions={self.config.n_positions}")
+            pos = torch.arange(T, device=input_ids.device)
+        else:
+            if position_ids.numel() and int(position_ids.max()) >= self.config.n_positions:
+                raise ValueError(f"position {int(position_ids.max())} exceeds n_positions={self.config.n_positions}")
+            pos = position_ids
         x = self.wte(input_ids) + self.wpe(pos)
         if self.config.embeddings_scale != 1.0:
             x = x * self.config.embeddings_scale
         for block in self.h:
-            x = block(x)
+            x = block(x, attn_mask)
         return self.ln_f(x)
 
     def logits_from_hidden(self, x: torch.Tensor) -> torch.Tensor:

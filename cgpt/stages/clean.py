@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from cgpt.data.clean.cleaner import clean
@@ -11,6 +12,7 @@ from cgpt.stages.project import Project
 
 def run(project: Project) -> dict[str, Any]:
     params = project.params()
+    started = time.time()
     stats = clean(params.clean, project.raw, project.clean)
-    publish_data_stats(project, params, "clean", stats)
+    publish_data_stats(project, params, "clean", stats, started=started)
     return stats

@@ -9,6 +9,8 @@ data (Pile subsets) are made safe as keys (:mod:`cgpt.keys`).
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 from cgpt.config import Params
@@ -17,12 +19,24 @@ from cgpt.keys import safe_keys
 from cgpt.stages.project import Project
 from cgpt.tracking import publish_stage_stats
 
+# the file each data stage writes last, listing (with sha256s) everything it produced
+STAGE_OUTPUT_RECORD = {"download": "raw/manifest.json", "clean": "clean/manifest.json", "tokenize": "tokens/index.json"}
 
-def publish_data_stats(project: Project, params: Params, stage: str, stats: dict[str, Any]) -> None:
-    """Write ``metrics/<stage>.json`` and ``metrics/<stage>.timing.json``; log both to MLflow."""
+
+def publish_data_stats(project: Project, params: Params, stage: str, stats: dict[str, Any], *, started: float) -> None:
+    """Write ``metrics/<stage>.json`` and ``metrics/<stage>.timing.json``; log both to MLflow as a run
+    timed from ``started`` and tagged with the digest of what the stage produced."""
     facts = safe_keys({k: v for k, v in stats.items() if k != "timing"})
     timing = safe_keys(stats.get("timing", {}))
     write_json_atomic(project.metrics / f"{stage}.json", facts)
     write_json_atomic(project.metrics / f"{stage}.timing.json", timing)
     section = getattr(params, stage).model_dump(mode="json")
-    publish_stage_stats(project.root, params.tracking, stage, section, {**facts, "timing": timing})
+    digest = file_digest(project.data / STAGE_OUTPUT_RECORD[stage])
+    publish_stage_stats(
+        project.root, params.tracking, stage, section, {**facts, "timing": timing}, started=started, digest=digest
+    )
+
+
+def file_digest(path: Path) -> str:
+    """A short content version of a stage's output record (which lists the sha256 of every file)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from cgpt.data.download.raw import download
@@ -11,6 +12,7 @@ from cgpt.stages.project import Project
 
 def run(project: Project) -> dict[str, Any]:
     params = project.params()
+    started = time.time()
     stats = download(params.download, project.raw)
-    publish_data_stats(project, params, "download", stats)
+    publish_data_stats(project, params, "download", stats, started=started)
     return stats

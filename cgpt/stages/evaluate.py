@@ -1,48 +1,234 @@
-"""Stage evaluate: cross-entropy (nats/token) and perplexity of ``runs/<run_name>/model`` over whole val/test splits."""
+"""Stage evaluate: the model card's evaluation of ``runs/<run_name>/model``.
+
+* Upstream: next-token cross-entropy (nats/token) over the whole val/test splits, overall and per
+  ``meta.pile_set_name`` (the token index records each document's subset).
+* Downstream: the card's seven tasks at each shot count of ``evaluate.num_fewshot``, scored
+  exactly like lm-evaluation-harness 0.4.13 (:mod:`cgpt.eval.downstream`).
+
+Outputs (``runs/<name>/``): ``eval_metrics.json`` (val/test cross-entropy, a DVC metric),
+``eval_{0,5}shot_{acc,acc_norm}.json`` (one row per shot count and metric, a column per task: DVC
+metrics, so ``dvc metrics show`` prints the card's table), and the folder ``eval/``: ``upstream.json``
+(per split and subset), ``results.{csv,md}`` (the card's table, with the card's values beside ours
+on a Cerebras-GPT shape), ``results.json`` and ``samples/`` (every document's loglikelihoods).
+Timings go apart, to ``eval_timing.json``.
+"""
 
 from __future__ import annotations
 
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
-from cgpt.data.tokens import open_split
+from cgpt.card import TASKS
+from cgpt.config import Params
+from cgpt.data.tokens import open_split, read_subsets
+from cgpt.errors import DataError
+from cgpt.eval.params import EvaluateParams
 from cgpt.eval.xent import cross_entropy
 from cgpt.faults import fault_point
-from cgpt.fsutil import write_json_atomic
+from cgpt.fsutil import atomic_dir, write_json_atomic, write_text_atomic
+from cgpt.keys import safe_keys
 from cgpt.model.gpt import GPT
 from cgpt.stages.project import Project
 from cgpt.tracking import RUN_FILE, finishing, numeric_items, open_model_run
 from cgpt.train.checkpoint import load_model_dir
 
+#: the card's column abbreviations: the downstream metric files stay narrow in `dvc metrics show`
+SHORT = {"hellaswag": "HS", "piqa": "PIQA", "winogrande": "WG", "lambada_openai": "LAMB", "arc_easy": "ARC-e",
+         "arc_challenge": "ARC-c", "openbookqa": "OBQA"}  # fmt: skip
+CARD_SHOTS = (0, 5)
 
-def run(project: Project) -> dict[str, Any]:
-    params = project.params()
-    run_dir = project.run_dir(params.train.run_name)
-    cfg, state, info = load_model_dir(run_dir / "model")
-    model = GPT(cfg)
-    model.load_state_dict(state)
-    if params.train.threads:
-        torch.set_num_threads(params.train.threads)
-    metrics: dict[str, Any] = {}
+
+def upstream(project: Project, params: Params, model: GPT, seq_len: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for split in params.evaluate.splits:
         res = cross_entropy(
             model,
             open_split(project.tokens, split),
-            info["seq_len"],
+            seq_len,
             batch_size=params.evaluate.batch_size,
             max_tokens=params.evaluate.max_tokens,
             progress=True,
             desc=f"eval {split}",
+            subsets=read_subsets(project.tokens, split),
         )
-        metrics[split] = {"loss": res["loss"], "perplexity": res["perplexity"], "tokens": int(res["tokens"])}
+        out[split] = {k: res[k] for k in ("loss", "perplexity", "tokens")} | {"tokens": int(res["tokens"])}
+        if "per_subset" in res:
+            out[split]["per_subset"] = res["per_subset"]
+        print(f"{split}: loss {res['loss']:.4f} nats/token, perplexity {res['perplexity']:.2f} over "
+              f"{int(res['tokens'])} tokens")  # fmt: skip
         fault_point("evaluate.split")
-        print(
-            f"{split}: loss {res['loss']:.4f} nats/token, perplexity {res['perplexity']:.2f} over "
-            f"{int(res['tokens'])} tokens"
-        )
-    write_json_atomic(run_dir / "eval_metrics.json", metrics)
+    return out
+
+
+def available_tasks(ev: EvaluateParams) -> tuple[list[str], dict[str, str]]:
+    """The tasks whose data can be had (fetched into the cache now), and why each other one cannot.
+
+    With ``missing_tasks: error`` the first unavailable task stops the stage (one line)."""
+    from cgpt.eval.downstream import prepare_data
+
+    ok, missing = [], {}
+    for task in ev.tasks:
+        try:
+            prepare_data([task], ev.num_fewshot, ev.data, ev.cache_dir, data_sources=ev.data_sources,
+                         strict_fewshot=ev.strict_fewshot)  # fmt: skip
+            ok.append(task)
+        except DataError as exc:
+            if ev.missing_tasks == "error":
+                raise
+            missing[task] = str(exc)
+            print(f"warning: {task} skipped, its data is unavailable: {exc}", file=sys.stderr)
+    return ok, missing
+
+
+def downstream(project: Project, params: Params, model: GPT) -> tuple[Any, dict[str, str]]:
+    """The card's tasks (None when ``evaluate.tasks`` is empty or none can be had), and the skipped ones."""
+    from tokenizers import Tokenizer
+
+    from cgpt.eval.downstream import evaluate_tasks
+    from cgpt.eval.models import cgpt_eval_model
+
+    ev = params.evaluate
+    tasks, missing = available_tasks(ev)
+    if not tasks:
+        return None, missing
+    tokenizer = Tokenizer.from_file(str(project.tokens / "tokenizer.json"))
+    eval_model = cgpt_eval_model(model, tokenizer, name=params.train.run_name, device="cpu")
+    results = evaluate_tasks(
+        eval_model,
+        tasks,
+        ev.num_fewshot,
+        limit=ev.resolved_limit(params.model.preset),
+        batch_size=ev.downstream_batch_size,
+        data=ev.data,
+        cache_dir=ev.cache_dir,
+        data_sources=ev.data_sources,
+        strict_fewshot=ev.strict_fewshot,
+    )
+    if missing:
+        results.settings["skipped_tasks"] = missing
+    return results, missing
+
+
+def downstream_rows(results: Any) -> dict[str, dict[str, float]]:
+    """``{"0shot_acc": {"HS": ..., ..., "avg": ...}, "0shot_acc_norm": {...}, ...}`` for the card's shot counts."""
+    rows: dict[str, dict[str, float]] = {}
+    for k in CARD_SHOTS:
+        acc: dict[str, float] = {}
+        norm: dict[str, float] = {}
+        for t in TASKS:
+            r = results.get(t, k) if results is not None else None
+            if r is None:
+                continue
+            acc[SHORT[t]] = r.acc
+            if r.acc_norm is not None:
+                norm[SHORT[t]] = r.acc_norm
+        if len(acc) == len(TASKS):
+            acc["avg"] = sum(acc.values()) / len(TASKS)
+        rows[f"{k}shot_acc"], rows[f"{k}shot_acc_norm"] = acc, norm
+    return rows
+
+
+def results_frame(results: Any, up: dict[str, Any], preset: str) -> pd.DataFrame:
+    """The card's table for this run: our rows (and the card's, on a Cerebras-GPT preset), with Pile xent."""
+    from cgpt.eval.table import card_rows, results_table
+
+    card = None
+    try:
+        card = card_rows(preset) if preset.startswith("cerebras-") else None
+    except Exception:  # a preset the card has no row for
+        card = None
+    if results is not None:
+        df = results_table(results, card, preset if card else "")
+    else:
+        df = pd.DataFrame(index=pd.Index([], name="row"))
+    for split in ("val", "test"):
+        if split in up:
+            df.insert(0, f"{split} xent", float("nan"))
+            for row in df.index:
+                if str(row).endswith("acc"):
+                    df.loc[row, f"{split} xent"] = up[split]["loss"]
+    return df
+
+
+def table_notes(results: Any, missing: dict[str, str]) -> list[str]:
+    """The table's footnotes: few-shot fallbacks, and tasks left out because their data was unavailable."""
+    from cgpt.eval.table import table_notes as fallback_notes
+
+    notes = fallback_notes(results) if results is not None else []
+    notes += [f"{task} not evaluated, its data was unavailable: {why}" for task, why in missing.items()]
+    return notes
+
+
+def write_outputs(
+    run_dir: Path, up: dict[str, Any], results: Any, df: pd.DataFrame, notes: list[str]
+) -> dict[str, Any]:
+    """Everything evaluate writes (atomically per file; ``eval/`` as one folder)."""
+    from cgpt.eval.table import format_table
+
+    headline = {f"{split}_xent": up[split]["loss"] for split in up}
+    rows = downstream_rows(results)
+    with atomic_dir(run_dir / "eval") as tmp:
+        write_json_atomic(tmp / "upstream.json", safe_keys(up))
+        write_text_atomic(tmp / "results.csv", df.to_csv())
+        write_text_atomic(tmp / "results.md", format_table(df, notes) + "\n" + subset_table(up))
+        if results is not None:
+            results.save(tmp, timings=False)  # results.json, samples/
+    for name, row in rows.items():
+        write_json_atomic(run_dir / f"eval_{name}.json", row)
+    write_json_atomic(run_dir / "eval_metrics.json", headline)
+    return {"headline": headline, "rows": rows}
+
+
+def subset_table(up: dict[str, Any]) -> str:
+    """Cross-entropy per ``meta.pile_set_name`` (markdown), when the data has more than one subset."""
+    subsets = sorted({name for split in up.values() for name in split.get("per_subset", {})})
+    if len(subsets) < 2:
+        return ""
+    lines = ["", "Cross-entropy (nats/token) per subset:", "", "| subset | " + " | ".join(up) + " |",
+             "|---|" + "---|" * len(up)]  # fmt: skip
+    for name in subsets:
+        cells = [f"{up[s]['per_subset'][name]['loss']:.4f}" if name in up[s].get("per_subset", {}) else "" for s in up]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run(project: Project, params: Params | None = None) -> dict[str, Any]:
+    """``params``: the project's params.yaml unless given (a family member's derived params)."""
+    params = params or project.params()
+    run_dir = project.run_dir(params.train.run_name)
+    cfg, state, info = load_model_dir(run_dir / "model")
+    model = GPT(cfg)
+    model.load_state_dict(state)
+    model.eval()
+    if params.train.threads:
+        torch.set_num_threads(params.train.threads)
+    t0 = time.perf_counter()
+    up = upstream(project, params, model, int(info["seq_len"]))
+    t1 = time.perf_counter()
+    results, missing = downstream(project, params, model)
+    t2 = time.perf_counter()
+    df = results_frame(results, up, params.model.preset)
+    notes = table_notes(results, missing)
+    written = write_outputs(run_dir, up, results, df, notes)
+    if results is not None:
+        from cgpt.eval.table import format_table
+
+        print(format_table(df, notes))
+    write_json_atomic(run_dir / "eval_timing.json", {"upstream_seconds": t1 - t0, "downstream_seconds": t2 - t1})
+    metrics = {
+        **written["headline"],
+        **{f"{name}.{k}": v for name, row in written["rows"].items() for k, v in row.items()},
+    }
     tracker = open_model_run(project.root, params.tracking, params.train.run_name, run_dir / RUN_FILE)
     with finishing(tracker):
-        tracker.log_metrics({f"eval.{k}": v for k, v in numeric_items(metrics).items()}, step=int(info["step"]))
+        step = int(info["step"])
+        tracker.log_metrics({f"eval/{k}": v for k, v in numeric_items(safe_keys(up)).items()}, step=step)
+        if results is not None:
+            tracker.log_metrics({f"eval/{k}": v for k, v in results.flat_metrics("downstream").items()}, step=step)
+        tracker.log_table(df.reset_index(), "eval/results.json")
     return metrics

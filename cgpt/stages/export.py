@@ -8,16 +8,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from cgpt.config import Params
 from cgpt.data.tokens import open_split, read_index
 from cgpt.errors import DataError
-from cgpt.export.hf import EXPORT_DTYPES, export_hf
+from cgpt.export.card import CardFacts, model_card
+from cgpt.export.hf import EXPORT_DTYPES, write_hf_files
 from cgpt.export.verify import max_logit_difference, sample_text
 from cgpt.faults import fault_point
-from cgpt.fsutil import write_json_atomic, write_text_atomic
+from cgpt.fsutil import atomic_dir, read_json_if_valid, write_json_atomic, write_text_atomic
 from cgpt.model.gpt import GPT
+from cgpt.presets import ModelConfig
+from cgpt.stages.data_stats import file_digest
 from cgpt.stages.project import Project
-from cgpt.tracking import RUN_FILE, finishing, open_model_run
+from cgpt.tracking import RUN_FILE, finishing, open_model_run, provenance_tags
 from cgpt.train.checkpoint import load_model_dir
+from cgpt.train.schedule import tokens_seen
 
 
 def probe_tokens(tokens_dir: Path, n: int) -> np.ndarray:
@@ -37,28 +42,105 @@ def default_prompt(tokenizer_json: Path, probe: np.ndarray, words: int = 3) -> s
     return " ".join(text.split()[:words]) or text[:16]
 
 
-def run(project: Project) -> dict[str, Any]:
-    params = project.params()
+def downstream_facts(summary: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[int, float]]:
+    """The card's rows from ``eval/results.json``, and the 7-task mean acc per shot count (all seven present)."""
+    from cgpt.card import TASKS
+
+    rows = [
+        {"task": r["task"], "shots": int(r["num_fewshot"]), "acc": r["acc"], "acc_norm": r.get("acc_norm"),
+         "n": r.get("n_docs")}
+        for r in summary.get("results", [])
+    ]  # fmt: skip
+    average: dict[int, float] = {}
+    for shots in sorted({row["shots"] for row in rows}):
+        accs = {row["task"]: row["acc"] for row in rows if row["shots"] == shots}
+        if set(TASKS) <= set(accs):
+            average[shots] = sum(accs[t] for t in TASKS) / len(TASKS)
+    return rows, average
+
+
+def card_facts(project: Project, params: Params, cfg: ModelConfig, sample: str) -> CardFacts:
+    """What the model card says, from the files the earlier stages wrote."""
+    run_dir = project.run_dir(params.train.run_name)
+    read = lambda path: read_json_if_valid(path) or {}  # noqa: E731
+    clean, tok, train = (
+        read(project.metrics / "clean.json"),
+        read(project.metrics / "tokenize.json"),
+        read(run_dir / "train_metrics.json"),
+    )
+    upstream = {
+        split: {k: m[k] for k in ("loss", "perplexity", "tokens") if k in m}
+        for split, m in read(run_dir / "eval" / "upstream.json").items()
+        if isinstance(m, dict)
+    }
+    downstream, average = downstream_facts(read(run_dir / "eval" / "results.json"))
+    tp = params.tokenize.tokenizer
+    tokenizer = (
+        f"a byte-level BPE trained on the corpus, vocabulary {cfg.vocab_size:,}"
+        if tp.kind == "train"
+        else f"byte-level BPE loaded from {Path(tp.path or '').name or tp.path}"
+    )
+    c = params.clean
+    cleaning = (
+        (f"ftfy.fix_text(normalization={c.normalization!r})" if c.fix_text else "Unicode normalization only")
+        + (", exact dedup" if c.dedup.exact else "")
+        + (", near-duplicate removal (MinHash)" if c.dedup.near else "")
+    )
+    recipe = params.recipe()
+    return CardFacts(
+        name=params.train.run_name,
+        preset=params.model.preset,
+        model=cfg,
+        recipe=recipe,
+        tokens_seen=int(train.get("tokens_seen") or tokens_seen(recipe, recipe.optimizer_steps())),
+        tokenizer=tokenizer,
+        eos_token="<|endoftext|>",
+        data={
+            "sources": [f"`{s.name}` ({s.kind}{', ' + s.split if s.split else ''})" for s in params.download.sources],
+            "cleaning": cleaning,
+            "documents": clean.get("total", {}).get("documents_out", 0),
+            "tokens": tok.get("tokens", {}),
+        },
+        precision=params.train.precision,
+        license=params.export.license,
+        folder=f"runs/{params.train.run_name}/hf",  # relative: the card must not name this machine
+        upstream=upstream,
+        downstream=downstream,
+        downstream_average=average,
+        sample=sample,
+    )
+
+
+def run(project: Project, params: Params | None = None) -> dict[str, Any]:
+    """``params``: the project's params.yaml unless given (a family member's derived params)."""
+    params = params or project.params()
     run_dir, tokens = project.run_dir(params.train.run_name), project.tokens
     cfg, state, info = load_model_dir(run_dir / "model")
     index = read_index(tokens)
-    hf_dir = export_hf(
-        state,
-        cfg,
-        run_dir / "hf",
-        tokenizer_json=tokens / "tokenizer.json",
-        eos_token_id=int(index["eos_token_id"]),
-        dtype=EXPORT_DTYPES[params.export.dtype],
-    )
-    fault_point("export.written")
-    model = GPT(cfg)
-    model.load_state_dict(state)
-    probe = probe_tokens(tokens, 64)
-    diff = max_logit_difference(hf_dir, model, torch.from_numpy(probe).long().unsqueeze(0))
-    prompt = params.export.sample_prompt
-    if prompt is None:  # the opening words of real text from this corpus, not a fixed prompt
-        prompt = default_prompt(tokens / "tokenizer.json", probe)
-    text = sample_text(hf_dir, prompt, params.export.sample_tokens) if params.export.sample_tokens else ""
+    # Built in a temporary folder, checked, sampled and carded there, renamed into place last: a
+    # kill at any point leaves the previous export (or none), never a half-made one.
+    with atomic_dir(run_dir / "hf") as folder:
+        write_hf_files(
+            state,
+            cfg,
+            folder,
+            tokenizer_json=tokens / "tokenizer.json",
+            eos_token_id=int(index["eos_token_id"]),
+            dtype=EXPORT_DTYPES[params.export.dtype],
+        )
+        fault_point("export.written")
+        model = GPT(cfg)
+        model.load_state_dict(state)
+        probe = probe_tokens(tokens, 64)
+        diff = max_logit_difference(folder, model, torch.from_numpy(probe).long().unsqueeze(0))
+        prompt = params.export.sample_prompt
+        if prompt is None:  # the opening words of real text from this corpus, not a fixed prompt
+            prompt = default_prompt(tokens / "tokenizer.json", probe)
+        text = sample_text(folder, prompt, params.export.sample_tokens) if params.export.sample_tokens else ""
+        facts = card_facts(project, params, cfg, text)
+        card = model_card(facts)
+        (folder / "README.md").write_text(card, encoding="utf-8")
+    hf_dir = run_dir / "hf"
     print(f"exported {hf_dir}: max |logit difference| vs cgpt = {diff:.2e}")
     print(f"sample: {text!r}")
     files = {f.name: f.stat().st_size for f in sorted(hf_dir.iterdir())}
@@ -67,7 +149,18 @@ def run(project: Project) -> dict[str, Any]:
     write_text_atomic(run_dir / "sample.txt", text + "\n")
     tracker = open_model_run(project.root, params.tracking, params.train.run_name, run_dir / RUN_FILE)
     with finishing(tracker):
-        tracker.log_metrics({f"export.{k}": float(v) for k, v in metrics.items()}, step=int(info["step"]))
-        tracker.log_artifacts(hf_dir, "hf")
+        tracker.log_metrics({f"export/{k}": float(v) for k, v in metrics.items()}, step=int(info["step"]))
         tracker.log_text(text, "sample.txt")
+        # the eval numbers the card shows, as the registered version's metrics
+        model_metrics = {f"eval/{split}_xent": float(m["loss"]) for split, m in facts.upstream.items() if "loss" in m}
+        model_metrics |= {f"eval/{shots}shot_acc.avg": avg for shots, avg in facts.downstream_average.items()}
+        tracker.log_hf_model(
+            hf_dir,
+            card,
+            registered_model=params.tracking.registered_model,
+            metrics={**model_metrics, **{f"export/{k}": float(v) for k, v in metrics.items()}},
+            tags={"cgpt.preset": params.model.preset, "cgpt.run_name": params.train.run_name,
+                  "cgpt.data.tokens": file_digest(tokens / "index.json"),
+                  **{k: v for k, v in provenance_tags(project.root).items() if "git" in k}},
+        )  # fmt: skip
     return metrics

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cgpt.config import Params, load_params
+from cgpt.config import PARAMS_FILE, Params, load_params
 from cgpt.errors import ConfigError
 
-PARAMS_FILE = "params.yaml"
+__all__ = ["PARAMS_FILE", "Project"]
 
 
 @dataclass(frozen=True)

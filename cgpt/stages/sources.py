@@ -1,13 +1,17 @@
-"""Stage sources: the fingerprint of what download reads from outside the project -> ``data/sources.json``.
+"""Stage sources: fingerprints of what the stages read from outside the project.
 
-dvc.yaml runs it every time (``always_changed``); download depends on its output, so a changed
-local corpus re-runs download (and only then). See :mod:`cgpt.data.download.fingerprint`.
+``data/sources.json`` (the local corpus files; download depends on it) and ``data/eval_sources.json``
+(a local task-data folder; evaluate depends on it). dvc.yaml runs this stage every time
+(``always_changed``), so a changed local file re-runs exactly the stage that reads it. See
+:mod:`cgpt.data.download.fingerprint`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from cgpt.config import Params
 from cgpt.data.download.fingerprint import sources_fingerprint
 from cgpt.data.download.raw import cache_dir_for
 from cgpt.data.download.sources import HashCache
@@ -17,14 +21,38 @@ from cgpt.stages.project import Project
 SOURCES_FILE = "sources.json"
 
 
+EVAL_SOURCES_FILE = "eval_sources.json"
+
+
+def eval_data_fingerprint(params: Params, root: Path, hashes: HashCache) -> dict[str, Any]:
+    """What evaluate reads from outside the project: a local task-data folder (every file's sha256), or
+    the download cache, whose files are pinned by sha256 in the code (a code dep of evaluate)."""
+    folder = params.evaluate.data
+    if folder is None:
+        return {"version": 1, "data": "downloaded (pinned in cgpt/eval)"}
+    files = sorted(
+        f
+        for task in params.evaluate.tasks
+        if (Path(folder) / task).is_dir()
+        for f in (Path(folder) / task).glob("*.jsonl")
+    )
+    return {
+        "version": 1,
+        "data": [{"path": f.relative_to(folder).as_posix(), "bytes": f.stat().st_size, "sha256": hashes.sha256(f)}
+                 for f in files],
+    }  # fmt: skip
+
+
 def run(project: Project) -> dict[str, Any]:
     params = project.params()
     hashes = HashCache(cache_dir_for(params.download, project.raw) / "local-sha256.json")
     try:
         fingerprint = sources_fingerprint(params.download, project.root, hashes)
+        eval_fingerprint = eval_data_fingerprint(params, project.root, hashes)
     finally:
         hashes.save()
     write_json_atomic(project.data / SOURCES_FILE, fingerprint)
+    write_json_atomic(project.data / EVAL_SOURCES_FILE, eval_fingerprint)
     files = sum(len(s.get("files", [])) for s in fingerprint["sources"])
     print(f"sources: {len(fingerprint['sources'])} source(s), {files} file(s) fingerprinted")
     return fingerprint

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from cgpt.data.tokenize.pack import tokenize_corpus
@@ -11,6 +12,7 @@ from cgpt.stages.project import Project
 
 def run(project: Project) -> dict[str, Any]:
     params = project.params()
+    started = time.time()
     stats = tokenize_corpus(params.tokenize, project.clean, project.tokens)
-    publish_data_stats(project, params, "tokenize", stats)
+    publish_data_stats(project, params, "tokenize", stats, started=started)
     return stats

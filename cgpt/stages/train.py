@@ -15,20 +15,25 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
+import json
 import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
 from cgpt.config import Params
+from cgpt.data.tokens import read_index
 from cgpt.fsutil import write_json_atomic
 from cgpt.runtime import graceful_stop
+from cgpt.stages.data_stats import file_digest
 from cgpt.stages.project import Project
-from cgpt.tracking import RUN_FILE, Tracker, disabled, finishing, open_model_run
+from cgpt.tracking import RUN_FILE, Tracker, data_runs_for, disabled, finishing, open_model_run, provenance_tags
 from cgpt.train.checkpoint import model_config_to_dict, save_model_dir
 from cgpt.train.distributed import SINGLE, DistContext, in_launched_rank, start_rank
 from cgpt.train.launch import launch, needs_launch
 from cgpt.train.loop import RunSetup, TrainResult, run_speed, setup_from_params, train
+from cgpt.train.schedule import tokens_seen
 
 PLOT_COLUMNS = {
     "train.csv": ["step", "loss", "lr", "grad_norm"],
@@ -52,10 +57,36 @@ def write_plot_csv(
     tmp.replace(path)
 
 
-def run(project: Project) -> TrainResult | None:
+def run_config(params: Params, setup: RunSetup, data_digest: str) -> dict[str, Any]:
+    """The resolved training configuration: what the MLflow run records, and what names it
+    (a change to any of it — a model or train value, or new data — is a new MLflow run)."""
+    recipe = dataclasses.asdict(setup.recipe)
+    recipe["total_steps"] = setup.recipe.optimizer_steps()
+    recipe["total_tokens"] = tokens_seen(setup.recipe, recipe["total_steps"])
+    tok = params.tokenize.tokenizer
+    return {
+        "model": {"preset": params.model.preset, **model_config_to_dict(setup.model_config)},
+        "recipe": recipe,
+        # the parallel layout is not part of what a run is: the same math at any world size, and a
+        # run killed at 2 ranks and resumed at 1 stays one MLflow run (one point per step)
+        "train": params.train.model_dump(exclude={"run_name", "distributed"}, exclude_none=True),
+        "data": {
+            "tokens_digest": data_digest,
+            "tokenizer_sha256": setup.tokenizer_sha256,
+            "tokenizer": tok.kind if tok.kind == "train" else f"pretrained:{tok.path}",
+        },
+    }
+
+
+def config_key(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run(project: Project, params: Params | None = None) -> TrainResult | None:
     """Train (one process, or this rank's share); in the stage process of a ddp/fsdp run, launch
-    the ranks instead and return None when they are done."""
-    params = project.params()
+    the ranks instead and return None when they are done. ``params``: the project's params.yaml
+    unless given (a family member's derived params)."""
+    params = params or project.params()
     dp = params.train.distributed
     if needs_launch(dp):
         setup = setup_from_params(params, project.tokens)  # data and device checked before any rank starts
@@ -74,31 +105,8 @@ def _train(project: Project, params: Params, ctx: DistContext, device: str | Non
     if not ctx.is_main:
         logging.getLogger().setLevel(logging.ERROR)  # rank 0 speaks for the job
     run_dir = project.run_dir(params.train.run_name)
-    ckpt_dir = run_dir / "checkpoints"
     setup = setup_from_params(params, project.tokens, device)
-    tracker = disabled()
-    if ctx.is_main:
-        tracker = open_model_run(
-            project.root, params.tracking, params.train.run_name, ckpt_dir / RUN_FILE, key=setup.fingerprint_key()
-        )
-        recipe = {k: v for k, v in dataclasses.asdict(setup.recipe).items() if k != "batch_switch"}
-        tracker.log_params(
-            {
-                "model": params.model.model_dump(),
-                "train": params.train.model_dump(),
-                "resolved.model": model_config_to_dict(setup.model_config),
-                "resolved.recipe": recipe,
-                "resolved.distributed": {"strategy": ctx.strategy, "world_size": ctx.world_size},
-            }
-        )
-        tracker.set_tags(
-            {
-                "cgpt.preset": params.model.preset,
-                "cgpt.run_name": params.train.run_name,
-                "cgpt.strategy": ctx.strategy,  # tags follow the latest session (a resume may change them)
-                "cgpt.world_size": str(ctx.world_size),
-            }
-        )
+    tracker = _open_tracker(project, params, setup, ctx) if ctx.is_main else disabled()
     try:
         with finishing(tracker), graceful_stop("training") as stop_requested:
             result = train(
@@ -119,6 +127,42 @@ def _train(project: Project, params: Params, ctx: DistContext, device: str | Non
     return result
 
 
+def _open_tracker(project: Project, params: Params, setup: RunSetup, ctx: DistContext) -> Tracker:
+    """Rank 0's MLflow run: the resolved configuration as params, provenance and data as tags/inputs."""
+    ckpt_dir = project.run_dir(params.train.run_name) / "checkpoints"
+    digest = file_digest(project.tokens / "index.json")
+    config = run_config(params, setup, digest)
+    tracker = open_model_run(
+        project.root, params.tracking, params.train.run_name, ckpt_dir / RUN_FILE, key=config_key(config)
+    )
+    tracker.log_params({**config, "distributed": {"strategy": ctx.strategy, "world_size": ctx.world_size}})
+    index = read_index(project.tokens)
+    data_runs = [
+        run_id
+        for record in ("tokens/index.json", "clean/manifest.json", "raw/manifest.json")
+        if (project.data / record).is_file()
+        for run_id in data_runs_for(project.root, params.tracking, file_digest(project.data / record))[:1]
+    ]
+    tracker.set_tags(
+        {
+            "cgpt.preset": params.model.preset,
+            "cgpt.run_name": params.train.run_name,
+            "cgpt.config_key": config_key(config),
+            "cgpt.data.tokens": digest,
+            "cgpt.data.runs": ",".join(data_runs),
+            "cgpt.strategy": ctx.strategy,  # tags follow the latest session (a resume may change them)
+            "cgpt.world_size": str(ctx.world_size),
+            **provenance_tags(project.root),
+        }
+    )
+    tracker.log_dataset(
+        "data/tokens", digest, project.tokens, {s: v["tokens"] for s, v in index["splits"].items()}, "training"
+    )
+    if params.tracking.system_metrics:
+        tracker.start_system_metrics(resume=not tracker.fresh)
+    return tracker
+
+
 def _write_results(
     project: Project, params: Params, setup: RunSetup, result: TrainResult, tracker: Tracker, ctx: DistContext
 ) -> None:
@@ -129,13 +173,14 @@ def _write_results(
         "run_name": params.train.run_name,
         "step": result.summary.steps,
         "seq_len": setup.recipe.seq_len,
+        "params": setup.model_config.num_params(),
         "tokenizer_sha256": setup.tokenizer_sha256,
     }
     save_model_dir(run_dir / "model", result.state_dict(), setup.model_config, meta)
     if (ckpt_dir / RUN_FILE).exists():
         shutil.copy(ckpt_dir / RUN_FILE, run_dir / RUN_FILE)
     metrics = result.summary.to_json()
-    write_json_atomic(run_dir / "train_metrics.json", metrics)
+    write_json_atomic(run_dir / "train_metrics.json", result.summary.metrics_file())
     for name, columns in PLOT_COLUMNS.items():
         write_plot_csv(run_dir / "plots" / name, result.history, columns)
     write_plot_csv(run_dir / "plots" / "speed.csv", result.speed, SPEED_COLUMNS, required=SPEED_COLUMNS[:3])
@@ -147,6 +192,6 @@ def _write_results(
     }
     write_json_atomic(run_dir / "timing.json", timing)
     tracker.log_metrics(
-        {f"train.{k}": float(v) for k, v in {**metrics, **timing}.items() if isinstance(v, (int, float))},
+        {f"train/{k}": float(v) for k, v in {**metrics, **timing}.items() if isinstance(v, (int, float))},
         step=result.summary.steps,
     )

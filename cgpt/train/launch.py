@@ -109,8 +109,11 @@ def launch(project: Project, params: Params, setup: RunSetup) -> None:
             logs_specs=DefaultLogsSpecs(log_dir=logs),
             signals_to_handle="SIGHUP,SIGQUIT",  # SIGINT/SIGTERM: forwarded to the ranks (_forward_signals)
         )
+        # the ranks train exactly these params (a family member's are derived, not params.yaml's)
+        params_file = Path(logs) / "params.json"
+        params_file.write_text(params.model_dump_json())
         try:
-            elastic_launch(config, sys.executable)("-u", "-m", "cgpt.train.launch", str(project.root))
+            elastic_launch(config, sys.executable)("-u", "-m", "cgpt.train.launch", str(project.root), str(params_file))
         except ChildFailedError as exc:
             raise _job_failure(exc.failures, world) from None
         except RendezvousError as exc:
@@ -243,13 +246,18 @@ def _die_with_launcher() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def rank_main(root: str) -> None:
-    """One rank: the train stage function in the project at ``root`` (``RANK`` etc. set by the agent)."""
+def rank_main(root: str, params_file: str | None = None) -> None:
+    """One rank: the train stage function in the project at ``root`` (``RANK`` etc. set by the agent),
+    on the launcher's params (``params_file``, JSON) or, under torchrun/srun, the project's."""
     _die_with_launcher()
-    from cgpt.stages import main
+    from cgpt.config import Params
+    from cgpt.runtime import run_main
+    from cgpt.stages.project import Project
+    from cgpt.stages.train import run
 
-    main("train", root)
+    params = Params.model_validate_json(Path(params_file).read_text()) if params_file else None
+    run_main(lambda: run(Project.at(root), params))
 
 
 if __name__ == "__main__":
-    rank_main(sys.argv[1])
+    rank_main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)

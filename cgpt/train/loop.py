@@ -85,13 +85,34 @@ class RunSetup:
     device: str = "cpu"
 
     def fingerprint(self) -> dict[str, Any]:
-        """What a checkpoint must share with this run to be resumed by it."""
+        """What a checkpoint must share with this run to be resumed by it: the model, the data, and
+        every setting of the optimization except its length. So raising ``train.max_steps``
+        continues from the last checkpoint (the schedule is recomputed for the new length), while a
+        changed learning rate, warm-up, decay, seed, batch or precision starts over (the old
+        checkpoints are set aside) instead of quietly returning a model trained otherwise."""
+        t = self.train
         return {
             "model_config": model_config_to_dict(self.model_config),
             "tokenizer_sha256": self.tokenizer_sha256,
-            "seed": self.train.seed,
+            "seed": t.seed,
             "seq_len": self.recipe.seq_len,
             "batch_size": self.recipe.batch_size,
+            "optimization": {
+                "preset": self.preset,
+                **t.model_dump(
+                    include={
+                        "lr",
+                        "end_lr_ratio",
+                        "warmup_steps",
+                        "decay",
+                        "weight_decay",
+                        "grad_clip",
+                        "adam_eps",
+                        "optimizer",
+                        "precision",
+                    }
+                ),
+            },  # fmt: skip
         }
 
     def fingerprint_key(self) -> str:
@@ -110,11 +131,19 @@ class TrainSummary:
     train_loss: float
     val_loss: float
 
+    #: what ``train_metrics.json`` (a DVC metric) holds: few keys, so ``dvc metrics show`` stays narrow
+    #: (the parameter count is in the model's ``cgpt_model.json``, the last validation in the curves)
+    METRIC_KEYS = ("steps", "tokens_seen", "train_loss")
+
     def to_json(self) -> dict[str, Any]:
         return {
             k: (None if isinstance(v, float) and not math.isfinite(v) else v)
             for k, v in dataclasses.asdict(self).items()
         }
+
+    def metrics_file(self) -> dict[str, Any]:
+        full = self.to_json()
+        return {k: full[k] for k in self.METRIC_KEYS}
 
 
 @dataclass

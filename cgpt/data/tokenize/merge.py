@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from cgpt.data.tokenize.pack import check_split_sizes
-from cgpt.data.tokens import SPLITS, TokenFileWriter, TokenStream, token_index
+from cgpt.data.tokens import SPLITS, SubsetRuns, TokenFileWriter, TokenStream, token_index, write_subsets
 from cgpt.errors import DataError
 from cgpt.fsutil import atomic_dir, read_json, write_json_atomic
 
@@ -157,6 +157,13 @@ def merge_token_shards(shard_dirs: list[Path], out_dir: Path, *, progress: bool 
         docs_in = sum(int(i["shard"]["documents_in"]) for i in indexes)
         check_split_sizes({s: w.tokens for s, w in writers.items()}, docs_in, "merge_token_shards")
         (tmp / "tokenizer.json").write_bytes(tok_bytes[0])
+        subsets = {}
+        for s in SPLITS:  # the parts' subset runs in part order: what one run records
+            merged = SubsetRuns()
+            for k, j, _off, _tokens in plan[s]:
+                merged.extend(indexes[j]["shard"].get("part_subsets", {}).get(s, {}).get(str(k), []))
+            subsets[s] = merged.runs
+        write_subsets(tmp, subsets)
         index = token_index(
             first["vocab_size"],
             first["eos_token_id"],

@@ -42,7 +42,7 @@ from cgpt.data.tokenize.tokenizer import (
     tokenizer_sha256,
     train_tokenizer,
 )
-from cgpt.data.tokens import SPLITS, TokenFileWriter, dtype_for_vocab, token_index
+from cgpt.data.tokens import SPLITS, SubsetRuns, TokenFileWriter, dtype_for_vocab, token_index, write_subsets
 from cgpt.errors import DataError
 from cgpt.faults import fault_point
 from cgpt.fsutil import atomic_dir, write_json_atomic, write_text_atomic
@@ -58,14 +58,15 @@ def selected_parts(manifest: dict[str, Any], index: int = 0, count: int = 1) -> 
 
 def _iter_units(
     clean_dir: Path, manifest: dict[str, Any], split: SplitParams, parts: list[int] | None = None
-) -> Iterator[tuple[int, list[tuple[str, str]], int]]:
-    """(1, units, part index) per cleaned document, in corpus order (only ``parts`` when given)."""
+) -> Iterator[tuple[int, list[tuple[str, str]], int, str]]:
+    """(1, units, part index, pile_set_name) per cleaned document, in corpus order (only ``parts`` when given)."""
     files = manifest["files"]
     for k in range(len(files)) if parts is None else parts:
         part = files[k]
         official = part.get("split")
         for doc in iter_clean_documents(clean_dir, part):
-            yield 1, document_units(doc["text"], official, split), k
+            subset = str((doc.get("meta") or {}).get("pile_set_name", "unknown"))
+            yield 1, document_units(doc["text"], official, split), k, subset
 
 
 # ----------------------------------------------------------------------------------------------
@@ -110,18 +111,19 @@ def _background(it: Iterator, maxsize: int) -> Iterator:
 
 def _batches(
     clean_dir: Path, manifest: dict[str, Any], split: SplitParams, batch_docs: int, parts: list[int] | None = None
-) -> Iterator[tuple[int, list[tuple[str, str]], list[int]]]:
-    """(documents, units, part index of each unit) batches of about ``batch_docs`` units."""
-    docs, units, unit_parts = 0, [], []
-    for n, u, k in _iter_units(clean_dir, manifest, split, parts):
+) -> Iterator[tuple[int, list[tuple[str, str]], list[int], list[str]]]:
+    """(documents, units, part index of each unit, subset of each unit) batches of about ``batch_docs`` units."""
+    docs, units, unit_parts, unit_subsets = 0, [], [], []
+    for n, u, k, subset in _iter_units(clean_dir, manifest, split, parts):
         docs += n
         units.extend(u)
         unit_parts.extend([k] * len(u))
+        unit_subsets.extend([subset] * len(u))
         if len(units) >= batch_docs:
-            yield docs, units, unit_parts
-            docs, units, unit_parts = 0, [], []
+            yield docs, units, unit_parts, unit_subsets
+            docs, units, unit_parts, unit_subsets = 0, [], [], []
     if units or docs:
-        yield docs, units, unit_parts
+        yield docs, units, unit_parts, unit_subsets
 
 
 def _set_threads(workers: int) -> None:
@@ -135,7 +137,7 @@ def _train_on_corpus(params: TokenizeParams, clean_dir: Path, manifest: dict[str
     tp = params.tokenizer
 
     def train_texts() -> Iterator[str]:
-        for _, units, _k in _iter_units(clean_dir, manifest, params.split):
+        for _, units, _k, _subset in _iter_units(clean_dir, manifest, params.split):
             for s, text in units:
                 if s == "train":
                     yield text
@@ -234,21 +236,26 @@ def tokenize_corpus(
     docs_in = 0
     # per split: part index -> [tokens, documents] (parts arrive in increasing order), shard runs only
     part_counts: dict[str, dict[int, list[int]]] = {s: {} for s in SPLITS}
+    # per split: which subset (meta.pile_set_name) each token belongs to, as runs [name, tokens]
+    runs: dict[str, SubsetRuns] = {s: SubsetRuns() for s in SPLITS}
+    part_runs: dict[str, dict[int, SubsetRuns]] = {s: {} for s in SPLITS}  # the same per clean part (shards)
     with atomic_dir(out_dir) as tmp:
         writers = {s: TokenFileWriter(tmp, s, dtype, params.shard_tokens) for s in SPLITS}
         batches = _batches(clean_dir, manifest, params.split, params.batch_docs, parts)
-        for n_docs, units, unit_parts in _background(batches, _QUEUE_BATCHES):
+        for n_docs, units, unit_parts, unit_subsets in _background(batches, _QUEUE_BATCHES):
             encs = tok.encode_batch_fast([t for _, t in units], add_special_tokens=False)
             by_split: dict[str, list[int]] = {}
-            for (s, _), enc, k in zip(units, encs, unit_parts):
+            for (s, _), enc, k, subset in zip(units, encs, unit_parts, unit_subsets):
                 buf = by_split.setdefault(s, [])
                 buf.extend(enc.ids)
                 buf.append(eos)
                 writers[s].documents += 1
+                runs[s].add(subset, len(enc.ids) + 1)
                 if sharded:
                     c = part_counts[s].setdefault(k, [0, 0])
                     c[0] += len(enc.ids) + 1
                     c[1] += 1
+                    part_runs[s].setdefault(k, SubsetRuns()).add(subset, len(enc.ids) + 1)
             for s in SPLITS:  # fixed order: the bytes do not depend on dict order
                 if s in by_split:
                     writers[s].write(np.asarray(by_split[s], dtype=np.int64))
@@ -263,6 +270,7 @@ def tokenize_corpus(
         if not sharded:
             check_split_sizes({s: w.tokens for s, w in writers.items()}, docs_in, str(clean_dir))
         save_tokenizer(tok, tmp)
+        write_subsets(tmp, {s: r.runs for s, r in runs.items()})
         index = token_index(
             vocab_size,
             eos,
@@ -280,6 +288,7 @@ def tokenize_corpus(
                 "clean_manifest_sha256": clean_manifest_sha256(clean_dir),
                 "parts_total": len(manifest["files"]),
                 "parts": {s: [[k, c[0], c[1]] for k, c in part_counts[s].items()] for s in SPLITS},
+                "part_subsets": {s: {str(k): r.runs for k, r in part_runs[s].items()} for s in SPLITS},
                 "documents_in": docs_in,
             }
         write_json_atomic(tmp / "index.json", index)

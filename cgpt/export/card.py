@@ -1,0 +1,174 @@
+"""The model card (``README.md``) of every export, in the Hugging Face format, modelled on Cerebras-GPT's.
+
+The Hub renders the YAML front matter (licence, tags, pipeline) and the markdown below it. Every
+number is this run's own (read from the files the stages wrote), so the card is true of the folder
+it sits in: shape, tokenizer, data and cleaning, tokens, steps, batch, LR schedule, evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from cgpt.presets import ModelConfig, TrainRecipe
+
+
+@dataclass
+class CardFacts:
+    """What the card says, gathered by the export stage."""
+
+    name: str  # the run name (the folder's model id)
+    preset: str
+    model: ModelConfig
+    recipe: TrainRecipe
+    tokens_seen: int
+    tokenizer: str  # "GPT-2 BPE (pretrained from ...)" or "byte-level BPE trained on the corpus"
+    eos_token: str
+    data: dict[str, Any]  # {"sources": [...], "cleaning": str, "documents": int, "tokens": {split: n}}
+    precision: str
+    license: str
+    folder: str  # where the export lives, for the quickstart
+    upstream: dict[str, dict[str, float]] = field(default_factory=dict)  # {"val": {"loss", "perplexity", "tokens"}}
+    downstream: list[dict[str, Any]] = field(default_factory=list)  # rows: task, shots, acc, acc_norm, n
+    downstream_average: dict[int, float] = field(default_factory=dict)  # shots -> mean acc of the 7 tasks
+    sample: str = ""
+
+
+def _count(n: float) -> str:
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def front_matter(f: CardFacts) -> dict[str, Any]:
+    tags = ["pytorch", "causal-lm", "gpt2", "cerebras-gpt-recipe", "cgpt"]
+    meta: dict[str, Any] = {
+        "language": ["en"],
+        "license": f.license,
+        "library_name": "transformers",
+        "pipeline_tag": "text-generation",
+        "tags": tags,
+    }
+    results = []
+    for split, m in f.upstream.items():
+        if m.get("loss") is not None:
+            results.append({
+                "task": {"type": "text-generation", "name": "Language modeling"},
+                "dataset": {"type": "custom", "name": f"{split} split of the training corpus"},
+                "metrics": [
+                    {"type": "cross_entropy", "value": round(m["loss"], 4), "name": f"{split} xent (nats/token)"}
+                ],
+            })  # fmt: skip
+    for row in f.downstream:
+        results.append({
+            "task": {"type": "multiple-choice" if row["task"] != "lambada_openai" else "text-generation"},
+            "dataset": {"type": row["task"], "name": row["task"]},
+            "metrics": [{"type": "accuracy", "value": round(row["acc"], 4), "name": f"acc ({row['shots']}-shot)"}],
+        })  # fmt: skip
+    if results:
+        meta["model-index"] = [{"name": f.name, "results": results}]
+    return meta
+
+
+def model_card(f: CardFacts) -> str:
+    m, r = f.model, f.recipe
+    lines = ["---", yaml.safe_dump(front_matter(f), sort_keys=False).rstrip(), "---", ""]
+    lines += [
+        f"# {f.name}",
+        "",
+        f"A GPT-3-style decoder ({_count(m.num_params())} parameters, {m.parameterization.upper()}) trained with "
+        "[cgpt](https://github.com/), which reproduces the "
+        "[Cerebras-GPT](https://huggingface.co/cerebras/Cerebras-GPT-13B) recipe: pre-LN blocks, learned positions, "
+        "exact GELU, tied embeddings, the Model Zoo's AdamW and LR schedule, trained on "
+        f"{_count(f.tokens_seen)} tokens. It loads as a plain `GPT2LMHeadModel` with no custom code.",
+        "",
+        "## Model details",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| preset | `{f.preset}` |",
+        f"| parameters | {m.num_params():,} (tied LM head counted once) |",
+        f"| layers x width | {m.n_layer} x {m.d_model} |",
+        f"| attention heads | {m.n_head} (head size {m.d_head}) |",
+        f"| feed-forward width | {m.d_ffn} |",
+        f"| context length | {r.seq_len} tokens (positions: {m.n_positions}) |",
+        f"| vocabulary | {m.vocab_size:,} ({f.tokenizer}); `{f.eos_token}` ends every document |",
+        f"| parameterization | {'µP (folded into plain GPT-2 weights for export)' if m.is_mup else 'standard (SP)'} |",
+        "| activation | exact (erf) GELU, `activation_function: gelu` |",
+        f"| optimizer | AdamW, betas {r.betas}, eps {r.eps:g}, weight decay {r.weight_decay:g}, clipping "
+        f"{r.grad_clip:g} |",
+        f"| precision | {f.precision} |",
+        "",
+        "## Training data and procedure",
+        "",
+    ]
+    sources = ", ".join(f.data.get("sources", [])) or "see the project's params.yaml"
+    tokens = f.data.get("tokens", {})
+    lines += [
+        f"- **Corpus:** {sources}.",
+        f"- **Cleaning:** {f.data.get('cleaning', 'ftfy NFC per document')}; "
+        f"{f.data.get('documents', 0):,} documents kept.",
+        "- **Tokens:** " + ", ".join(f"{s} {n:,}" for s, n in tokens.items()) + ".",
+        f"- **Steps:** {r.optimizer_steps():,} optimizer steps of {r.batch_size} sequences x {r.seq_len} tokens "
+        f"= {_count(f.tokens_seen)} tokens.",
+        f"- **Learning rate:** linear warm-up from 0 to {r.peak_lr:g} over {r.warmup_steps:,} steps, then {r.decay} "
+        f"decay to {r.end_lr:g} over {r.decay_steps:,} steps.",
+        "",
+    ]
+    if f.upstream or f.downstream:
+        lines += ["## Evaluation", ""]
+    if f.upstream:
+        lines += ["| split | cross-entropy (nats/token) | perplexity | tokens |", "|---|---|---|---|"]
+        for split, mm in f.upstream.items():
+            if mm.get("loss") is not None:
+                lines.append(f"| {split} | {mm['loss']:.4f} | {mm['perplexity']:.2f} | {int(mm['tokens']):,} |")
+        lines.append("")
+    if f.downstream:
+        lines += [
+            "Downstream tasks scored like lm-evaluation-harness 0.4.13 (`acc` is what the Cerebras-GPT card "
+            "reports; `acc_norm` beside it):",
+            "",
+            "| task | shots | acc | acc_norm | documents |",
+            "|---|---|---|---|---|",
+        ]
+        for row in f.downstream:
+            norm = f"{row['acc_norm']:.3f}" if row.get("acc_norm") is not None else "-"
+            lines.append(f"| {row['task']} | {row['shots']} | {row['acc']:.3f} | {norm} | {row.get('n', '-')} |")
+        for shots, avg in sorted(f.downstream_average.items()):
+            lines.append(f"| **average** | {shots} | **{avg:.3f}** | | |")
+        lines.append("")
+    lines += [
+        "## How to use",
+        "",
+        "```python",
+        "from transformers import AutoTokenizer, AutoModelForCausalLM, pipeline",
+        "",
+        f'tokenizer = AutoTokenizer.from_pretrained("{f.folder}")',
+        f'model = AutoModelForCausalLM.from_pretrained("{f.folder}")',
+        'pipe = pipeline("text-generation", model=model, tokenizer=tokenizer)',
+        'print(pipe("Generative AI is ", max_length=50, do_sample=False, no_repeat_ngram_size=2)[0]["generated_text"])',
+        "```",
+        "",
+    ]
+    if f.sample:
+        lines += ["A greedy sample from this folder:", "", "```", f.sample, "```", ""]
+    lines += [
+        "## Limitations",
+        "",
+        "- A research artifact: trained for a fixed compute budget on the corpus above, with no instruction "
+        "tuning, alignment or safety filtering. It continues text; it does not follow instructions.",
+        "- It reproduces the biases and errors of its training text, and can generate false or offensive "
+        "statements. Evaluate it for your use before deploying it.",
+        "- Its quality depends on its size and data: small models trained on a small corpus produce fluent-looking "
+        "but mostly meaningless text.",
+        "",
+        "## Licence",
+        "",
+        f"The weights are released under `{f.license}` (set `export.license` in params.yaml). The training data keeps "
+        "its own licence; check each source's terms.",
+        "",
+    ]
+    return "\n".join(lines)
