@@ -285,9 +285,9 @@ def test_dvc_repro_with_two_ranks_gives_the_one_process_curve_and_one_mlflow_run
     assert len(runs) == 1  # rank 0 alone opened it; evaluate and export logged into it
     run = runs[0]
     assert run.info.status == "FINISHED" and run.data.tags["cgpt.world_size"] == "2"
-    assert run.data.params["resolved.distributed.strategy"] == strategy
+    assert run.data.params["distributed.strategy"] == strategy
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(10, 61, 10))
-    assert {"eval.val.loss", "export.max_abs_logit_diff", "mfu"} <= set(run.data.metrics)
+    assert {"eval/val.loss", "export/max_abs_logit_diff", "mfu"} <= set(run.data.metrics)
     timing = json.loads((project / "runs/default/timing.json").read_text())
     assert timing["world_size"] == 2 and timing["strategy"] == strategy and timing["mfu"] > 0
 
