@@ -39,3 +39,4 @@ bench: setup
 	$(BIN)/python benchmarks/model_throughput.py
 	$(BIN)/python benchmarks/tokenize_throughput.py
 	$(BIN)/python benchmarks/clean_throughput.py
+	$(BIN)/python benchmarks/train_throughput.py

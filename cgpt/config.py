@@ -85,6 +85,25 @@ class Params(BaseModel):
             member_sections(self.family, name, self.train)  # one line naming the member's bad key
         return self
 
+    @model_validator(mode="after")
+    def _batch_splits_over_ranks(self) -> Params:
+        """Every rank takes an equal, contiguous share of each global batch (same math at any world
+        size), so the batch (both 13B batches) must divide by the world size when params fix it."""
+        d = self.train.distributed
+        if d.nproc_per_node == "auto":
+            return self  # known at launch: cgpt.train.launch checks it there
+        world = d.nproc_per_node * d.nnodes
+        recipe = self.recipe()
+        batches = [recipe.batch_size] + ([recipe.batch_switch.batch_size] if recipe.batch_switch else [])
+        for b in batches:
+            if b % world:
+                raise ValueError(
+                    f"train.distributed: the global batch of {b} sequences does not divide by the world size "
+                    f"{world} (nproc_per_node {d.nproc_per_node} x nnodes {d.nnodes}); every rank takes an equal "
+                    "share of each batch: change train.batch_size or the number of processes"
+                )
+        return self
+
     # ---- resolved views -------------------------------------------------------------------
 
     @property

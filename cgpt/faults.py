@@ -4,6 +4,10 @@
 it reaches ``fault_point("<point>")``. Unset (always, outside tests), a call costs one dict lookup.
 The points sit where a kill is most likely to leave something half done: between the files of a
 checkpoint, right after a rename, between the parts of a data stage.
+
+In distributed training every rank reaches the same points; ``CGPT_FAULT=rank<k>:<point>[@<n>]``
+kills only the process whose ``RANK`` (set by the launcher) is ``k``, as when one machine of a
+job dies, so the tests can check that the others are brought down and a rerun resumes.
 """
 
 from __future__ import annotations
@@ -19,6 +23,11 @@ def fault_point(name: str) -> None:
     spec = os.environ.get(ENV)
     if not spec:
         return
+    who, sep, rest = spec.partition(":")
+    if sep and who.startswith("rank"):
+        if os.environ.get("RANK", "0") != who.removeprefix("rank"):
+            return
+        spec = rest
     point, _, nth = spec.partition("@")
     if point != name:
         return

@@ -70,10 +70,25 @@ def describe_run(params: Params, root: Path) -> list[tuple[str, str]]:
         else f"pretrained from {tok.tokenizer.path}"
     )
     split = f"val {tok.split.val:.1%}, test {tok.split.test:.1%} (seed {tok.split.seed}; official splits kept)"
+    precision = t.precision + (" (bf16 on CUDA, fp32 on CPU)" if t.precision == "auto" else "")
+    options = (("torch.compile", t.compile), ("activation checkpointing", t.activation_checkpointing))
+    extras = "".join(f", {name}" for name, on in options if on)
     loop = (
-        f"device {t.device}, precision {t.precision}, seed {t.seed}; log every {t.log_interval}, validate every "
-        f"{t.eval_interval}, checkpoint every {t.checkpoint_interval} steps (keep {t.keep_checkpoints})"
+        f"device {t.device}, precision {precision}{extras}, seed {t.seed}; log every {t.log_interval}, validate "
+        f"every {t.eval_interval}, checkpoint every {t.checkpoint_interval} steps (keep {t.keep_checkpoints})"
     )
+    d = t.distributed
+    if d.launched:
+        ranks = f"{d.nproc_per_node} process(es) per node x {d.nnodes} node(s)"
+        where = f", rendezvous {d.rdzv_endpoint}" if d.rdzv_endpoint else ""
+        share = (
+            f"; {recipe.batch_size // (d.nproc_per_node * d.nnodes)} sequences per rank per step"
+            if d.nproc_per_node != "auto"
+            else ""
+        )
+        parallel = f"{d.strategy}: {ranks}{where}{share} (dvc repro launches them; or torchrun)"
+    else:
+        parallel = "one process (train.distributed.strategy: none)"
     prompt = params.export.sample_prompt
     export = (
         f"{params.export.dtype}, sample prompt {prompt!r}"
@@ -89,6 +104,7 @@ def describe_run(params: Params, root: Path) -> list[tuple[str, str]]:
         ("data", f"{sources}; clean: {cleaning}"),
         ("tokenizer", f"{tokenizer}; split {split}"),
         ("training", loop),
+        ("parallel", parallel),
         ("evaluate", f"splits {', '.join(params.evaluate.splits)}"),
         ("export", export),
         ("tracking", tracking),

@@ -59,6 +59,10 @@ def summary_rows(project: Project) -> list[tuple[str, str]]:
         text = f"{train['steps']:,} steps, {_millions(train['tokens_seen'])} tokens"
         if timing:
             text += f", {_duration(timing.get('seconds', 0.0))}, {timing.get('tokens_per_s', 0.0):,.0f} tokens/s"
+            if timing.get("mfu"):
+                text += f", MFU {timing['mfu']:.1%}"
+            if timing.get("world_size", 1) > 1:
+                text += f" on {timing['world_size']} ranks ({timing.get('strategy')})"
             if timing.get("resumed_from_step"):
                 text += f" (resumed at step {timing['resumed_from_step']:,}; time and speed cover every session)"
         rows.append(("training", text))

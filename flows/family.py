@@ -24,8 +24,9 @@ when any member was flagged. The logic lives in :mod:`cgpt.family`; this file on
     python flows/family.py                     # the family in params.yaml, on Prefect's ephemeral server
     python flows/family.py --through evaluate  # skip the members' Hugging Face exports
 
-Members train with their own params (``family.defaults`` and the member's keys), so any train key
-— a distributed trainer's, once cgpt has one — reaches them through params.yaml, not this flow.
+Members train with their own params (``family.defaults`` and the member's keys, over the project's
+``train:`` loop keys), so ``train.distributed`` (ddp/fsdp ranks, docs/distributed.md), ``precision`` and
+``device`` reach every member through params.yaml, not through this flow.
 """
 
 from __future__ import annotations

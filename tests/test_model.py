@@ -196,3 +196,21 @@ def test_generate_is_greedy_and_stops_at_eos():
         assert out[0, 4].item() == model(x)[0, -1].argmax().item()
     eos = out[0, 5].item()
     assert model.generate(x, max_new_tokens=6, eos_token_id=eos).shape[1] <= 6
+
+
+def test_bf16_attention_softmax_runs_in_fp32():
+    """The recipe computes the attention softmax in fp32 (attention_softmax_fp32). cgpt's attention is
+    torch's SDPA, whose kernels keep the scores and softmax in fp32 for bf16 inputs (flash/efficient on
+    CUDA, the CPU flash kernel, and the math fallback, which upcasts): its bf16 output matches a softmax
+    done in fp32 to bf16 rounding, and is far from one done in bf16."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 64, 32) * s for s in (3.0, 3.0, 1.0))
+    q, k, v = (t.bfloat16() for t in (q, k, v))
+    mask = torch.ones(64, 64, dtype=torch.bool).tril()
+    scores = (q.float() @ k.float().transpose(-1, -2) / math.sqrt(32)).masked_fill(~mask, float("-inf"))
+    fp32_softmax = (scores.softmax(-1) @ v.float()).bfloat16()
+    bf16_softmax = (scores.bfloat16().softmax(-1) @ v).bfloat16()
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    err32 = (out.float() - fp32_softmax.float()).abs().max().item()
+    err16 = (out.float() - bf16_softmax.float()).abs().max().item()
+    assert err32 <= 0.02 and err32 < err16 / 2, (err32, err16)

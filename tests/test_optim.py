@@ -76,3 +76,47 @@ def test_cerebras_adamw_differs_from_torch_only_by_eps():
         o1.step()
         o2.step()
     assert torch.allclose(p1, p2, atol=1e-12)
+
+
+def _run_steps(fused: bool, steps: int = 30) -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(n, 17)) for n in (5, 64, 300)]
+    groups = [
+        {"params": params[:2], "weight_decay": 0.1, "lr": 3e-3},
+        {"params": params[2:], "weight_decay": 0.0, "lr": 1e-3},
+    ]
+    opt = CerebrasAdamW(groups, betas=(0.9, 0.95), eps=1e-8, fused=fused)
+    gen = torch.Generator().manual_seed(1)
+    for t in range(steps):
+        for p in params:  # gradients of mixed sizes, some tiny (where eps matters)
+            p.grad = torch.randn(p.shape, generator=gen) * (1e-6 if t % 3 == 0 else 1.0)
+        opt.step()
+    return [p.detach().clone() for p in params]
+
+
+def test_fused_cerebras_adamw_equals_the_foreach_one_to_fp32_rounding():
+    foreach, fused = _run_steps(False), _run_steps(True)
+    for a, b in zip(foreach, fused):
+        torch.testing.assert_close(a, b, rtol=2e-6, atol=1e-7)  # a few ulps: the same update, reassociated
+
+
+def test_fused_path_places_eps_like_the_model_zoo():
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(5, 3))
+    ref = p.detach().double().clone()
+    m, v = torch.zeros_like(ref), torch.zeros_like(ref)
+    opt = CerebrasAdamW([p], lr=1e-2, betas=(0.9, 0.95), eps=1e-3, weight_decay=0.1, fused=True)
+    for t in range(1, 6):
+        g = torch.randn_like(p)
+        p.grad = g.clone()
+        opt.step()
+        ref, m, v = _reference_step(ref, g.double(), m, v, t, 1e-2, 0.9, 0.95, 1e-3, 0.1)
+        torch.testing.assert_close(p.detach().double(), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_foreach_state_dict_is_unchanged_and_fused_keeps_its_flag():
+    model = _tiny()
+    opt = build_optimizer(model, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    assert not opt.fused and "fused" not in opt.state_dict()["param_groups"][0]  # CPU: checkpoints as before
+    fused = build_optimizer(model, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, fused=True)
+    assert fused.fused and fused.state_dict()["param_groups"][0]["fused"] is True

@@ -44,3 +44,26 @@ def test_different_seed_different_order():
 def test_too_small_split_is_a_clear_error():
     with pytest.raises(DataError, match="fewer than one window"):
         ChunkSampler(ArrayStream(10), seq_len=64, seed=0)
+
+
+def test_the_13b_batch_switch_neither_skips_nor_repeats_a_sequence():
+    """Update s reads from the sequences consumed before it: 720 per step, then 1080 per step, back to back."""
+    from dataclasses import replace
+
+    from cgpt.presets import BatchSwitch, get_preset
+    from cgpt.train.schedule import batch_size_at, sequences_seen
+
+    recipe = replace(
+        get_preset("cerebras-13b").recipe,
+        batch_size=2,
+        batch_switch=BatchSwitch(at_step=3, step_reset_to=2, batch_size=3, warmup_steps=1, decay_steps=4),
+    )
+    assert [sequences_seen(recipe, s) for s in range(7)] == [0, 2, 4, 6, 9, 12, 15]
+    assert sequences_seen(get_preset("cerebras-13b").recipe, 58_000) == 57_000 * 720 + 1_000 * 1080
+    s = ChunkSampler(ArrayStream(16 * 50), seq_len=15, seed=4)  # 50 chunks
+    read = []
+    for step in range(recipe.optimizer_steps()):
+        x, _ = s.rows(sequences_seen(recipe, step), batch_size_at(recipe, step))
+        read += [int(row[0]) // 16 for row in x]  # the chunk each window starts in
+    assert read == s.indices(0, len(read)) and len(read) == 3 * 2 + 3 * 3
+    assert len(set(read)) == len(read)  # within one epoch: nothing twice, nothing left out

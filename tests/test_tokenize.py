@@ -210,3 +210,43 @@ def test_assign_split_fractions():
     got = [assign_split(f"doc {i}", sp) for i in range(5000)]
     assert 0.17 < got.count("val") / 5000 < 0.23
     assert 0.08 < got.count("test") / 5000 < 0.12
+
+
+def _literal_eos_corpus(tmp_path: Path) -> Path:
+    docs = [
+        {"text": "The end<|endoftext|>is text here.", "meta": {}},
+        {"text": "A plain document.", "meta": {}},
+        {"text": "<|endoftext|>", "meta": {}},
+    ]
+    raw = write_raw(tmp_path / "raw", [("a.jsonl", None, "S", docs)])
+    clean(CleanParams(workers=1), raw, tmp_path / "clean", progress=False)
+    return tmp_path / "clean"
+
+
+def test_a_literal_endoftext_in_a_document_is_text_not_the_eos(gpt2_tokenizer_dir, tmp_path):
+    """The recipe's plain GPT-2 BPE encodes "<|endoftext|>" inside a document as its characters; only the
+    separator appended after each document is id 50256."""
+    p = small_params(tokenizer={"kind": "pretrained", "path": str(gpt2_tokenizer_dir)}, split={"val": 0.0, "test": 0.0})
+    tokenize_corpus(p, _literal_eos_corpus(tmp_path), tmp_path / "t", progress=False)
+    stream = open_split(tmp_path / "t", "train")
+    toks = stream.read(0, len(stream)).tolist()
+    literal = [27, 91, 437, 1659, 5239, 91, 29]  # "<", "|", "end", "of", "text", "|", ">"
+    tok = load_tokenizer(gpt2_tokenizer_dir)
+    plain = lambda s: tok.encode(s, add_special_tokens=False).ids  # noqa: E731
+    assert toks == (
+        plain("The end") + literal + plain("is text here.") + [50256] + plain("A plain document.") + [50256]
+        + literal + [50256]
+    )  # fmt: skip
+    saved = json.loads((tmp_path / "t" / "tokenizer.json").read_text())
+    assert saved == json.loads(tok.to_str(pretty=True))  # the flag is not part of the tokenizer file
+
+
+def test_a_literal_endoftext_with_a_trained_tokenizer(tmp_path):
+    tokenize_corpus(
+        small_params(split={"val": 0.0, "test": 0.0}), _literal_eos_corpus(tmp_path), tmp_path / "t", progress=False
+    )
+    index = read_index(tmp_path / "t")
+    stream = open_split(tmp_path / "t", "train")
+    toks = stream.read(0, len(stream))
+    assert int((toks == index["eos_token_id"]).sum()) == index["splits"]["train"]["documents"] == 3
+    assert toks[-1] == index["eos_token_id"]

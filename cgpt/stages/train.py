@@ -1,9 +1,14 @@
 """Stage train: ``data/tokens/`` -> ``runs/<run_name>/`` (checkpoints [persist], model/, metrics, plots).
 
 Files written beside the declared outputs (not DVC outputs, since they differ between two runs of
-the same configuration): ``timing.json`` (wall time and tokens/s over the whole training, every
-session of a resumed run), ``plots/speed.csv`` (tokens/s per logged step) and ``mlflow_run.json``
-(the MLflow run that trained ``model/``, which evaluate and export log into).
+the same configuration): ``timing.json`` (wall time, tokens/s and MFU over the whole training,
+every session of a resumed run), ``plots/speed.csv`` (tokens/s per logged step) and
+``mlflow_run.json`` (the MLflow run that trained ``model/``, which evaluate and export log into).
+
+Distributed (``train.distributed.strategy: ddp|fsdp``): run as the stage command, this function
+launches the ranks (:mod:`cgpt.train.launch`) and waits; inside a rank (``RANK`` set, by that
+launcher or by torchrun/srun) it trains this rank's share. Rank 0 alone opens the MLflow run,
+shows progress, and writes model/ (gathered once), metrics, plots and ``timing.json``.
 """
 
 from __future__ import annotations
@@ -12,18 +17,30 @@ import csv
 import dataclasses
 import hashlib
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
 from cgpt.config import Params
 from cgpt.data.tokens import read_index
-from cgpt.fsutil import write_json_atomic
+from cgpt.fsutil import read_json_if_valid, write_json_atomic
 from cgpt.runtime import graceful_stop
 from cgpt.stages.data_stats import file_digest
 from cgpt.stages.project import Project
-from cgpt.tracking import RUN_FILE, Tracker, data_runs_for, finishing, open_model_run, provenance_tags
+from cgpt.tracking import (
+    RUN_FILE,
+    Tracker,
+    _client,
+    data_runs_for,
+    disabled,
+    finishing,
+    open_model_run,
+    provenance_tags,
+)
 from cgpt.train.checkpoint import model_config_to_dict, save_model_dir
+from cgpt.train.distributed import SINGLE, DistContext, in_launched_rank, start_rank
+from cgpt.train.launch import launch, needs_launch
 from cgpt.train.loop import RunSetup, TrainResult, run_speed, setup_from_params, train
 from cgpt.train.schedule import tokens_seen
 
@@ -31,17 +48,21 @@ PLOT_COLUMNS = {
     "train.csv": ["step", "loss", "lr", "grad_norm"],
     "val.csv": ["step", "val_loss"],
 }
-SPEED_COLUMNS = ["step", "tokens_per_s", "flops_per_s"]
+SPEED_COLUMNS = ["step", "tokens_per_s", "flops_per_s", "mfu"]
 
 
-def write_plot_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """The rows that have every column, as a CSV for ``dvc plots`` (written atomically)."""
+def write_plot_csv(
+    path: Path, rows: list[dict[str, Any]], columns: list[str], required: list[str] | None = None
+) -> None:
+    """The rows that have every ``required`` column (default: all), as a CSV for ``dvc plots``
+    (written atomically; a missing optional column is left empty)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
+    need = columns if required is None else required
     with open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
-        w.writerows(r for r in rows if all(c in r for c in columns))
+        w.writerows(r for r in rows if all(c in r for c in need))
     tmp.replace(path)
 
 
@@ -55,7 +76,9 @@ def run_config(params: Params, setup: RunSetup, data_digest: str) -> dict[str, A
     return {
         "model": {"preset": params.model.preset, **model_config_to_dict(setup.model_config)},
         "recipe": recipe,
-        "train": params.train.model_dump(exclude={"run_name"}, exclude_none=True),
+        # the parallel layout is not part of what a run is: the same math at any world size, and a
+        # run killed at 2 ranks and resumed at 1 stays one MLflow run (one point per step)
+        "train": params.train.model_dump(exclude={"run_name", "distributed"}, exclude_none=True),
         "data": {
             "tokens_digest": data_digest,
             "tokenizer_sha256": setup.tokenizer_sha256,
@@ -68,19 +91,66 @@ def config_key(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def run(project: Project, params: Params | None = None, *, tags: dict[str, str] | None = None) -> TrainResult:
-    """``params``: the project's params.yaml unless given (a family member's derived params);
-    ``tags``: extra MLflow tags for the run (a family member's: its parent run)."""
+def run(project: Project, params: Params | None = None, *, tags: dict[str, str] | None = None) -> TrainResult | None:
+    """Train (one process, or this rank's share); in the stage process of a ddp/fsdp run, launch
+    the ranks instead and return None when they are done. ``params``: the project's params.yaml
+    unless given (a family member's derived params); ``tags``: extra MLflow tags for the run (a
+    family member's: its parent run), set by rank 0, or after a launch on the run the ranks recorded."""
     params = params or project.params()
+    dp = params.train.distributed
+    if needs_launch(dp):
+        setup = setup_from_params(params, project.tokens)  # data and device checked before any rank starts
+        launch(project, params, setup)
+        _tag_launched_run(project, params, tags)
+        return None
+    ctx, device = SINGLE, None
+    if in_launched_rank():
+        ctx, device = start_rank(dp.strategy, dp.backend, params.train.device, params.train.threads)
+    try:
+        return _train(project, params, ctx, device, tags)
+    finally:
+        ctx.close()
+
+
+def _train(
+    project: Project, params: Params, ctx: DistContext, device: str | None, tags: dict[str, str] | None = None
+) -> TrainResult:
+    if not ctx.is_main:
+        logging.getLogger().setLevel(logging.ERROR)  # rank 0 speaks for the job
     run_dir = project.run_dir(params.train.run_name)
-    ckpt_dir = run_dir / "checkpoints"
-    setup = setup_from_params(params, project.tokens)
+    setup = setup_from_params(params, project.tokens, device)
+    tracker = _open_tracker(project, params, setup, ctx, tags) if ctx.is_main else disabled()
+    try:
+        with finishing(tracker), graceful_stop("training") as stop_requested:
+            result = train(
+                setup,
+                project.tokens,
+                run_dir,
+                tracker=tracker,
+                progress=ctx.is_main,
+                stop_requested=stop_requested,
+                ctx=ctx,
+            )
+            if ctx.is_main:
+                _write_results(project, params, setup, result, tracker, ctx)
+    except KeyboardInterrupt:
+        ctx.barrier()  # the ranks stopped at the same step: wait until rank 0 has closed the MLflow run
+        raise
+    ctx.barrier()  # the job ends when rank 0's outputs are written
+    return result
+
+
+def _open_tracker(
+    project: Project, params: Params, setup: RunSetup, ctx: DistContext, tags: dict[str, str] | None = None
+) -> Tracker:
+    """Rank 0's MLflow run: the resolved configuration as params, provenance and data as tags/inputs."""
+    ckpt_dir = project.run_dir(params.train.run_name) / "checkpoints"
     digest = file_digest(project.tokens / "index.json")
     config = run_config(params, setup, digest)
     tracker = open_model_run(
         project.root, params.tracking, params.train.run_name, ckpt_dir / RUN_FILE, key=config_key(config)
     )
-    tracker.log_params(config)
+    tracker.log_params({**config, "distributed": {"strategy": ctx.strategy, "world_size": ctx.world_size}})
     index = read_index(project.tokens)
     data_runs = [
         run_id
@@ -95,6 +165,8 @@ def run(project: Project, params: Params | None = None, *, tags: dict[str, str] 
             "cgpt.config_key": config_key(config),
             "cgpt.data.tokens": digest,
             "cgpt.data.runs": ",".join(data_runs),
+            "cgpt.strategy": ctx.strategy,  # tags follow the latest session (a resume may change them)
+            "cgpt.world_size": str(ctx.world_size),
             **provenance_tags(project.root),
             **(tags or {}),
         }
@@ -104,13 +176,24 @@ def run(project: Project, params: Params | None = None, *, tags: dict[str, str] 
     )
     if params.tracking.system_metrics:
         tracker.start_system_metrics(resume=not tracker.fresh)
-    with finishing(tracker), graceful_stop("training") as stop_requested:
-        result = train(setup, project.tokens, run_dir, tracker=tracker, stop_requested=stop_requested)
-        _write_results(project, params, setup, result, tracker)
-    return result
+    return tracker
 
 
-def _write_results(project: Project, params: Params, setup: RunSetup, result: TrainResult, tracker: Tracker) -> None:
+def _tag_launched_run(project: Project, params: Params, tags: dict[str, str] | None) -> None:
+    """The launched ranks train the launcher's params but not its tags (a family member's parent):
+    set them on the run rank 0 recorded (``runs/<name>/mlflow_run.json``)."""
+    if not tags or not params.tracking.enabled:
+        return
+    info = read_json_if_valid(project.run_dir(params.train.run_name) / RUN_FILE)
+    if isinstance(info, dict) and info.get("run_id"):
+        client = _client(project.root)
+        for key, value in tags.items():
+            client.set_tag(info["run_id"], key, value)
+
+
+def _write_results(
+    project: Project, params: Params, setup: RunSetup, result: TrainResult, tracker: Tracker, ctx: DistContext
+) -> None:
     run_dir = project.run_dir(params.train.run_name)
     ckpt_dir = run_dir / "checkpoints"
     meta = {
@@ -121,15 +204,20 @@ def _write_results(project: Project, params: Params, setup: RunSetup, result: Tr
         "params": setup.model_config.num_params(),
         "tokenizer_sha256": setup.tokenizer_sha256,
     }
-    save_model_dir(run_dir / "model", result.model.state_dict(), setup.model_config, meta)
+    save_model_dir(run_dir / "model", result.state_dict(), setup.model_config, meta)
     if (ckpt_dir / RUN_FILE).exists():
         shutil.copy(ckpt_dir / RUN_FILE, run_dir / RUN_FILE)
     metrics = result.summary.to_json()
     write_json_atomic(run_dir / "train_metrics.json", result.summary.metrics_file())
     for name, columns in PLOT_COLUMNS.items():
         write_plot_csv(run_dir / "plots" / name, result.history, columns)
-    write_plot_csv(run_dir / "plots" / "speed.csv", result.speed, SPEED_COLUMNS)
-    timing = {**run_speed(result.speed), "resumed_from_step": result.resumed_from_step}
+    write_plot_csv(run_dir / "plots" / "speed.csv", result.speed, SPEED_COLUMNS, required=SPEED_COLUMNS[:3])
+    timing = {
+        **run_speed(result.speed),
+        "resumed_from_step": result.resumed_from_step,
+        "world_size": ctx.world_size,
+        "strategy": ctx.strategy,
+    }
     write_json_atomic(run_dir / "timing.json", timing)
     tracker.log_metrics(
         {f"train/{k}": float(v) for k, v in {**metrics, **timing}.items() if isinstance(v, (int, float))},

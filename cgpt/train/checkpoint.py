@@ -202,8 +202,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def verify_checkpoint(path: Path) -> None:
-    """Raise :class:`DamagedCheckpoint` unless every file matches ``complete.json`` (size, then sha256)."""
+def verify_checkpoint(path: Path, part: tuple[int, int] = (0, 1)) -> None:
+    """Raise :class:`DamagedCheckpoint` unless every file matches ``complete.json`` (size, then sha256).
+
+    ``part = (rank, world)`` checks only every world-th file from the rank-th on, so the ranks of
+    a distributed run share the hashing of a large (sharded) checkpoint; names may hold a folder
+    (``dcp/__0_0.distcp``).
+    """
     record = path / COMPLETE
     if not record.is_file():
         return  # written by an older cgpt: nothing to verify against; loading it still checks each file
@@ -211,7 +216,8 @@ def verify_checkpoint(path: Path) -> None:
         files = json.loads(record.read_text(encoding="utf-8"))["files"]
     except (OSError, ValueError, KeyError, TypeError):
         raise DamagedCheckpoint(f"{path}/{COMPLETE}: unreadable") from None
-    for name, want in files.items():
+    rank, world = part
+    for name, want in sorted(files.items())[rank::world]:
         f = path / name
         if not f.is_file():
             raise DamagedCheckpoint(f"{f}: missing")
@@ -243,18 +249,25 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
+def load_checkpoint(
+    path: Path, *, map_location: str | torch.device = "cpu", verify: bool = True, tensors: bool = True
+) -> Checkpoint:
     """Verify, then load a checkpoint folder; tensors via safetensors and ``weights_only`` torch.load only.
 
     Anything wrong with the files is a :class:`DamagedCheckpoint` (never a raw library traceback).
+    ``verify=False`` when the caller verified it already; ``tensors=False`` reads everything but the
+    model and optimizer (a sharded checkpoint's tensors are read by :mod:`cgpt.train.sharded`).
     """
-    verify_checkpoint(path)
+    if verify:
+        verify_checkpoint(path)
     state = read_checkpoint_state(path)
     opt_file, rng_file = path / "optimizer.pt", path / "rng.pt"
     try:
-        model_state = load_file(str(path / "model.safetensors"), device=str(map_location))
+        model_state = load_file(str(path / "model.safetensors"), device=str(map_location)) if tensors else {}
         optimizer_state = (
-            torch.load(opt_file, map_location=map_location, weights_only=True) if opt_file.exists() else None
+            torch.load(opt_file, map_location=map_location, weights_only=True)
+            if tensors and opt_file.exists()
+            else None
         )
         rng_state = torch.load(rng_file, map_location="cpu", weights_only=True) if rng_file.exists() else None
         history, speed = _read_jsonl(path / HISTORY), _read_jsonl(path / SPEED)

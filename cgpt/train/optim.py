@@ -57,7 +57,16 @@ def param_groups(model: GPT, weight_decay: float) -> list[dict[str, Any]]:
 
 
 class CerebrasAdamW(torch.optim.Optimizer):
-    """AdamW with the Model Zoo's epsilon placement (multi-tensor ``torch._foreach`` math)."""
+    """AdamW with the Model Zoo's epsilon placement, in multi-tensor (``torch._foreach``) or fused math.
+
+    ``fused=False`` (the default; CPU): one ``torch._foreach`` kernel per operation over all the
+    parameters of a group. ``fused=True`` (chosen by :func:`build_optimizer` on CUDA): torch's
+    fused AdamW kernel, one launch per group. That kernel puts epsilon after the bias correction,
+    ``m_hat / (sqrt(v_hat) + eps')``; with ``eps' = eps / sqrt(1 - b2^t)`` this is exactly the Model
+    Zoo's ``m / (sqrt(v) + eps) * sqrt(1 - b2^t) / (1 - b1^t)`` (multiply numerator and
+    denominator by ``sqrt(1 - b2^t)``), so both paths agree to fp32 rounding (tests/test_optim.py).
+    Both work on FSDP's DTensor parameters (the ops are elementwise, shard by shard).
+    """
 
     def __init__(
         self,
@@ -66,10 +75,16 @@ class CerebrasAdamW(torch.optim.Optimizer):
         betas: tuple[float, float] = (0.9, 0.95),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
+        *,
+        fused: bool = False,
     ) -> None:
         if lr < 0 or eps < 0 or not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
             raise ValueError(f"invalid AdamW hyperparameters lr={lr} betas={betas} eps={eps}")
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+        defaults: dict[str, Any] = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
+        if fused:  # only then: the foreach path's state_dict stays byte-identical to earlier versions
+            defaults["fused"] = True  # torch.optim keeps "step" on the parameters' device when loading
+        super().__init__(params, defaults)
+        self.fused = fused
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
@@ -80,18 +95,26 @@ class CerebrasAdamW(torch.optim.Optimizer):
                 continue
             beta1, beta2 = group["betas"]
             lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-            grads, exp_avgs, exp_avg_sqs = [], [], []
+            grads, exp_avgs, exp_avg_sqs, steps = [], [], [], []
             for p in params:
                 state = self.state[p]
                 if not state:
-                    state["step"] = torch.tensor(0.0)
+                    device = p.device if self.fused else None
+                    state["step"] = torch.tensor(0.0, device=device)
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
+                if self.fused and state["step"].device != _local(p).device:
+                    state["step"] = state["step"].to(_local(p).device)
                 grads.append(p.grad)
                 exp_avgs.append(state["exp_avg"])
                 exp_avg_sqs.append(state["exp_avg_sq"])
-            t = float(self.state[params[0]]["step"])
+                steps.append(state["step"])
+            if self.fused:
+                self._fused_step(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, wd)
+                continue
+            for st in steps:
+                st += 1
+            t = float(steps[0])
             torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
             torch._foreach_mul_(exp_avg_sqs, beta2)
             torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
@@ -103,6 +126,42 @@ class CerebrasAdamW(torch.optim.Optimizer):
             torch._foreach_addcdiv_(params, exp_avgs, denom, value=-step_size)
         return loss
 
+    @staticmethod
+    def _fused_step(
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        exp_avgs: list[torch.Tensor],
+        exp_avg_sqs: list[torch.Tensor],
+        steps: list[torch.Tensor],
+        lr: float,
+        beta1: float,
+        beta2: float,
+        eps: float,
+        wd: float,
+    ) -> None:
+        torch._foreach_add_(steps, 1)
+        t = float(steps[0])  # one host sync per group per step (the foreach path has the same)
+        torch._fused_adamw_(
+            params,
+            grads,
+            exp_avgs,
+            exp_avg_sqs,
+            [],  # max_exp_avg_sqs: no AMSGrad
+            steps,
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=wd,
+            eps=eps / math.sqrt(1 - beta2**t),  # the Model Zoo's eps on the un-corrected sqrt(v)
+            amsgrad=False,
+            maximize=False,
+        )
+
+
+def _local(p: torch.Tensor) -> torch.Tensor:
+    """The local shard of an FSDP DTensor parameter (the tensor itself otherwise)."""
+    return p.to_local() if hasattr(p, "to_local") else p
+
 
 def build_optimizer(
     model: GPT,
@@ -112,12 +171,20 @@ def build_optimizer(
     eps: float,
     weight_decay: float,
     kind: OptimizerName = "cerebras",
+    fused: bool | None = None,
 ) -> torch.optim.Optimizer:
+    """The recipe's optimizer over :func:`param_groups`; ``fused=None`` picks the fused kernel on
+    CUDA and the multi-tensor path elsewhere (on CPU the fused kernel is not faster, and the
+    multi-tensor one keeps checkpoints byte-identical to earlier versions)."""
     groups = param_groups(model, weight_decay)
     for g in groups:
         g["lr"] = lr * g["lr_mult"]
+    if fused is None:
+        fused = any(_local(p).is_cuda for g in groups for p in g["params"])
     if kind == "cerebras":
-        return CerebrasAdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        return CerebrasAdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, fused=fused)
+    if fused:
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, fused=True)
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=True)
 
 

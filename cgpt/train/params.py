@@ -9,7 +9,59 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class DistributedParams(BaseModel):
+    """``train.distributed``: how many processes train, and how they find each other.
+
+    ``strategy: none`` is one process (today's path, byte for byte). ``ddp`` and ``fsdp`` train
+    with ``nproc_per_node x nnodes`` processes that split every global batch: ``dvc repro`` starts
+    them itself through torch's elastic launcher; under ``torchrun``/``srun`` they are started for
+    it and these counts come from the launcher's environment instead (docs/distributed.md).
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    strategy: Literal["none", "ddp", "fsdp"] = "none"
+    nproc_per_node: int | Literal["auto"] = 1
+    nnodes: int = Field(default=1, gt=0)
+    rdzv_endpoint: str | None = None
+    rdzv_id: str | None = None
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+
+    @field_validator("nproc_per_node")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("expected a positive number of processes, or auto (one per GPU, 1 on CPU)")
+        return v
+
+    @field_validator("rdzv_endpoint")
+    @classmethod
+    def _host_port(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"\[?[A-Za-z0-9_.:-]+?\]?:\d{1,5}", v):
+            raise ValueError("expected host:port of the rendezvous (e.g. node0.cluster:29500)")
+        return v
+
+    @model_validator(mode="after")
+    def _coherent(self) -> DistributedParams:
+        several = self.nnodes > 1 or self.nproc_per_node == "auto" or self.nproc_per_node > 1
+        if self.strategy == "none" and several:
+            raise ValueError(
+                f"strategy = 'none': nproc_per_node = {self.nproc_per_node!r} and nnodes = {self.nnodes} need "
+                "strategy ddp or fsdp"
+            )
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError(
+                f"nnodes = {self.nnodes}: needs rdzv_endpoint (host:port of the first node, the same on every node)"
+            )
+        return self
+
+    @property
+    def launched(self) -> bool:
+        """True when training runs as ranks of a process group (ddp/fsdp), whatever their number."""
+        return self.strategy != "none"
 
 
 class TrainParams(BaseModel):
@@ -31,14 +83,18 @@ class TrainParams(BaseModel):
     grad_clip: float | None = Field(default=None, gt=0)
     adam_eps: float | None = Field(default=None, gt=0)
     optimizer: Literal["cerebras", "torch"] = "cerebras"
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # auto = bf16 autocast on CUDA (the recipe: bf16 compute, fp32 weights and optimizer state), fp32 on CPU
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(default=None, gt=0)
+    compile: bool = False
+    activation_checkpointing: bool = False
     log_interval: int = Field(default=1, gt=0)
     eval_interval: int = Field(default=100, gt=0)
     eval_tokens: int = Field(default=32768, gt=0)
     checkpoint_interval: int = Field(default=250, gt=0)
     keep_checkpoints: int = Field(default=2, gt=0)
+    distributed: DistributedParams = DistributedParams()
 
     @field_validator("run_name")
     @classmethod

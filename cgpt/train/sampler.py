@@ -3,9 +3,16 @@
 The Model Zoo cuts the token stream into non-overlapping 2049-token chunks (input = chunk[:-1],
 labels = chunk[1:]) and shuffles them globally (spec section 3). Here chunk ``i`` is
 ``stream[i*(T+1) : (i+1)*(T+1)]`` and epoch ``e`` visits the chunks in a permutation drawn from
-``seed + e``. The batch of update ``s`` is a pure function of (seed, s, batch size), so a resumed
-run sees exactly the batches an uninterrupted run would have seen, and :func:`batch_indices`
-tells what any step trained on (as OLMo's data-order tool does).
+``seed + e``. The data order is one sequence of *positions* 0, 1, 2, ... (position ``p`` is
+offset ``p mod num_chunks`` of epoch ``p div num_chunks``); update ``s`` trains on the positions
+from :func:`cgpt.train.schedule.sequences_seen` (the sequences consumed before it) onwards, so the
+batch of every update is a pure function of (seed, s, the batch sizes), a resumed run sees exactly
+the batches an uninterrupted run would have seen, and :meth:`ChunkSampler.indices` tells what any
+step trained on (as OLMo's data-order tool does).
+
+Distributed training: every rank computes the same global batch positions and reads only its
+contiguous share (``part=(rank, world)``), so the global batch and its order do not depend on the
+number of ranks.
 """
 
 from __future__ import annotations
@@ -37,16 +44,27 @@ class ChunkSampler:
             self._orders[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.num_chunks)
         return self._orders[epoch]
 
-    def batch_indices(self, step: int, batch_size: int) -> list[int]:
-        """Chunk indices of update ``step`` (global position step*batch_size onwards)."""
+    def indices(self, start: int, count: int) -> list[int]:
+        """Chunk indices at data-order positions ``start .. start + count - 1``."""
         out = []
-        start = step * batch_size
-        for pos in range(start, start + batch_size):
+        for pos in range(start, start + count):
             epoch, offset = divmod(pos, self.num_chunks)
             out.append(int(self._permutation(epoch)[offset]))
         return out
 
-    def batch(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = [self.stream.read(i * self.chunk, self.chunk) for i in self.batch_indices(step, batch_size)]  # type: ignore[attr-defined]
+    def batch_indices(self, step: int, batch_size: int) -> list[int]:
+        """Chunk indices of update ``step`` when every update has ``batch_size`` sequences."""
+        return self.indices(step * batch_size, batch_size)
+
+    def rows(self, start: int, count: int, part: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, labels) of the ``count`` sequences at positions ``start`` onwards, or of share
+        ``part = (rank, world)`` of them: the rank-th of ``world`` equal contiguous slices."""
+        rank, world = part
+        share = count // world
+        rows = [self.stream.read(i * self.chunk, self.chunk) for i in self.indices(start + rank * share, share)]  # type: ignore[attr-defined]
         data = torch.from_numpy(np.stack(rows).astype(np.int64, copy=False))
         return data[:, :-1], data[:, 1:]
+
+    def batch(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and labels of update ``step`` when every update has ``batch_size`` sequences."""
+        return self.rows(step * batch_size, batch_size)

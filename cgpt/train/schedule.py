@@ -58,10 +58,19 @@ def batch_size_at(recipe: TrainRecipe, update: int) -> int:
     return recipe.batch_size if switch is None or update < switch.at_step else switch.batch_size
 
 
-def tokens_seen(recipe: TrainRecipe, updates: int) -> int:
-    """Tokens consumed by the first ``updates`` optimizer updates (the 13B switch included)."""
+def sequences_seen(recipe: TrainRecipe, updates: int) -> int:
+    """Sequences (training windows) consumed by the first ``updates`` optimizer updates.
+
+    This is where the data order stands before update ``updates``: the sampler reads that update's
+    batch from here on. Across the 13B batch switch it is 57,000 x 720 + (updates - 57,000) x 1080,
+    not ``updates x 1080``, which would skip 57,000 x 360 sequences the run never saw.
+    """
     switch = recipe.batch_switch
     if switch is None or updates <= switch.at_step:
-        return updates * recipe.batch_size * recipe.seq_len
-    before = switch.at_step * recipe.batch_size
-    return (before + (updates - switch.at_step) * switch.batch_size) * recipe.seq_len
+        return updates * recipe.batch_size
+    return switch.at_step * recipe.batch_size + (updates - switch.at_step) * switch.batch_size
+
+
+def tokens_seen(recipe: TrainRecipe, updates: int) -> int:
+    """Tokens consumed by the first ``updates`` optimizer updates (the 13B switch included)."""
+    return sequences_seen(recipe, updates) * recipe.seq_len

@@ -4,7 +4,8 @@
   (``kind: pretrained``, e.g. the GPT-2 files = the Cerebras-GPT tokenizer).
 * Split: :mod:`cgpt.data.tokenize.split` (a seeded hash of ~4 kB pieces; official splits kept);
   each run of consecutive pieces of one document in one split is one "document" of that split.
-* Packing: every document is encoded and followed by ``<|endoftext|>`` (no BOS), and the documents
+* Packing: every document is encoded and followed by ``<|endoftext|>`` (no BOS; a literal
+  ``<|endoftext|>`` inside a document's text is encoded as text, as the recipe's plain BPE does), and the documents
   of a split are concatenated into shards ``{split}-{k:05d}.bin`` of at most ``shard_tokens``
   tokens (:mod:`cgpt.data.tokens` has the format). The recipe's 2049-token chunking happens at
   read time (:mod:`cgpt.train.sampler`, :mod:`cgpt.eval.xent`).
@@ -219,6 +220,10 @@ def tokenize_corpus(
     eos = eos_token_id(tok)
     vocab_size = tok.get_vocab_size()
     dtype = dtype_for_vocab(vocab_size)
+    # A literal "<|endoftext|>" inside a document is ordinary text, as the recipe's plain GPT-2 BPE
+    # encodes it; only the separator appended after each document is the EOS id. (A runtime flag of
+    # the tokenizer: tokenizer.json and its sha256 do not change.)
+    tok.encode_special_tokens = True
 
     bar = None
     if progress:
