@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 #   make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: setup pipeline flow lint test test-fast bench
+.PHONY: setup pipeline family flow family-flow lint test test-fast bench
 
 setup: $(VENV)/.installed
 
@@ -18,12 +18,21 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $@
 
+# The single model (export and what it needs). A bare `dvc repro` also trains params.yaml's family.
 pipeline: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro export
 	$(BIN)/cgpt summary
+
+# The model family (params.yaml `family:`, docs/family.md): every member, then the scaling law's table.
+family: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro scaling
+	cat family/scaling/table.md
 
 flow: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python flows/pipeline.py
+
+family-flow: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python flows/family.py
 
 lint: setup
 	$(BIN)/ruff check .

@@ -190,3 +190,16 @@ def test_no_family_is_a_note_not_a_failure(tmp_path, members):
     assert (tmp_path / PLOTS_DIR).is_dir() and not any((tmp_path / PLOTS_DIR).iterdir())
     write_empty(tmp_path, len(members))  # idempotent
     assert json.loads((tmp_path / METRICS_FILE).read_text()) == {"n_points": len(members)}
+
+
+def test_the_cerebras_family_example_is_the_cards_seven_at_20_tokens_per_parameter():
+    params = load_params(REPO / "examples" / "cerebras-family" / "params.yaml")
+    members = family_members(params, 50257)  # GPT-2's vocabulary
+    assert [m.name for m in members] == [
+        f"cerebras-{s}" for s in ("111m", "256m", "590m", "1.3b", "2.7b", "6.7b", "13b")
+    ]
+    assert members[-1].n_params == 12_853_386_240
+    assert [m.recipe.batch_size for m in members] == [120, 264, 264, 528, 528, 1040, 720]
+    for m in members:
+        assert m.tokens / m.n_params == pytest.approx(20, rel=1e-3)
+    assert params.family.fit.metric == "test"  # the card's law: Pile test cross-entropy
