@@ -14,7 +14,7 @@ first, and writes, as one folder (``family/scaling/``, replaced atomically):
   downstream accuracies: the loss → accuracy sigmoids across the members.
 
 Beside it, ``family/plots/*.csv`` (for ``dvc plots show``: loss and the law against log10 FLOPs)
-and ``family/scaling_metrics.json`` (a DVC metric: the coefficients and the flag count). The same
+and ``family/scaling_metrics.json`` (the coefficients and the flag count; not a DVC metric). The same
 points give the same bytes (figures are written without dates, with fixed SVG ids).
 """
 
