@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -55,6 +56,9 @@ log = logging.getLogger("cgpt.train")
 LEGACY_HISTORY = "history.jsonl"  # run-wide history file of older versions (now inside each checkpoint)
 SPEED_KEYS = ("tokens_per_s", "flops_per_s", "tokens", "compute_seconds", "seconds")
 CURVE_KEYS = ("loss", "lr", "grad_norm", "val_loss", "tokens_per_s", "flops_per_s")
+#: torch's global RNG is one per process: runs trained in threads of one process (a sweep's trials)
+#: seed it and draw their init under this lock, so each run's init is its seed's, whatever else runs
+_INIT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -301,8 +305,9 @@ def train(
         log.warning("the val split is empty: no periodic validation (raise tokenize.split.val)")
     sampler = ChunkSampler(train_stream, recipe.seq_len, tp.seed)
 
-    torch.manual_seed(tp.seed)
-    model = GPT(cfg).to(device)
+    with _INIT_LOCK:
+        torch.manual_seed(tp.seed)
+        model = GPT(cfg).to(device)
     optimizer = build_optimizer(
         model,
         lr=recipe.peak_lr,
