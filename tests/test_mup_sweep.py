@@ -140,14 +140,15 @@ def test_write_chosen_params_keeps_comments_and_other_keys(tmp_path):
     path = tmp_path / "params.yaml"
     shutil.copy(src, path)
     original = path.read_text(encoding="utf-8")
-    before = sweep.write_chosen_params(path, {"lr": 0.01, "init_std": 0.08, "output_mult": 4.0})
-    assert before == {"lr": None, "init_std": None, "output_mult": None}
+    old = load_params(src).family.mup
+    before = sweep.write_chosen_params(path, {"lr": 0.0123, "init_std": 0.0456, "output_mult": 7.5})
+    assert before == {"lr": old.lr, "init_std": old.init_std, "output_mult": old.output_mult}
     new = path.read_text(encoding="utf-8")
     changed = [(a, b) for a, b in zip(original.splitlines(), new.splitlines()) if a != b]
     assert len(original.splitlines()) == len(new.splitlines())
-    assert [b.split("#")[0].strip() for _, b in changed] == ["lr: 0.01", "init_std: 0.08", "output_mult: 4.0"]
+    assert [b.split("#")[0].strip() for _, b in changed] == ["lr: 0.0123", "init_std: 0.0456", "output_mult: 7.5"]
     mup = load_params(path).family.mup
-    assert (mup.lr, mup.init_std, mup.output_mult) == (0.01, 0.08, 4.0)
+    assert (mup.lr, mup.init_std, mup.output_mult) == (0.0123, 0.0456, 7.5)
     assert load_params(path).model_dump(exclude={"family"}) == load_params(src).model_dump(exclude={"family"})
 
 
