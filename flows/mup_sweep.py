@@ -4,6 +4,7 @@ validation loss, the transfer check across widths, then the chosen values into p
     python flows/mup_sweep.py                      # this project, family.sweep as in params.yaml
     python flows/mup_sweep.py --no-write           # everything but the params.yaml write
     python flows/mup_sweep.py --runner process --workers 4
+    python flows/mup_sweep.py --compare-unscaled   # also the widths without µP's width scaling
 
 Each trial is one Prefect task (:func:`cgpt.family.sweep.run_trial`: a short real training run in
 ``runs/sweep/<trial-id>/``, an MLflow child run of the sweep's parent run). ``family.sweep.workers``
@@ -86,9 +87,14 @@ def _phase(
 
 @flow(name="mup-sweep")
 def mup_sweep_flow(
-    project: str = ".", write: bool = True, runner: Runner = "thread", workers: int | None = None
+    project: str = ".",
+    write: bool = True,
+    runner: Runner = "thread",
+    workers: int | None = None,
+    compare_unscaled: bool = False,
 ) -> dict[str, Any]:
-    """The sweep, the choice, the transfer check and (``write``) params.yaml's ``family.mup``."""
+    """The sweep, the choice, the transfer check and (``write``) params.yaml's ``family.mup``;
+    ``compare_unscaled``: also the transfer widths without µP's width scaling (m = 1 everywhere)."""
     log = get_run_logger()
     proj = Project.at(project)
     root, params = proj.root, proj.params()
@@ -120,13 +126,21 @@ def mup_sweep_flow(
         for w, v in transfer["widths"].items():
             log.info("width %s: best lr %s (val loss %s)", w, v["best_lr"], v["best_val_loss"])
         log.info("transfer %s at grid resolution", "holds" if transfer["holds"] else "does NOT hold")
-        create_markdown_artifact(sweep.markdown_report(chosen, search_md, transfer), key="mup-sweep")
-        sweep.record_sweep(parent, root, chosen, transfer)
+        unscaled = None
+        if compare_unscaled:
+            plan = sweep.plan_transfer(family, best.trial, unscaled=True)
+            runs = _phase("unscaled", plan, root, parent.run_id, runner, workers)
+            unscaled = sweep.write_transfer(root, runs, best.trial.lr, stem="transfer_unscaled")
+            for w, v in unscaled["widths"].items():
+                log.info("without µP scaling, width %s: best lr %s (val loss %s)", w, v["best_lr"], v["best_val_loss"])
+        report = sweep.markdown_report(chosen, search_md, transfer, unscaled)
+        create_markdown_artifact(report, key="mup-sweep")
+        sweep.record_sweep(parent, root, chosen, transfer, unscaled)
 
     if write:
         before = sweep.write_chosen_params(proj.params_file, chosen)
         log.info("params.yaml: family.mup %s -> %s", before, {k: chosen[k] for k in sweep.CHOSEN_KEYS})
-    return {"chosen": chosen, "transfer": transfer, "written": write}
+    return {"chosen": chosen, "transfer": transfer, "unscaled": unscaled, "written": write}
 
 
 def main() -> None:
@@ -135,9 +149,18 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="leave params.yaml as it is")
     ap.add_argument("--runner", choices=["thread", "process"], default="thread")
     ap.add_argument("--workers", type=int, help="trials at a time (default: family.sweep.workers)")
+    ap.add_argument(
+        "--compare-unscaled", action="store_true", help="also the widths without µP's width scaling (m = 1)"
+    )
     a = ap.parse_args()
     try:
-        mup_sweep_flow(project=str(Path(a.project)), write=not a.no_write, runner=a.runner, workers=a.workers)
+        mup_sweep_flow(
+            project=str(Path(a.project)),
+            write=not a.no_write,
+            runner=a.runner,
+            workers=a.workers,
+            compare_unscaled=a.compare_unscaled,
+        )
     except CgptError as exc:
         fail(str(exc))
 

@@ -96,6 +96,9 @@ def test_transfer_plan_keeps_depth_and_head_width():
     assert [(t.width, t.n_head) for t in plan[::2]] == [(16, 2), (32, 4), (64, 8)]
     assert {t.init_std for t in plan} == {best.init_std} and {t.lr for t in plan} == {0.003, 0.03}
     assert plan[1] == best  # the base width's trial at the chosen lr is the search's own trial
+    flat = sweep.plan_transfer(fam, best, unscaled=True)  # the comparison: no width scaling, m = 1
+    assert [t.width_mult for t in flat] == [1.0] * 6 and [t.width_mult for t in plan[::2]] == [1.0, 2.0, 4.0]
+    assert flat[:2] == plan[:2] and flat[2].id == f"unscaled-{plan[2].id}"  # the base width is shared
 
 
 @pytest.mark.parametrize(

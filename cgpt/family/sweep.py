@@ -36,7 +36,7 @@ import json
 import math
 import os
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -76,12 +76,27 @@ class Trial:
     base_width: int
     max_steps: int
     seed: int
+    proxy_width: int = 0  # the sweep's base width (0: this trial's base width)
+
+    def __post_init__(self) -> None:
+        if not self.proxy_width:
+            object.__setattr__(self, "proxy_width", self.base_width)
 
     @property
     def id(self) -> str:
         """Names the trial's folder and MLflow run; the same values give the same id, so the transfer
         check's base-width runs are the search's runs."""
-        return f"w{self.width}-lr{self.lr:g}-std{self.init_std:g}-om{self.output_mult:g}"
+        own = f"w{self.width}-lr{self.lr:g}-std{self.init_std:g}-om{self.output_mult:g}"
+        return f"unscaled-{own}" if self.unscaled else own
+
+    @property
+    def unscaled(self) -> bool:
+        """A comparison trial without µP's width scaling: its base width is its own width (m = 1)."""
+        return self.base_width == self.width and self.width != self.proxy_width
+
+    @property
+    def width_mult(self) -> float:
+        return self.width / self.base_width
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,6 +195,7 @@ def _trial(family: FamilyParams, width: int, lr: float, init_std: float, output_
         base_width=base_width(family),
         max_steps=sweep.max_steps,
         seed=sweep.seed,
+        proxy_width=base_width(family),
     )
 
 
@@ -222,13 +238,20 @@ def plan_search(family: FamilyParams) -> list[Trial]:
     return [_trial(family, width, lr, s, o) for lr, s, o in combos]
 
 
-def plan_transfer(family: FamilyParams, chosen: Trial) -> list[Trial]:
+def plan_transfer(family: FamilyParams, chosen: Trial, *, unscaled: bool = False) -> list[Trial]:
     """Each transfer width over the lr grid (``sweep.lr``, plus the chosen lr when a random search
-    found it between them) with the chosen init std and output multiplier."""
+    found it between them) with the chosen init std and output multiplier.
+
+    ``unscaled``: the comparison the µP papers draw beside it, the same model and values without
+    µP's width scaling (m = 1 at every width: init, hidden LR and logits not scaled with width, as
+    a standard parameterization would leave them); at the base width it is the µP trial itself."""
     lrs = sorted({*family.sweep.lr, chosen.lr})
-    return [
+    plan = [
         _trial(family, w, lr, chosen.init_std, chosen.output_mult) for w in family.sweep.transfer_widths for lr in lrs
     ]
+    if unscaled:
+        plan = [replace(t, base_width=t.width) for t in plan]
+    return plan
 
 
 # ---------------------------------------------------------------------------------------------- one trial
@@ -454,26 +477,36 @@ def transfer_table(results: list[TrialResult]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_transfer(root: Path, results: list[TrialResult], chosen_lr: float) -> dict[str, Any]:
-    """``transfer.csv``/``.md``, ``transfer.json`` and ``transfer.png``/``.svg``; returns the summary."""
+def write_transfer(
+    root: Path, results: list[TrialResult], chosen_lr: float, *, stem: str = "transfer"
+) -> dict[str, Any]:
+    """``<stem>.csv``/``.md``, ``<stem>.json`` and ``<stem>.png``/``.svg``; returns the summary.
+    (``stem="transfer_unscaled"``: the comparison without µP's width scaling.)"""
     out = Path(root) / SWEEP_DIR
-    write_table(transfer_table(results), out, "transfer")
+    write_table(transfer_table(results), out, stem)
     summary = transfer_summary(results, chosen_lr)
-    write_json_atomic(out / "transfer.json", summary)
+    write_json_atomic(out / f"{stem}.json", summary)
     curves: dict[int, list[tuple[float, float]]] = {}
     for r in results:
         curves.setdefault(r.trial.width, []).append((r.trial.lr, r.val_loss if not r.diverged else math.nan))
     t = results[0].trial
+    what = "without µP width scaling (m = 1 at every width)" if stem != "transfer" else "µP transfer"
     title = (
-        f"µP transfer: val loss vs base lr after {t.max_steps} steps "
-        f"(init_std {t.init_std:g}, output_mult {t.output_mult:g}, base width {t.base_width})"
+        f"{what}: val loss vs lr after {t.max_steps} steps "
+        f"(init_std {t.init_std:g}, output_mult {t.output_mult:g}, base width {t.proxy_width})"
     )
-    plot_mup_transfer(curves, out / "transfer", title=title)
+    plot_mup_transfer(curves, out / stem, title=title)
     return summary
 
 
-def markdown_report(chosen: dict[str, Any], search_md: str, transfer: dict[str, Any] | None = None) -> str:
-    """The flow's artifact: the chosen values, the search table, each width's optimum."""
+def markdown_report(
+    chosen: dict[str, Any],
+    search_md: str,
+    transfer: dict[str, Any] | None = None,
+    unscaled: dict[str, Any] | None = None,
+) -> str:
+    """The flow's artifact: the chosen values, the search table, each width's optimum (with and,
+    given ``unscaled``, without µP's width scaling)."""
     lines = [
         "# µP sweep",
         "",
@@ -485,14 +518,16 @@ def markdown_report(chosen: dict[str, Any], search_md: str, transfer: dict[str, 
         "",
         search_md.strip(),
     ]
-    if transfer is not None:
-        lines += ["", "## Transfer: best lr per width", "", "| width | best lr | val loss | grid steps from chosen |"]
+    for heading, summary in (("Transfer (µP)", transfer), ("Without µP width scaling (m = 1)", unscaled)):
+        if summary is None:
+            continue
+        lines += ["", f"## {heading}: best lr per width", "", "| width | best lr | val loss | grid steps from chosen |"]
         lines.append("|---|---|---|---|")
-        for w, v in transfer["widths"].items():
+        for w, v in summary["widths"].items():
             loss = f"{v['best_val_loss']:.4f}" if v["best_val_loss"] is not None else "-"
             lines.append(f"| {w} | {v['best_lr']} | {loss} | {v['grid_steps_from_chosen']} |")
-        verdict = "holds" if transfer["holds"] else "does NOT hold"
-        lines += ["", f"Transfer {verdict} at grid resolution (every optimum within one lr step of the chosen lr)."]
+        verdict = "holds" if summary["holds"] else "does NOT hold"
+        lines += ["", f"The optimum {verdict} at grid resolution (every width within one lr step of the chosen lr)."]
     return "\n".join(lines) + "\n"
 
 
@@ -537,17 +572,25 @@ def open_sweep_run(root: Path, params: Params) -> Tracker:
     return tracker
 
 
-def record_sweep(parent: Tracker, root: Path, chosen: dict[str, Any], transfer: dict[str, Any] | None) -> None:
+def record_sweep(
+    parent: Tracker,
+    root: Path,
+    chosen: dict[str, Any],
+    transfer: dict[str, Any] | None,
+    unscaled: dict[str, Any] | None = None,
+) -> None:
     """The chosen values and each width's optimum on the parent, and ``family/mup/`` as its artifacts."""
     if not parent.enabled:
         return
     metrics = {f"chosen/{k}": float(chosen[k]) for k in (*CHOSEN_KEYS, "val_loss")}
-    if transfer is not None:
-        for w, v in transfer["widths"].items():
+    for section, summary in (("transfer", transfer), ("unscaled", unscaled)):
+        if summary is None:
+            continue
+        for w, v in summary["widths"].items():
             if v["best_lr"] is not None:
-                metrics[f"transfer/w{w}/best_lr"] = float(v["best_lr"])
-                metrics[f"transfer/w{w}/best_val_loss"] = float(v["best_val_loss"])
-        metrics["transfer/holds"] = 1.0 if transfer["holds"] else 0.0
+                metrics[f"{section}/w{w}/best_lr"] = float(v["best_lr"])
+                metrics[f"{section}/w{w}/best_val_loss"] = float(v["best_val_loss"])
+        metrics[f"{section}/holds"] = 1.0 if summary["holds"] else 0.0
     parent.log_metrics(metrics)
     parent.set_tags({f"cgpt.sweep.chosen.{k}": f"{chosen[k]:g}" for k in CHOSEN_KEYS})
     parent.flush()
