@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 #   make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: setup pipeline family flow family-flow lint test test-fast bench
+.PHONY: setup pipeline family flow family-flow sweep lint test test-fast bench
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,11 @@ flow: setup
 
 family-flow: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python flows/family.py
+
+# the µP sweep on the proxy, the transfer check, and family.mup in params.yaml (docs/mup.md)
+sweep: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro tokenize
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python flows/mup_sweep.py
 
 lint: setup
 	$(BIN)/ruff check .

@@ -258,7 +258,14 @@ def _client(root: Path) -> Any:
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(root)
-    mlflow.set_tracking_uri(uri)
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)  # for MLflow's fluent API in this process (log_hf_model)
+    # MLflow 3 also exports the URI as MLFLOW_TRACKING_URI, which tracking_uri() would then take for
+    # every later project in this process (a flow working on two projects, tests): put it back
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
     return MlflowClient(tracking_uri=uri)
 
 

@@ -71,3 +71,16 @@ def test_run_in_an_experiment_copy_keeps_artifacts_beside_the_store_and_names_th
     assert (project / "mlartifacts").is_dir() and not (copy / "mlartifacts").exists()
     assert client.get_run(t.run_id).data.tags["dvc.exp_name"] == "lr-1e-3"
     assert artifact_location("http://127.0.0.1:5000") is None
+
+
+def test_two_projects_in_one_process_keep_their_own_stores(tmp_path, monkeypatch):
+    """MLflow 3's set_tracking_uri exports MLFLOW_TRACKING_URI; the first project's store must not
+    become every later project's (a flow or a test working on two projects in one process)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root in (a, b):
+        root.mkdir()
+        run = open_model_run(root, EXP, "r", root / RUN_FILE)
+        run.finish()
+        assert MlflowClient(f"sqlite:///{root / 'mlflow.db'}").get_run(run.run_id).info.run_name == "r"
+    assert tracking_uri(b).endswith(f"{b}/mlflow.db")

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -70,6 +71,9 @@ log = logging.getLogger("cgpt.train")
 LEGACY_HISTORY = "history.jsonl"  # run-wide history file of older versions (now inside each checkpoint)
 SPEED_KEYS = ("tokens_per_s", "flops_per_s", "mfu", "peak_flops_per_s", "tokens", "compute_seconds", "seconds")
 CURVE_KEYS = ("loss", "lr", "grad_norm", "val_loss", "tokens_per_s", "flops_per_s", "mfu")
+#: torch's global RNG is one per process: runs trained in threads of one process (a sweep's trials)
+#: seed it and draw their init under this lock, so each run's init is its seed's, whatever else runs
+_INIT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -464,9 +468,10 @@ def train(
     precision = resolve_precision(tp.precision, device)
     largest = max(recipe.batch_size, recipe.batch_switch.batch_size if recipe.batch_switch else 0)
     _check_memory(setup, precision, largest // world, ctx)
-    model, train_model = build_model(
-        cfg, tp.seed, device, ctx, compile=tp.compile, activation_checkpointing=tp.activation_checkpointing
-    )
+    with _INIT_LOCK:
+        model, train_model = build_model(
+            cfg, tp.seed, device, ctx, compile=tp.compile, activation_checkpointing=tp.activation_checkpointing
+        )
     optimizer = build_optimizer(
         model,
         lr=recipe.peak_lr,
