@@ -282,6 +282,52 @@ def _experiment_id(client: Any, name: str, root: Path) -> str:
     return client.create_experiment(name, artifact_location=artifact_location(tracking_uri(root)), tags=EXPERIMENT_KIND)
 
 
+def client_for(root: Path) -> Any:
+    """An MLflow client on the project's store (the public name for the family and sweep modules)."""
+    return _client(root)
+
+
+def experiment_id(client: Any, name: str, root: Path) -> str:
+    """The id of experiment ``name`` in ``client``'s store, created (runs-first) if needed."""
+    return _experiment_id(client, name, root)
+
+
+def open_keyed_run(
+    root: Path,
+    tracking: TrackingParams,
+    *,
+    kind: str,
+    key_tag: str,
+    key: str,
+    run_name: str,
+    tags: dict[str, str] | None = None,
+    params: dict[str, Any] | None = None,
+) -> Tracker:
+    """The run tagged ``cgpt.kind = kind`` and ``key_tag = key`` (the oldest, if several), marked
+    RUNNING again; else a new one with those tags, ``tags``, provenance and ``params``. A parent run
+    that a flow reopens on every rerun (a family, a sweep) is found by what it is about, not by a
+    marker file, so a rerun in another checkout of the same project finds it too. Finish it when done."""
+    if not tracking.enabled:
+        return disabled()
+    client = _client(root)
+    exp_id = _experiment_id(client, tracking.experiment, root)
+    found = client.search_runs(
+        [exp_id],
+        f"tags.`{key_tag}` = '{key}' and tags.`cgpt.kind` = '{kind}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+    )
+    if found:
+        client.update_run(found[0].info.run_id, status="RUNNING")
+        return Tracker(client, found[0].info.run_id)
+    all_tags = {"cgpt.kind": kind, key_tag: key, **(tags or {}), **provenance_tags(root)}
+    run = client.create_run(exp_id, run_name=run_name, tags=all_tags)
+    tracker = Tracker(client, run.info.run_id, fresh=True)
+    if params:
+        tracker.log_params(params)
+    return tracker
+
+
 def artifact_location(uri: str) -> str | None:
     """Where a new experiment of a sqlite store keeps its artifacts: ``mlartifacts`` beside the
     database file (``<project>/mlartifacts`` for the default store), also when a run happens

@@ -11,7 +11,7 @@ from pathlib import Path
 from cgpt.config import Params
 from cgpt.family.members import family_key
 from cgpt.fsutil import read_json_if_valid
-from cgpt.tracking import RUN_FILE, Tracker, _client, _experiment_id, disabled, provenance_tags
+from cgpt.tracking import RUN_FILE, Tracker, open_keyed_run
 
 KIND_TAG = "cgpt.kind"
 FAMILY_TAG = "cgpt.family"
@@ -22,39 +22,23 @@ PARENT_TAG = "mlflow.parentRunId"
 
 def open_family_run(root: Path, params: Params) -> Tracker:
     """The family's parent run (found by its key's tag, else created), marked RUNNING; finish it when done."""
-    if not params.tracking.enabled:
-        return disabled()
-    client = _client(root)
-    exp_id = _experiment_id(client, params.tracking.experiment, root)
     key = family_key(params)
-    found = client.search_runs(
-        [exp_id],
-        f"tags.`{FAMILY_TAG}` = '{key}' and tags.`{KIND_TAG}` = 'family'",
-        order_by=["attributes.start_time ASC"],
-        max_results=1,
-    )
-    if found:
-        run_id = found[0].info.run_id
-        client.update_run(run_id, status="RUNNING")
-        return Tracker(client, run_id)
-    tags = {
-        KIND_TAG: "family",
-        FAMILY_TAG: key,
-        "cgpt.family.members": ",".join(params.family.members),
-        **provenance_tags(root),
-    }
-    run = client.create_run(exp_id, run_name=f"family-{key}", tags=tags)
-    tracker = Tracker(client, run.info.run_id, fresh=True)
-    tracker.log_params(
-        {
+    return open_keyed_run(
+        root,
+        params.tracking,
+        kind="family",
+        key_tag=FAMILY_TAG,
+        key=key,
+        run_name=f"family-{key}",
+        tags={"cgpt.family.members": ",".join(params.family.members)},
+        params={
             "family": {
                 "tokens_per_param": params.family.tokens_per_param,
                 "fit": params.family.fit.model_dump(),
                 "members": list(params.family.members),
             }
-        }
+        },
     )
-    return tracker
 
 
 def child_tags(parent: Tracker, params: Params, name: str) -> dict[str, str]:

@@ -49,7 +49,16 @@ from cgpt.family.params import FamilyParams, MemberSpec, member_sections
 from cgpt.fsutil import read_json_if_valid, write_json_atomic, write_text_atomic
 from cgpt.scaling.plots import plot_mup_transfer
 from cgpt.scaling.tables import write_table
-from cgpt.tracking import RUN_FILE, Tracker, _client, _experiment_id, disabled, finishing, provenance_tags
+from cgpt.tracking import (
+    RUN_FILE,
+    Tracker,
+    client_for,
+    disabled,
+    experiment_id,
+    finishing,
+    open_keyed_run,
+    provenance_tags,
+)
 
 SWEEP_DIR = Path("family") / "mup"
 TRIALS_DIR = Path("runs") / "sweep"
@@ -363,8 +372,8 @@ def _open_trial_run(
 ) -> Tracker:
     if not params.tracking.enabled:
         return disabled()
-    client = _client(root)
-    exp_id = _experiment_id(client, params.tracking.experiment, root)
+    client = client_for(root)
+    exp_id = experiment_id(client, params.tracking.experiment, root)
     tags = {
         KIND_TAG: "mup-trial",
         "cgpt.sweep.width": str(trial.width),
@@ -382,7 +391,7 @@ def _adopt(root: Path, params: Params, run_id: str, parent_run_id: str) -> None:
     if not params.tracking.enabled:
         return
     with contextlib.suppress(Exception):  # the run is in another store or was deleted: the result stands
-        _client(root).set_tag(run_id, PARENT_TAG, parent_run_id)
+        client_for(root).set_tag(run_id, PARENT_TAG, parent_run_id)
 
 
 # ---------------------------------------------------------------------------------------------- choice, outputs
@@ -549,27 +558,17 @@ def sweep_key(params: Params, digest: str) -> str:
 
 def open_sweep_run(root: Path, params: Params) -> Tracker:
     """The sweep's parent run (found by its key's tag, else created), marked RUNNING; finish it when done."""
-    if not params.tracking.enabled:
-        return disabled()
     root = Path(root)
-    client = _client(root)
-    exp_id = _experiment_id(client, params.tracking.experiment, root)
-    key = sweep_key(params, tokens_digest(root / "data" / "tokens"))
-    found = client.search_runs(
-        [exp_id],
-        f"tags.`{SWEEP_TAG}` = '{key}' and tags.`{KIND_TAG}` = 'mup-sweep'",
-        order_by=["attributes.start_time ASC"],
-        max_results=1,
+    key = sweep_key(params, tokens_digest(root / "data" / "tokens")) if params.tracking.enabled else ""
+    return open_keyed_run(
+        root,
+        params.tracking,
+        kind="mup-sweep",
+        key_tag=SWEEP_TAG,
+        key=key,
+        run_name=f"mup-sweep-{key}",
+        params={"sweep": params.family.sweep.model_dump(), "mup_base_width": base_width(params.family)},
     )
-    if found:
-        client.update_run(found[0].info.run_id, status="RUNNING")
-        return Tracker(client, found[0].info.run_id)
-    run = client.create_run(
-        exp_id, run_name=f"mup-sweep-{key}", tags={KIND_TAG: "mup-sweep", SWEEP_TAG: key, **provenance_tags(root)}
-    )
-    tracker = Tracker(client, run.info.run_id, fresh=True)
-    tracker.log_params({"sweep": params.family.sweep.model_dump(), "mup_base_width": base_width(params.family)})
-    return tracker
 
 
 def record_sweep(
