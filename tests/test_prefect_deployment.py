@@ -99,8 +99,9 @@ def _flow_run_id(output: str) -> str:
 
 
 def _stale_stages(project: Path, env: dict[str, str]) -> set[str]:
-    """``dvc status``'s stale stages, but ``sources`` (always re-checked: it fingerprints local corpus files)."""
-    return set(json.loads(_run([str(BIN / "dvc"), "status", "--json"], project, env, []))) - {"sources"}
+    """``dvc status``'s stale stages, but ``sources`` (always re-checked: it fingerprints local corpus
+    files) and ``scaling`` (the family's, which the single model's pipeline flow leaves to flows/family.py)."""
+    return set(json.loads(_run([str(BIN / "dvc"), "status", "--json"], project, env, []))) - {"sources", "scaling"}
 
 
 def _experiments(project: Path, env: dict[str, str]) -> dict[str, dict[str, Any]]:
