@@ -34,3 +34,11 @@ def built_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from e2e_project import build_project
 
     return build_project(tmp_path_factory.mktemp("e2e") / "built")
+
+
+@pytest.fixture(autouse=True)
+def _each_test_on_its_own_mlflow_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow 3's ``set_tracking_uri`` (a test loading ``models:/...``) exports MLFLOW_TRACKING_URI for
+    the whole process, which would send every later test's runs to that store: each test starts
+    without it, so a project's runs go to its own ``mlflow.db`` unless the test sets one."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
