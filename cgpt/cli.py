@@ -12,9 +12,9 @@ import argparse
 from pathlib import Path
 
 from cgpt.errors import CgptError
+from cgpt.project import Project
 from cgpt.runtime import run_main
 from cgpt.stages import STAGES, stage_function
-from cgpt.stages.project import Project
 
 
 def _generate(args: argparse.Namespace) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cgpt.config import Params
 from cgpt.fsutil import read_json_if_valid
+from cgpt.project import Project
 from cgpt.train.schedule import tokens_seen
 
 
@@ -22,7 +23,7 @@ def _count(n: float) -> str:
 
 
 def _vocab(params: Params, root: Path) -> tuple[int | None, str]:
-    index = read_json_if_valid(root / "data" / "tokens" / "index.json")
+    index = read_json_if_valid(Project(root).tokens / "index.json")
     if isinstance(index, dict) and isinstance(index.get("vocab_size"), int):
         return index["vocab_size"], "from data/tokens"
     tok = params.tokenize.tokenizer

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cgpt.fsutil import read_json_if_valid
-from cgpt.stages.project import Project
+from cgpt.project import Project
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -46,9 +46,9 @@ from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
 from cgpt.config import dvc_overrides, load_params  # noqa: E402
 from cgpt.errors import CgptError, ConfigError  # noqa: E402
+from cgpt.project import PARAMS_FILE, Project  # noqa: E402
 from cgpt.runtime import fail  # noqa: E402
 from cgpt.stages.data_stats import publish_data_stats  # noqa: E402
-from cgpt.stages.project import PARAMS_FILE, Project  # noqa: E402
 from cgpt.summary import summary_markdown, summary_rows  # noqa: E402
 from cgpt.tracking import tracking_uri  # noqa: E402
 from flows.data_shards import sharded_clean_flow, sharded_tokenize_flow  # noqa: E402

@@ -13,7 +13,7 @@ import os
 from prefect.logging import get_logger
 
 from cgpt.errors import CgptError
-from cgpt.stages.project import Project
+from cgpt.project import Project
 
 PROJECT_ENV = "CGPT_PROJECT"
 

@@ -3,9 +3,9 @@ the work is in cgpt.stages.member."""
 
 import sys
 
+from cgpt.project import Project
 from cgpt.runtime import fail, run_main
 from cgpt.stages.member import MEMBER_STAGES, run
-from cgpt.stages.project import Project
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:

@@ -171,7 +171,7 @@ def test_a_member_above_its_smaller_sibling_is_flagged(tmp_path):
 
 
 class _Project:
-    """The bits of cgpt.stages.project.Project the scaling stage reads."""
+    """The bits of cgpt.project.Project the scaling stage reads."""
 
     def __init__(self, root: Path, params: Params) -> None:
         self.root, self._params, self.tokens = root, params, root / "data" / "tokens"

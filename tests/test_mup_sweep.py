@@ -17,8 +17,8 @@ from cgpt.config import load_params, parse_params
 from cgpt.errors import ConfigError
 from cgpt.family import sweep
 from cgpt.family.params import FamilyParams
+from cgpt.project import Project
 from cgpt.stages import stage_function
-from cgpt.stages.project import Project
 
 SWEEP_FAMILY = {
     "defaults": {"preset": "cpu-tiny", "n_positions": 64, "seq_len": 64, "batch_size": 4},

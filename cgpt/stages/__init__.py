@@ -10,8 +10,8 @@ import importlib
 from collections.abc import Callable
 from pathlib import Path
 
+from cgpt.project import Project
 from cgpt.runtime import run_main
-from cgpt.stages.project import Project
 
 STAGES = ("sources", "download", "clean", "tokenize", "train", "evaluate", "export")
 

@@ -6,8 +6,8 @@ import time
 from typing import Any
 
 from cgpt.data.clean.cleaner import clean
+from cgpt.project import Project
 from cgpt.stages.data_stats import publish_data_stats
-from cgpt.stages.project import Project
 
 
 def run(project: Project) -> dict[str, Any]:

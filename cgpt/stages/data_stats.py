@@ -16,7 +16,7 @@ from typing import Any
 from cgpt.config import Params
 from cgpt.fsutil import write_json_atomic
 from cgpt.keys import safe_keys
-from cgpt.stages.project import Project
+from cgpt.project import Project
 from cgpt.tracking import publish_stage_stats
 
 # the file each data stage writes last, listing (with sha256s) everything it produced

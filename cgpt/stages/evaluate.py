@@ -33,7 +33,7 @@ from cgpt.faults import fault_point
 from cgpt.fsutil import atomic_dir, write_json_atomic, write_text_atomic
 from cgpt.keys import safe_keys
 from cgpt.model.gpt import GPT
-from cgpt.stages.project import Project
+from cgpt.project import Project
 from cgpt.tracking import RUN_FILE, finishing, numeric_items, open_model_run
 from cgpt.train.checkpoint import load_model_dir
 

@@ -18,8 +18,8 @@ from cgpt.faults import fault_point
 from cgpt.fsutil import atomic_dir, read_json_if_valid, write_json_atomic, write_text_atomic
 from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig
+from cgpt.project import Project
 from cgpt.stages.data_stats import file_digest
-from cgpt.stages.project import Project
 from cgpt.tracking import RUN_FILE, finishing, open_model_run, provenance_tags
 from cgpt.train.checkpoint import load_model_dir
 from cgpt.train.schedule import tokens_seen

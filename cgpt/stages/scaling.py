@@ -12,7 +12,7 @@ from cgpt.family.members import family_members, vocab_size_for
 from cgpt.family.runs import open_family_run
 from cgpt.family.scaling import SCALING_DIR, compute, write_empty, write_outputs
 from cgpt.family.tracking import record_family
-from cgpt.stages.project import Project
+from cgpt.project import Project
 from cgpt.tracking import finishing
 
 

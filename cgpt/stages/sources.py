@@ -16,7 +16,7 @@ from cgpt.data.download.fingerprint import sources_fingerprint
 from cgpt.data.download.raw import cache_dir_for
 from cgpt.data.download.sources import HashCache
 from cgpt.fsutil import write_json_atomic
-from cgpt.stages.project import Project
+from cgpt.project import Project
 
 SOURCES_FILE = "sources.json"
 

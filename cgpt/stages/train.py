@@ -25,9 +25,9 @@ from typing import Any
 from cgpt.config import Params
 from cgpt.data.tokens import read_index
 from cgpt.fsutil import read_json_if_valid, write_json_atomic
+from cgpt.project import Project
 from cgpt.runtime import graceful_stop
 from cgpt.stages.data_stats import file_digest
-from cgpt.stages.project import Project
 from cgpt.tracking import (
     RUN_FILE,
     Tracker,

@@ -45,7 +45,7 @@ from cgpt.train.distributed import in_launched_rank
 
 if TYPE_CHECKING:
     from cgpt.config import Params
-    from cgpt.stages.project import Project
+    from cgpt.project import Project
     from cgpt.train.loop import RunSetup
     from cgpt.train.params import DistributedParams
 
@@ -251,8 +251,8 @@ def rank_main(root: str, params_file: str | None = None) -> None:
     on the launcher's params (``params_file``, JSON) or, under torchrun/srun, the project's."""
     _die_with_launcher()
     from cgpt.config import Params
+    from cgpt.project import Project
     from cgpt.runtime import run_main
-    from cgpt.stages.project import Project
     from cgpt.stages.train import run
 
     params = Params.model_validate_json(Path(params_file).read_text()) if params_file else None

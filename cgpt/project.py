@@ -57,5 +57,39 @@ class Project:
     def metrics(self) -> Path:
         return self.root / "metrics"
 
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
     def run_dir(self, run_name: str) -> Path:
-        return self.root / "runs" / run_name
+        return self.runs / run_name
+
+    @property
+    def family(self) -> Path:
+        """The model family's files: ``points/``, ``scaling/``, ``plots/``, ``mup/`` (the µP sweep)."""
+        return self.root / "family"
+
+    @property
+    def family_points(self) -> Path:
+        return self.family / "points"
+
+    @property
+    def family_scaling(self) -> Path:
+        return self.family / "scaling"
+
+    @property
+    def family_plots(self) -> Path:
+        return self.family / "plots"
+
+    @property
+    def scaling_metrics(self) -> Path:
+        return self.family / "scaling_metrics.json"
+
+    @property
+    def sweep_dir(self) -> Path:
+        return self.family / "mup"
+
+    @property
+    def sweep_trials(self) -> Path:
+        """The µP sweep's trial runs, ``runs/sweep/<trial>/``."""
+        return self.runs / "sweep"
