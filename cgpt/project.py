@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-from cgpt.config import PARAMS_FILE, Params, load_params
 from cgpt.errors import ConfigError
+from cgpt.sections import PARAMS_FILE, Sections, load_sections
 
 __all__ = ["PARAMS_FILE", "Project"]
+
+S = TypeVar("S", bound=Sections)
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,10 @@ class Project:
     def params_file(self) -> Path:
         return self.root / PARAMS_FILE
 
-    def params(self) -> Params:
-        return load_params(self.params_file)
+    def load(self, view: type[S]) -> S:
+        """The sections of params.yaml that ``view`` declares (a stage's ``StageParams``; the whole
+        file is :func:`cgpt.config.load_params`'s), validated."""
+        return load_sections(self.params_file, view)
 
     @property
     def data(self) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cgpt.config import load_params
 from cgpt.fsutil import read_json_if_valid
 from cgpt.project import Project
 
@@ -32,7 +33,7 @@ def _millions(n: float) -> str:
 
 def summary_rows(project: Project) -> list[tuple[str, str]]:
     """(label, text) rows; rows whose stage has not run yet are left out."""
-    params = project.params()
+    params = load_params(project.params_file)
     run = project.run_dir(params.train.run_name)
     clean, tok = _read(project.metrics / "clean.json"), _read(project.metrics / "tokenize.json")
     train, timing = _read(run / "train_metrics.json"), _read(run / "timing.json")

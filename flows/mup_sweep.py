@@ -30,6 +30,7 @@ from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.futures import as_completed  # noqa: E402
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner  # noqa: E402
 
+from cgpt.config import load_params  # noqa: E402
 from cgpt.errors import CgptError  # noqa: E402
 from cgpt.family import sweep  # noqa: E402
 from cgpt.family.sweep import Trial, TrialResult  # noqa: E402
@@ -47,7 +48,7 @@ def trial_task(
     """One trial (plain dicts in and out: they cross process boundaries)."""
     project = Project.at(root)
     result = sweep.run_trial(
-        project.root, project.params(), Trial(**trial), parent_run_id=parent_run_id, threads=threads
+        project.root, load_params(project.params_file), Trial(**trial), parent_run_id=parent_run_id, threads=threads
     )
     return {**result.to_json(), "run_id": result.run_id}
 
@@ -97,7 +98,7 @@ def mup_sweep_flow(
     ``compare_unscaled``: also the transfer widths without µP's width scaling (m = 1 everywhere)."""
     log = get_run_logger()
     proj = Project.at(project)
-    root, params = proj.root, proj.params()
+    root, params = proj.root, load_params(proj.params_file)
     family = params.family
     workers = workers or family.sweep.workers
     search = sweep.plan_search(family)

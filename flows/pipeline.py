@@ -176,7 +176,7 @@ def _sharded_stage(project: Path, stage: str, n_shards: int, run_flow) -> str:
     proj = Project.at(project)
     started = time.time()
     stats = run_flow(str(proj.params_file))
-    publish_data_stats(proj, proj.params(), stage, stats, started=started)
+    publish_data_stats(proj, load_params(proj.params_file), stage, stats, started=started)
     commit_stage(stage, str(project))
     return f"ran in {n_shards} shards"
 

@@ -23,10 +23,24 @@ def _package_inits(name: str, root: Path) -> list[Path]:
     return [p for i in range(1, len(parts)) if (p := root.joinpath(*parts[:i], "__init__.py")).is_file()]
 
 
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """The ids of nodes under ``if TYPE_CHECKING:``: imported for annotations only, never run."""
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
+            skipped.update(id(n) for child in node.body for n in ast.walk(child))
+    return skipped
+
+
 def imported_modules(path: Path) -> set[str]:
-    """Every cgpt module a file imports anywhere (top level, inside functions, ``from x import module``)."""
+    """Every cgpt module a file imports anywhere it runs (top level, inside functions, ``from x import
+    module``), not what ``if TYPE_CHECKING:`` imports for annotations only."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    skipped = _type_checking_only(tree)
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.split(".")[0] == "cgpt")
         elif (
@@ -52,3 +66,40 @@ def import_closure(*entry_files: Path, root: Path = REPO) -> set[Path]:
                 todo.append(target)
                 todo.extend(_package_inits(name, root))
     return {f.resolve().relative_to(root) for f in seen}
+
+
+def covering_deps(closure: set[Path], root: Path = REPO) -> list[str]:
+    """The fewest dvc.yaml deps that cover ``closure`` exactly: a folder where every source file
+    below it is in the closure (a folder dep hashes all of them), else the files themselves."""
+    chosen: list[Path] = []
+    folders = sorted({p for f in closure for p in f.parents if p != Path(".")}, key=lambda p: len(p.parts))
+    covered: set[Path] = set()
+    for folder in folders:
+        if any(folder == c or c in folder.parents for c in chosen):
+            continue
+        files = {
+            f.relative_to(root) for f in (root / folder).rglob("*") if f.is_file() and "__pycache__" not in f.parts
+        }
+        if files and files <= closure:
+            chosen.append(folder)
+            covered |= files
+    return sorted([str(p) for p in chosen] + [str(f) for f in closure - covered])
+
+
+if __name__ == "__main__":  # the code deps dvc.yaml should list for each stage
+    import re
+    import sys
+
+    import yaml
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    for name, stage in stages.items():
+        cmd = (stage.get("do") or stage)["cmd"]
+        m = re.search(r"python -m stages\.(\w+)(?: (\w+))?", cmd)
+        if not m:
+            sys.exit(f"{name}: unexpected command {cmd!r}")
+        entry = [REPO / "stages" / f"{m.group(1)}.py", REPO / "cgpt" / "stages" / f"{m.group(1)}.py"]
+        if m.group(2) and not m.group(2).startswith("$"):
+            entry.append(REPO / "cgpt" / "stages" / f"{m.group(2)}.py")
+        print(f"{name}:")
+        print("\n".join(f"  - {d}" for d in covering_deps(import_closure(*entry))))

@@ -1,4 +1,6 @@
-"""dvc.yaml's code deps cover each stage's import closure inside cgpt/, so `dvc repro` never misses a code change."""
+"""dvc.yaml's deps are exactly what each stage reads: its import closure inside cgpt/ (so `dvc repro`
+never misses a code change) and nothing outside it (so an edit re-runs no stage that does not read
+it), and the params sections its ``StageParams`` validates (both ways too)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,11 @@ def stage_entry_files(cmd: str) -> list[Path]:
     if m.group(2):
         files.append(REPO / "cgpt" / "stages" / f"{m.group(2)}.py")
     return files
+
+
+def code_deps(stage: dict) -> list[Path]:
+    deps = [Path(d if isinstance(d, str) else next(iter(d))) for d in stage.get("deps", [])]
+    return [d for d in deps if d.parts[0] in ("cgpt", "stages")]
 
 
 def uncovered(stage: dict) -> list[str]:
@@ -56,3 +63,69 @@ def test_a_removed_dep_is_caught():
     trimmed = {**stage, "deps": [d for d in stage["deps"] if d != "cgpt/train"]}
     missing = uncovered(trimmed)
     assert "cgpt/train/loop.py" in missing and "cgpt/train/optim.py" in missing
+
+
+def beyond_the_closure(stage: dict) -> list[str]:
+    """Code deps (files, or files below a folder dep) the stage never imports: an edit there would
+    re-run it for nothing."""
+    closure = import_closure(*stage_entry_files(stage["cmd"]))
+    extra = []
+    for dep in code_deps(stage):
+        files = (
+            [dep]
+            if (REPO / dep).is_file()
+            else sorted(f.relative_to(REPO) for f in (REPO / dep).rglob("*.py") if "__pycache__" not in f.parts)
+        )
+        extra += [str(f) for f in files if f not in closure]
+    return extra
+
+
+@pytest.mark.parametrize("name", list(load_stages()))
+def test_no_dep_outside_the_import_closure(name):
+    extra = beyond_the_closure(load_stages()[name])
+    assert extra == [], f"dvc.yaml stage {name} depends on code it never imports: {extra}"
+
+
+def test_an_extra_dep_is_caught():
+    stage = load_stages()["download"]
+    assert beyond_the_closure({**stage, "deps": [*stage["deps"], "cgpt/eval/params.py"]}) == ["cgpt/eval/params.py"]
+
+
+def test_no_code_dep_block_is_repeated_whole():
+    """Stages share code, not copied blocks: no two stages list the same code deps."""
+    seen: dict[tuple[str, ...], str] = {}
+    for name, stage in load_stages().items():
+        key = tuple(sorted(map(str, code_deps(stage))))
+        assert key not in seen, f"{name} and {seen.get(key)} list the same code deps"
+        seen[key] = name
+
+
+#: sections a stage validates but that cannot change its outputs, so they are not DVC params:
+#: evaluate reads train.threads (speed only) beside train.run_name (declared as a key)
+SPEED_ONLY = {"member-evaluate": {"train"}}
+
+
+def stage_view(name: str, cmd: str):
+    """The stage's ``StageParams`` (a member stage's: its view with ``family``)."""
+    import importlib
+
+    from cgpt.stages.member import member_view
+
+    m = STAGE_CMD.search(cmd)
+    return (
+        member_view(m.group(2))
+        if m.group(1) == "member"
+        else importlib.import_module(f"cgpt.stages.{m.group(1)}").StageParams
+    )
+
+
+@pytest.mark.parametrize("name", list(load_stages()))
+def test_params_are_the_sections_the_stage_reads(name):
+    stage = load_stages()[name]
+    declared = {str(p).split(".")[0] for p in stage.get("params", [])}
+    read = set(stage_view(name, stage["cmd"]).model_fields)
+    assert declared <= read, f"{name}: dvc.yaml declares params it never reads: {sorted(declared - read)}"
+    missing = read - declared - SPEED_ONLY.get(name, set())
+    if name == "sources":  # validates the whole file; always runs, so its params change nothing
+        missing = set()
+    assert not missing, f"{name}: reads params.yaml sections dvc.yaml does not declare: {sorted(missing)}"

@@ -176,7 +176,7 @@ class _Project:
     def __init__(self, root: Path, params: Params) -> None:
         self.root, self._params, self.tokens = root, params, root / "data" / "tokens"
 
-    def params(self) -> Params:
+    def load(self, view: type) -> Params:
         return self._params
 
 

@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
+
+from cgpt.sections import optional_fields
 
 TaskName = Literal["hellaswag", "piqa", "winogrande", "lambada_openai", "arc_easy", "arc_challenge", "openbookqa"]
 ALL_TASKS: list[TaskName] = [
@@ -78,3 +80,11 @@ class EvaluateParams(BaseModel):
         if self.limit == "auto":
             return None if preset.startswith("cerebras-") else AUTO_LIMIT_CPU
         return self.limit  # type: ignore[return-value]
+
+
+#: ``family.evaluate``: evaluate keys that differ for the members (e.g. fewer downstream documents).
+EvaluateOverrides: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    "EvaluateOverrides",
+    __config__=ConfigDict(extra="forbid", validate_default=True),
+    **optional_fields(EvaluateParams, tuple(EvaluateParams.model_fields)),
+)

@@ -2,9 +2,11 @@
 
 A member's params are the project's params with the member's ``model:`` and ``train:`` sections
 (:func:`cgpt.family.params.member_sections`), ``train.max_steps`` from ``family.tokens_per_param``,
-the evaluate keys of ``family.evaluate``, and its own registered model name. The single-model stage
-functions (:mod:`cgpt.stages.train`, ``evaluate``, ``export``) take these params unchanged, so a member
-trains, resumes, evaluates, exports and is tracked exactly like the single model (``runs/<name>/``).
+the evaluate keys of ``family.evaluate``, and its own registered model name, in the view of
+params.yaml the stage reads (:func:`member_params`'s ``view``: a stage's ``StageParams``). The
+single-model stage functions (:mod:`cgpt.stages.train`, ``evaluate``, ``export``) take these params
+unchanged, so a member trains, resumes, evaluates, exports and is tracked exactly like the single
+model (``runs/<name>/``).
 
 Sizes need the vocabulary (the embedding is part of N), so everything here takes ``vocab_size``:
 the tokenizer's (``data/tokens/index.json``) once the data exists, else the configured one
@@ -18,16 +20,23 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from cgpt.config import Params, build_model_config
 from cgpt.errors import ConfigError
-from cgpt.eval.params import EvaluateParams
-from cgpt.family.params import FamilyParams, member_sections
+from cgpt.family.params import member_sections
+from cgpt.model.params import build_model_config
 from cgpt.presets import GPT2_VOCAB_SIZE, ModelConfig, TrainRecipe
 from cgpt.scaling.compute import training_flops
+from cgpt.sections import Sections
+from cgpt.train.params import TrainingSections, resolve_recipe
+
+#: any view of params.yaml holding the sections a function reads (the whole file's ``Params``, a
+#: stage's ``StageParams``): duck-typed, so this module needs no schema it does not read
+ParamsView = Any
+
+V = TypeVar("V", bound=Sections)
 
 #: how the FLOPs of a member are counted (written into every point file and fit)
 FLOPS_CONVENTION = "(6N + 12·L·T·d) x training tokens; N = trainable parameters, tied head counted once"
@@ -38,7 +47,7 @@ class FamilyMember:
     """One member, resolved: what it trains (``params``) and how big it is."""
 
     name: str
-    params: Params
+    params: TrainingSections  # the member's model: and train: sections
     model: ModelConfig
     recipe: TrainRecipe
 
@@ -84,7 +93,7 @@ class FamilyMember:
         }
 
 
-def vocab_size_for(params: Params, tokens_dir: Path | None = None) -> int:
+def vocab_size_for(params: ParamsView, tokens_dir: Path | None = None) -> int:
     """The vocabulary members are sized with: the tokenizer's once ``data/tokens`` exists, else the
     configured one (``tokenize.tokenizer.vocab_size``; GPT-2's 50257 for a pretrained tokenizer)."""
     index = Path(tokens_dir) / "index.json" if tokens_dir is not None else None
@@ -97,64 +106,83 @@ def vocab_size_for(params: Params, tokens_dir: Path | None = None) -> int:
     return tok.vocab_size if tok.kind == "train" else GPT2_VOCAB_SIZE
 
 
-def _sections(params: Params, name: str) -> tuple[Any, Any]:
+def _sections(params: ParamsView, name: str) -> tuple[Any, Any]:
     try:
         return member_sections(params.family, name, params.train)
     except ValueError as exc:
         raise ConfigError(f"params.yaml: {exc}") from None
 
 
-def member_params(params: Params, name: str, vocab_size: int, root: Path | None = None) -> Params:
-    """Member ``name``'s params: what the train, evaluate and export stages run it with.
+def member_params(params: ParamsView, name: str, vocab_size: int, root: Path | None = None, view: type[V] = None) -> V:
+    """Member ``name``'s params, as ``view`` (default: ``params``' own type) sees params.yaml: what the
+    train, evaluate and export stages run it with.
 
+    ``params`` holds ``family``, ``train`` and whatever else ``view`` reads; the member's ``model``
+    and ``train`` replace the project's, ``evaluate`` takes ``family.evaluate``'s keys, ``tracking``
+    registers the member's model under its own name, and a member has no ``family``.
     ``root``: the project (relative paths of ``family.evaluate`` start there)."""
+    view = view or type(params)
     model, train = _sections(params, name)
-    recipe = params.model_copy(update={"model": model, "train": train}).recipe()
+    recipe = resolve_recipe(model.preset, train)
     n = build_model_config(model, vocab_size).num_params()
     steps = max(1, round(params.family.tokens_per_param * n / recipe.tokens_per_step))
     train = train.model_copy(update={"max_steps": steps})
-    ev = params.family.evaluate
-    evaluate = params.evaluate
-    if ev.model_fields_set:
-        try:
-            evaluate = EvaluateParams.model_validate(
-                {**params.evaluate.model_dump(), **ev.model_dump(include=ev.model_fields_set)},
-                context={"root": root or Path.cwd()},
-            )
-        except ValidationError as exc:
-            raise ConfigError(f"params.yaml: family.evaluate: {exc.errors()[0]['msg']}") from None
-    reg = params.tracking.registered_model
-    tracking = params.tracking.model_copy(update={"registered_model": f"{reg}-{name}" if reg else None})
-    sections = {k: getattr(params, k) for k in type(params).model_fields}
-    sections.update(model=model, train=train, evaluate=evaluate, tracking=tracking, family=FamilyParams())
+    sections = {k: getattr(params, k) for k in view.model_fields if hasattr(params, k)}
+    sections.update(model=model, train=train)
+    if "evaluate" in sections:
+        sections["evaluate"] = _member_evaluate(params.evaluate, params.family.evaluate, root)
+    if "tracking" in sections:
+        reg = params.tracking.registered_model
+        sections["tracking"] = params.tracking.model_copy(update={"registered_model": f"{reg}-{name}" if reg else None})
+    if "family" in sections:
+        sections["family"] = type(params.family)()
     try:
-        return Params.model_validate(sections)
+        return view.model_validate(sections)
     except ValidationError as exc:
         msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
         raise ConfigError(f"params.yaml: family.members.{name}: {msg}") from None
 
 
-def resolve_member(params: Params, name: str, vocab_size: int, root: Path | None = None) -> FamilyMember:
-    mp = member_params(params, name, vocab_size, root)
+def _member_evaluate(evaluate: BaseModel, overrides: Any, root: Path | None) -> BaseModel:
+    """The ``evaluate:`` section with ``family.evaluate``'s keys over it (a mapping, or the checked
+    overrides of the whole file's schema)."""
+    if isinstance(overrides, BaseModel):
+        overrides = overrides.model_dump(include=overrides.model_fields_set)
+    if not overrides:
+        return evaluate
+    try:
+        return type(evaluate).model_validate(
+            {**evaluate.model_dump(), **overrides}, context={"root": root or Path.cwd()}
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        where = f"family.evaluate.{key}" if key else "family.evaluate"
+        raise ConfigError(f"params.yaml: {where}: {err['msg'].removeprefix('Value error, ')}") from None
+
+
+def resolve_member(params: ParamsView, name: str, vocab_size: int, root: Path | None = None) -> FamilyMember:
+    mp = member_params(params, name, vocab_size, root, view=TrainingSections)
     return FamilyMember(name=name, params=mp, model=mp.build_model_config(vocab_size), recipe=mp.recipe())
 
 
-def family_members(params: Params, vocab_size: int, root: Path | None = None) -> list[FamilyMember]:
+def family_members(params: ParamsView, vocab_size: int, root: Path | None = None) -> list[FamilyMember]:
     """Every member, smallest first (parameters, then compute, then name): the training order."""
     members = [resolve_member(params, name, vocab_size, root) for name in params.family.members]
     return sorted(members, key=lambda m: (m.n_params, m.compute, m.name))
 
 
-def family_key(params: Params) -> str:
+def family_key(params: ParamsView) -> str:
     """A short id of what the family trains (members with their resolved sections, the budget, the
     tokenizer): names its MLflow parent run. The fit settings and the sweep are not part of it."""
     members = {}
     for name in sorted(params.family.members):
         model, train = _sections(params, name)
         members[name] = {"model": model.model_dump(), "train": train.model_dump()}
+    tokenize_spec = params.tokenize.model_dump()
     blob = {
         "members": members,
         "tokens_per_param": params.family.tokens_per_param,
-        "tokenize": params.tokenize.model_dump(exclude={"workers", "batch_docs", "shard"}),
+        "tokenize": {k: tokenize_spec[k] for k in ("tokenizer", "split", "shard_tokens")},
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]

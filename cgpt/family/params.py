@@ -22,14 +22,13 @@ built (and validated once more, as a whole) by :mod:`cgpt.family.members`.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
-from pydantic.fields import FieldInfo
 
-from cgpt.eval.params import EvaluateParams
 from cgpt.model.params import ModelParams
 from cgpt.presets import PRESETS
+from cgpt.sections import optional_fields
 from cgpt.train.params import TrainParams
 
 #: train keys a member may not set: its folder/run name is the member's name, its length follows tokens_per_param
@@ -52,16 +51,6 @@ RECIPE_TRAIN_KEYS = (
 MODEL_KEYS = tuple(ModelParams.model_fields)
 TRAIN_KEYS = tuple(k for k in TrainParams.model_fields if k not in DERIVED_TRAIN_KEYS)
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
-
-
-def _optional_fields(model: type[BaseModel], keys: tuple[str, ...]) -> dict[str, Any]:
-    """``model``'s fields ``keys``, each optional with default None, keeping their constraints."""
-    out: dict[str, Any] = {}
-    for key in keys:
-        info: FieldInfo = model.model_fields[key]
-        annotation = Annotated[info.annotation | None, *info.metadata] if info.metadata else info.annotation | None
-        out[key] = (annotation, None)
-    return out
 
 
 class _Strict(BaseModel):
@@ -98,15 +87,8 @@ MemberSpec: type[_MemberBase] = create_model(  # type: ignore[call-overload]
     "MemberSpec",
     __base__=_MemberBase,
     __doc__="A member's model and train keys (null or absent: the defaults', then the preset's).",
-    **_optional_fields(ModelParams, MODEL_KEYS),
-    **_optional_fields(TrainParams, TRAIN_KEYS),
-)
-
-#: ``family.evaluate``: evaluate keys that differ for the members (e.g. fewer downstream documents).
-EvaluateOverrides: type[BaseModel] = create_model(  # type: ignore[call-overload]
-    "EvaluateOverrides",
-    __base__=_Strict,
-    **_optional_fields(EvaluateParams, tuple(EvaluateParams.model_fields)),
+    **optional_fields(ModelParams, MODEL_KEYS),
+    **optional_fields(TrainParams, TRAIN_KEYS),
 )
 
 
@@ -209,7 +191,10 @@ class FamilyParams(_Strict):
     tokens_per_param: float = Field(20.0, gt=0)
     fit: FitParams = FitParams()
     defaults: MemberSpec = MemberSpec()  # type: ignore[valid-type]
-    evaluate: EvaluateOverrides = EvaluateOverrides()  # type: ignore[valid-type]
+    # evaluate keys that differ for the members (e.g. fewer downstream documents), checked key by key
+    # against the evaluate section's schema where the evaluation reads them (cgpt.config.FamilySection,
+    # a member's evaluate stage): a mapping here, so a member's training does not depend on that schema
+    evaluate: dict[str, Any] = Field(default_factory=dict)
     mup: MupParams = MupParams()
     sweep: SweepParams = SweepParams()
     members: dict[str, MemberSpec] = Field(default_factory=dict)  # type: ignore[valid-type]

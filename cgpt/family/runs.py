@@ -7,11 +7,14 @@ train stage, which only needs its parent, does not depend on the fitting code.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cgpt.config import Params
 from cgpt.family.members import family_key
 from cgpt.fsutil import read_json_if_valid
 from cgpt.tracking import RUN_FILE, Tracker, open_keyed_run
+
+if TYPE_CHECKING:  # the whole file's schema, or any stage's view of it with the sections read here
+    from cgpt.config import Params
 
 KIND_TAG = "cgpt.kind"
 FAMILY_TAG = "cgpt.family"

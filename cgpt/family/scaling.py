@@ -23,12 +23,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from cgpt.config import Params
 from cgpt.errors import ScalingError
 from cgpt.family.forecast import Outcome, point_member, replay
 from cgpt.family.members import FLOPS_CONVENTION
@@ -40,6 +39,9 @@ from cgpt.scaling.plots import plot_accuracy_sigmoids, plot_loss_vs_compute
 from cgpt.scaling.power_law import PowerLawFit
 from cgpt.scaling.rules import MIN_POINTS_SATURATING
 from cgpt.scaling.tables import write_table
+
+if TYPE_CHECKING:  # the whole file's schema, or any stage's view of it with the sections read here
+    from cgpt.config import Params
 
 SCALING_DIR = Path("family") / "scaling"
 PLOTS_DIR = Path("family") / "plots"

@@ -26,12 +26,14 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cgpt.config import Params
 from cgpt.family.forecast import Forecast, Outcome
 from cgpt.family.runs import FLAG_TAG, child_tags, member_run_id
 from cgpt.tracking import Tracker
+
+if TYPE_CHECKING:  # the whole file's schema, or any stage's view of it with the sections read here
+    from cgpt.config import Params
 
 
 def log_new(tracker: Tracker, run_id: str | None, metrics: dict[str, float]) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cgpt.presets import PRESETS
+from cgpt.presets import MUP_BASE_INIT_STD, MUP_EMBEDDINGS_SCALE, PRESETS, SP_INIT_STD, ModelConfig
 
 
 class ModelParams(BaseModel):
@@ -60,3 +61,27 @@ class ModelParams(BaseModel):
     @property
     def resolved_parameterization(self) -> Literal["sp", "mup"]:
         return self.parameterization or PRESETS[self.preset].model.parameterization
+
+
+def build_model_config(model: ModelParams, vocab_size: int) -> ModelConfig:
+    """The preset's shape with the ``model:`` overrides applied and the tokenizer's vocabulary size.
+
+    Switching an SP preset to ``parameterization: mup`` takes the Cerebras-GPT muP defaults
+    (σ_base 0.08, embeddings x 10, output layers σ_base/√m/√(2L)) unless ``init_std`` /
+    ``embeddings_scale`` say otherwise; switching a muP preset to SP takes the SP ones (σ 0.02,
+    embeddings x 1, output layers σ/√(2L))."""
+    base = PRESETS[model.preset].model
+    overrides = {k: v for k, v in model.model_dump(exclude={"preset", "parameterization"}).items() if v is not None}
+    if "d_model" in overrides and "d_ffn" not in overrides:
+        overrides["d_ffn"] = 4 * overrides["d_model"]
+    kind = model.resolved_parameterization
+    if kind != base.parameterization:
+        mup = kind == "mup"
+        base = replace(
+            base,
+            parameterization=kind,
+            init_std=MUP_BASE_INIT_STD if mup else SP_INIT_STD,
+            embeddings_scale=MUP_EMBEDDINGS_SCALE if mup else 1.0,
+            output_init_std=None,
+        )
+    return replace(base, vocab_size=vocab_size, **overrides)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cgpt.project import Project
 from cgpt.runtime import run_main
+from cgpt.sections import Sections
 
 STAGES = ("sources", "download", "clean", "tokenize", "train", "evaluate", "export")
 
@@ -21,6 +22,13 @@ def stage_function(stage: str) -> Callable[[Project], object]:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
     return importlib.import_module(f"cgpt.stages.{stage}").run
+
+
+def stage_params(stage: str) -> type[Sections]:
+    """``cgpt.stages.<stage>.StageParams``: the sections of params.yaml the stage reads."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    return importlib.import_module(f"cgpt.stages.{stage}").StageParams
 
 
 def main(stage: str, root: str | Path = ".") -> None:

@@ -6,12 +6,22 @@ import time
 from typing import Any
 
 from cgpt.data.clean.cleaner import clean
+from cgpt.data.clean.params import CleanParams
 from cgpt.project import Project
+from cgpt.sections import Sections
 from cgpt.stages.data_stats import publish_data_stats
+from cgpt.tracking_params import TrackingParams
+
+
+class StageParams(Sections):
+    """What the clean stage reads of params.yaml."""
+
+    clean: CleanParams = CleanParams()
+    tracking: TrackingParams = TrackingParams()
 
 
 def run(project: Project) -> dict[str, Any]:
-    params = project.params()
+    params = project.load(StageParams)
     started = time.time()
     stats = clean(params.clean, project.raw, project.clean)
     publish_data_stats(project, params, "clean", stats, started=started)

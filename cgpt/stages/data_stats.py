@@ -13,7 +13,6 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from cgpt.config import Params
 from cgpt.fsutil import write_json_atomic
 from cgpt.keys import safe_keys
 from cgpt.project import Project
@@ -23,9 +22,10 @@ from cgpt.tracking import publish_stage_stats
 STAGE_OUTPUT_RECORD = {"download": "raw/manifest.json", "clean": "clean/manifest.json", "tokenize": "tokens/index.json"}
 
 
-def publish_data_stats(project: Project, params: Params, stage: str, stats: dict[str, Any], *, started: float) -> None:
+def publish_data_stats(project: Project, params: Any, stage: str, stats: dict[str, Any], *, started: float) -> None:
     """Write ``metrics/<stage>.json`` and ``metrics/<stage>.timing.json``; log both to MLflow as a run
-    timed from ``started`` and tagged with the digest of what the stage produced."""
+    timed from ``started`` and tagged with the digest of what the stage produced. ``params``: the
+    stage's view of params.yaml (its own section and ``tracking``)."""
     facts = safe_keys({k: v for k, v in stats.items() if k != "timing"})
     timing = safe_keys(stats.get("timing", {}))
     write_json_atomic(project.metrics / f"{stage}.json", facts)

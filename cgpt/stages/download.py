@@ -5,13 +5,23 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from cgpt.data.download.params import DownloadParams
 from cgpt.data.download.raw import download
 from cgpt.project import Project
+from cgpt.sections import Sections
 from cgpt.stages.data_stats import publish_data_stats
+from cgpt.tracking_params import TrackingParams
+
+
+class StageParams(Sections):
+    """What the download stage reads of params.yaml."""
+
+    download: DownloadParams = DownloadParams()
+    tracking: TrackingParams = TrackingParams()
 
 
 def run(project: Project) -> dict[str, Any]:
-    params = project.params()
+    params = project.load(StageParams)
     started = time.time()
     stats = download(params.download, project.raw)
     publish_data_stats(project, params, "download", stats, started=started)

@@ -24,7 +24,6 @@ import pandas as pd
 import torch
 
 from cgpt.card import TASKS
-from cgpt.config import Params
 from cgpt.data.tokens import open_split, read_subsets
 from cgpt.errors import DataError
 from cgpt.eval.params import EvaluateParams
@@ -33,9 +32,25 @@ from cgpt.faults import fault_point
 from cgpt.fsutil import atomic_dir, write_json_atomic, write_text_atomic
 from cgpt.keys import safe_keys
 from cgpt.model.gpt import GPT
+from cgpt.model.params import ModelParams
 from cgpt.project import Project
+from cgpt.sections import Sections
 from cgpt.tracking import RUN_FILE, finishing, numeric_items, open_model_run
+from cgpt.tracking_params import TrackingParams
 from cgpt.train.checkpoint import load_model_dir
+from cgpt.train.params import TrainParams
+
+
+class StageParams(Sections):
+    """What the evaluate stage reads of params.yaml: ``evaluate:`` and ``tracking:``, and of the
+    model's sections the preset (``evaluate.limit: auto``, the card's columns), the run's name and
+    the thread count (dvc.yaml's params list exactly these keys)."""
+
+    evaluate: EvaluateParams = EvaluateParams()
+    tracking: TrackingParams = TrackingParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+
 
 #: the card's column abbreviations: the downstream metric files stay narrow in `dvc metrics show`
 SHORT = {"hellaswag": "HS", "piqa": "PIQA", "winogrande": "WG", "lambada_openai": "LAMB", "arc_easy": "ARC-e",
@@ -43,7 +58,7 @@ SHORT = {"hellaswag": "HS", "piqa": "PIQA", "winogrande": "WG", "lambada_openai"
 CARD_SHOTS = (0, 5)
 
 
-def upstream(project: Project, params: Params, model: GPT, seq_len: int) -> dict[str, Any]:
+def upstream(project: Project, params: StageParams, model: GPT, seq_len: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for split in params.evaluate.splits:
         res = cross_entropy(
@@ -85,7 +100,7 @@ def available_tasks(ev: EvaluateParams) -> tuple[list[str], dict[str, str]]:
     return ok, missing
 
 
-def downstream(project: Project, params: Params, model: GPT) -> tuple[Any, dict[str, str]]:
+def downstream(project: Project, params: StageParams, model: GPT) -> tuple[Any, dict[str, str]]:
     """The card's tasks (None when ``evaluate.tasks`` is empty or none can be had), and the skipped ones."""
     from tokenizers import Tokenizer
 
@@ -197,9 +212,9 @@ def subset_table(up: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(project: Project, params: Params | None = None) -> dict[str, Any]:
+def run(project: Project, params: StageParams | None = None) -> dict[str, Any]:
     """``params``: the project's params.yaml unless given (a family member's derived params)."""
-    params = params or project.params()
+    params = params or project.load(StageParams)
     run_dir = project.run_dir(params.train.run_name)
     cfg, state, info = load_model_dir(run_dir / "model")
     model = GPT(cfg)

@@ -8,11 +8,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from cgpt.config import Params
+from cgpt.data.clean.params import CleanParams
+from cgpt.data.download.params import DownloadParams
+from cgpt.data.tokenize.params import TokensSpec
 from cgpt.data.tokens import open_split, read_index
 from cgpt.errors import DataError
 from cgpt.export.card import CardFacts, model_card
 from cgpt.export.hf import EXPORT_DTYPES, write_hf_files
+from cgpt.export.params import ExportParams
 from cgpt.export.verify import max_logit_difference, sample_text
 from cgpt.faults import fault_point
 from cgpt.fsutil import atomic_dir, read_json_if_valid, write_json_atomic, write_text_atomic
@@ -21,8 +24,22 @@ from cgpt.presets import ModelConfig
 from cgpt.project import Project
 from cgpt.stages.data_stats import file_digest
 from cgpt.tracking import RUN_FILE, finishing, open_model_run, provenance_tags
+from cgpt.tracking_params import TrackingParams
 from cgpt.train.checkpoint import load_model_dir
+from cgpt.train.params import TrainingSections
 from cgpt.train.schedule import tokens_seen
+
+
+class StageParams(TrainingSections):
+    """What the export stage reads of params.yaml: ``export:``, ``tracking:``, the model and its
+    recipe (the card), and for the card's data section the sources, the text fixing and dedup, and
+    the tokenizer (dvc.yaml's params list exactly the keys the card uses)."""
+
+    export: ExportParams = ExportParams()
+    tracking: TrackingParams = TrackingParams()
+    download: DownloadParams = DownloadParams()
+    clean: CleanParams = CleanParams()
+    tokenize: TokensSpec = TokensSpec()
 
 
 def probe_tokens(tokens_dir: Path, n: int) -> np.ndarray:
@@ -59,7 +76,7 @@ def downstream_facts(summary: dict[str, Any]) -> tuple[list[dict[str, Any]], dic
     return rows, average
 
 
-def card_facts(project: Project, params: Params, cfg: ModelConfig, sample: str) -> CardFacts:
+def card_facts(project: Project, params: StageParams, cfg: ModelConfig, sample: str) -> CardFacts:
     """What the model card says, from the files the earlier stages wrote."""
     run_dir = project.run_dir(params.train.run_name)
     read = lambda path: read_json_if_valid(path) or {}  # noqa: E731
@@ -111,9 +128,9 @@ def card_facts(project: Project, params: Params, cfg: ModelConfig, sample: str) 
     )
 
 
-def run(project: Project, params: Params | None = None) -> dict[str, Any]:
+def run(project: Project, params: StageParams | None = None) -> dict[str, Any]:
     """``params``: the project's params.yaml unless given (a family member's derived params)."""
-    params = params or project.params()
+    params = params or project.load(StageParams)
     run_dir, tokens = project.run_dir(params.train.run_name), project.tokens
     cfg, state, info = load_model_dir(run_dir / "model")
     index = read_index(tokens)

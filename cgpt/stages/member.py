@@ -10,32 +10,52 @@ exactly a single model's, in ``runs/<name>/``. Besides:
 
 from __future__ import annotations
 
+from functools import cache
+
+from pydantic import create_model
+
+from cgpt.data.tokenize.params import TokensSpec
 from cgpt.errors import ConfigError
-from cgpt.family.members import resolve_member, vocab_size_for
+from cgpt.family.members import member_params, resolve_member, vocab_size_for
+from cgpt.family.params import FamilyParams
 from cgpt.family.points import write_point
 from cgpt.family.runs import child_tags, open_family_run
 from cgpt.project import Project
-from cgpt.stages import stage_function
+from cgpt.sections import Sections
+from cgpt.stages import stage_function, stage_params
 from cgpt.tracking import finishing
+from cgpt.tracking_params import TrackingParams
 
 MEMBER_STAGES = ("train", "evaluate", "export")
+
+
+@cache
+def member_view(stage: str) -> type[Sections]:
+    """What a member's ``stage`` reads of params.yaml: the single-model stage's sections but
+    ``model:`` (a member's shape is its own), plus ``family:``, the tokenizer (the members'
+    vocabulary, the family's identity) and ``tracking:`` (the family's parent run)."""
+    own = {k: (f.annotation, f) for k, f in stage_params(stage).model_fields.items() if k != "model"}
+    own.setdefault("tokenize", (TokensSpec, TokensSpec()))
+    own.setdefault("tracking", (TrackingParams, TrackingParams()))
+    return create_model(f"Member{stage.title()}Params", __base__=Sections, family=(FamilyParams, FamilyParams()), **own)
 
 
 def run(project: Project, stage: str, name: str) -> object:
     if stage not in MEMBER_STAGES:
         raise ConfigError(f"unknown member stage {stage!r}; expected one of {', '.join(MEMBER_STAGES)}")
-    params = project.params()
+    params = project.load(member_view(stage))
     if name not in params.family.members:
         known = ", ".join(params.family.members) or "none"
         raise ConfigError(f"params.yaml: family.members has no member {name!r} (members: {known})")
-    member = resolve_member(params, name, vocab_size_for(params, project.tokens), project.root)
+    vocab_size = vocab_size_for(params, project.tokens)
+    own = member_params(params, name, vocab_size, project.root, view=stage_params(stage))
     fn = stage_function(stage)
     if stage == "train":
         parent = open_family_run(project.root, params)
         with finishing(parent):
             tags = child_tags(parent, params, name)
-        return fn(project, member.params, tags=tags)
-    result = fn(project, member.params)
+        return fn(project, own, tags=tags)
+    result = fn(project, own)
     if stage == "evaluate":
-        write_point(project.root, member, project.run_dir(name))
+        write_point(project.root, resolve_member(params, name, vocab_size, project.root), project.run_dir(name))
     return result

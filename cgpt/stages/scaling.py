@@ -8,16 +8,32 @@ conditional on params)."""
 
 from __future__ import annotations
 
+from cgpt.data.tokenize.params import TokensSpec
 from cgpt.family.members import family_members, vocab_size_for
+from cgpt.family.params import FamilyParams
 from cgpt.family.runs import open_family_run
 from cgpt.family.scaling import SCALING_DIR, compute, write_empty, write_outputs
 from cgpt.family.tracking import record_family
 from cgpt.project import Project
+from cgpt.sections import Sections
 from cgpt.tracking import finishing
+from cgpt.tracking_params import TrackingParams
+from cgpt.train.params import TrainParams
+
+
+class StageParams(Sections):
+    """What the scaling stage reads of params.yaml: ``family:``, the ``train:`` loop keys every
+    member shares, the tokenizer (the members' vocabulary before data/tokens exists; the family's
+    identity) and ``tracking:``."""
+
+    family: FamilyParams = FamilyParams()
+    train: TrainParams = TrainParams()
+    tokenize: TokensSpec = TokensSpec()
+    tracking: TrackingParams = TrackingParams()
 
 
 def run(project: Project) -> dict[str, object]:
-    params = project.params()
+    params = project.load(StageParams)
     members = family_members(params, vocab_size_for(params, project.tokens), project.root)
     if len(members) < 2:  # no family (members: {}): the stage stays, so dvc.yaml need not change
         write_empty(project.root, len(members))

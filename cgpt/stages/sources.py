@@ -4,6 +4,10 @@
 (a local task-data folder; evaluate depends on it). dvc.yaml runs this stage every time
 (``always_changed``), so a changed local file re-runs exactly the stage that reads it. See
 :mod:`cgpt.data.download.fingerprint`.
+
+It is also where the whole params.yaml is validated (:class:`cgpt.config.Params`, every section and
+the checks across sections): every later stage reads only its own sections, and this stage, run
+first by every ``dvc repro``, stops everything on a typo anywhere before any work.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cgpt.config import Params
+from cgpt.config import Params, load_params
 from cgpt.data.download.fingerprint import sources_fingerprint
 from cgpt.data.download.raw import cache_dir_for
 from cgpt.data.download.sources import HashCache
@@ -22,6 +26,9 @@ SOURCES_FILE = "sources.json"
 
 
 EVAL_SOURCES_FILE = "eval_sources.json"
+
+#: what this stage reads of params.yaml: all of it
+StageParams = Params
 
 
 def eval_data_fingerprint(params: Params, root: Path, hashes: HashCache) -> dict[str, Any]:
@@ -44,7 +51,7 @@ def eval_data_fingerprint(params: Params, root: Path, hashes: HashCache) -> dict
 
 
 def run(project: Project) -> dict[str, Any]:
-    params = project.params()
+    params = load_params(project.params_file)
     hashes = HashCache(cache_dir_for(params.download, project.raw) / "local-sha256.json")
     try:
         fingerprint = sources_fingerprint(params.download, project.root, hashes)

@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from cgpt.config import Params
+from cgpt.data.tokenize.params import TokensSpec
 from cgpt.data.tokens import read_index
 from cgpt.fsutil import read_json_if_valid, write_json_atomic
 from cgpt.project import Project
@@ -38,11 +38,22 @@ from cgpt.tracking import (
     open_model_run,
     provenance_tags,
 )
+from cgpt.tracking_params import TrackingParams
 from cgpt.train.checkpoint import model_config_to_dict, save_model_dir
 from cgpt.train.distributed import SINGLE, DistContext, in_launched_rank, start_rank
 from cgpt.train.launch import launch, needs_launch
 from cgpt.train.loop import RunSetup, TrainResult, run_speed, setup_from_params, train
+from cgpt.train.params import TrainingSections
 from cgpt.train.schedule import tokens_seen
+
+
+class StageParams(TrainingSections):
+    """What the train stage reads of params.yaml: ``model:``, ``train:``, ``tracking:``, and the
+    tokenizer's kind from ``tokenize:`` (part of the run's identity, see :func:`run_config`)."""
+
+    tracking: TrackingParams = TrackingParams()
+    tokenize: TokensSpec = TokensSpec()
+
 
 PLOT_COLUMNS = {
     "train.csv": ["step", "loss", "lr", "grad_norm"],
@@ -66,7 +77,7 @@ def write_plot_csv(
     tmp.replace(path)
 
 
-def run_config(params: Params, setup: RunSetup, data_digest: str) -> dict[str, Any]:
+def run_config(params: StageParams, setup: RunSetup, data_digest: str) -> dict[str, Any]:
     """The resolved training configuration: what the MLflow run records, and what names it
     (a change to any of it — a model or train value, or new data — is a new MLflow run)."""
     recipe = dataclasses.asdict(setup.recipe)
@@ -91,12 +102,14 @@ def config_key(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def run(project: Project, params: Params | None = None, *, tags: dict[str, str] | None = None) -> TrainResult | None:
+def run(
+    project: Project, params: StageParams | None = None, *, tags: dict[str, str] | None = None
+) -> TrainResult | None:
     """Train (one process, or this rank's share); in the stage process of a ddp/fsdp run, launch
     the ranks instead and return None when they are done. ``params``: the project's params.yaml
     unless given (a family member's derived params); ``tags``: extra MLflow tags for the run (a
     family member's: its parent run), set by rank 0, or after a launch on the run the ranks recorded."""
-    params = params or project.params()
+    params = params or project.load(StageParams)
     dp = params.train.distributed
     if needs_launch(dp):
         setup = setup_from_params(params, project.tokens)  # data and device checked before any rank starts
@@ -113,7 +126,7 @@ def run(project: Project, params: Params | None = None, *, tags: dict[str, str] 
 
 
 def _train(
-    project: Project, params: Params, ctx: DistContext, device: str | None, tags: dict[str, str] | None = None
+    project: Project, params: StageParams, ctx: DistContext, device: str | None, tags: dict[str, str] | None = None
 ) -> TrainResult:
     if not ctx.is_main:
         logging.getLogger().setLevel(logging.ERROR)  # rank 0 speaks for the job
@@ -141,7 +154,7 @@ def _train(
 
 
 def _open_tracker(
-    project: Project, params: Params, setup: RunSetup, ctx: DistContext, tags: dict[str, str] | None = None
+    project: Project, params: StageParams, setup: RunSetup, ctx: DistContext, tags: dict[str, str] | None = None
 ) -> Tracker:
     """Rank 0's MLflow run: the resolved configuration as params, provenance and data as tags/inputs."""
     ckpt_dir = project.run_dir(params.train.run_name) / "checkpoints"
@@ -179,7 +192,7 @@ def _open_tracker(
     return tracker
 
 
-def _tag_launched_run(project: Project, params: Params, tags: dict[str, str] | None) -> None:
+def _tag_launched_run(project: Project, params: StageParams, tags: dict[str, str] | None) -> None:
     """The launched ranks train the launcher's params but not its tags (a family member's parent):
     set them on the run rank 0 recorded (``runs/<name>/mlflow_run.json``)."""
     if not tags or not params.tracking.enabled:
@@ -192,7 +205,7 @@ def _tag_launched_run(project: Project, params: Params, tags: dict[str, str] | N
 
 
 def _write_results(
-    project: Project, params: Params, setup: RunSetup, result: TrainResult, tracker: Tracker, ctx: DistContext
+    project: Project, params: StageParams, setup: RunSetup, result: TrainResult, tracker: Tracker, ctx: DistContext
 ) -> None:
     run_dir = project.run_dir(params.train.run_name)
     ckpt_dir = run_dir / "checkpoints"

@@ -44,8 +44,8 @@ from cgpt.runtime import RANK_ERRORS_ENV
 from cgpt.train.distributed import in_launched_rank
 
 if TYPE_CHECKING:
-    from cgpt.config import Params
     from cgpt.project import Project
+    from cgpt.stages.train import StageParams as Params
     from cgpt.train.loop import RunSetup
     from cgpt.train.params import DistributedParams
 
@@ -250,12 +250,11 @@ def rank_main(root: str, params_file: str | None = None) -> None:
     """One rank: the train stage function in the project at ``root`` (``RANK`` etc. set by the agent),
     on the launcher's params (``params_file``, JSON) or, under torchrun/srun, the project's."""
     _die_with_launcher()
-    from cgpt.config import Params
     from cgpt.project import Project
     from cgpt.runtime import run_main
-    from cgpt.stages.train import run
+    from cgpt.stages.train import StageParams, run
 
-    params = Params.model_validate_json(Path(params_file).read_text()) if params_file else None
+    params = StageParams.model_validate_json(Path(params_file).read_text()) if params_file else None
     run_main(lambda: run(Project.at(root), params))
 
 

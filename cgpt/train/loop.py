@@ -64,7 +64,7 @@ from cgpt.train.schedule import batch_size_at, lr_at, sequences_seen, tokens_see
 from cgpt.train.sharded import is_sharded, load_full_into_sharded, load_sharded, save_sharded_checkpoint
 
 if TYPE_CHECKING:
-    from cgpt.config import Params
+    from cgpt.train.params import TrainingSections as Params
 
 log = logging.getLogger("cgpt.train")
 

@@ -1,15 +1,21 @@
 """The ``train:`` section of params.yaml: run name, seed, recipe overrides and loop settings.
 
-``null`` (the default of every recipe key) means "the preset's recipe"; :meth:`cgpt.config.Params.recipe`
-resolves them. Validators raise ``ValueError``; :mod:`cgpt.config` turns that into one line.
+``null`` (the default of every recipe key) means "the preset's recipe"; :func:`resolve_recipe`
+resolves them, and :class:`TrainingSections` (``model:`` + ``train:``) is the view every stage that
+builds or describes a model reads. Validators raise ``ValueError``; :mod:`cgpt.config` turns that into one line.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cgpt.model.params import ModelParams, build_model_config
+from cgpt.presets import PRESETS, ModelConfig, Preset, TrainRecipe
+from cgpt.sections import Sections
 
 
 class DistributedParams(BaseModel):
@@ -102,3 +108,108 @@ class TrainParams(BaseModel):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
             raise ValueError("expected letters, digits, '_', '.', '-' (it names the folder runs/<run_name>)")
         return v
+
+
+#: the ``train:`` keys that override the preset's recipe (everything else is a loop setting)
+RECIPE_KEYS = (
+    "max_steps",
+    "batch_size",
+    "seq_len",
+    "lr",
+    "end_lr_ratio",
+    "warmup_steps",
+    "decay",
+    "weight_decay",
+    "grad_clip",
+    "adam_eps",
+)
+
+
+def resolve_recipe(preset: str, train: TrainParams) -> TrainRecipe:
+    """The preset's recipe with ``train:``'s overrides.
+
+    ``max_steps`` sets the run's length; unless ``warmup_steps`` is given too, the warm-up
+    keeps the preset's share of the run (e.g. 30 of 300 steps -> 2 of 20), and the decay fills
+    the rest, so the LR still ends at end_lr on the last step.
+    """
+    r, t = PRESETS[preset].recipe, train
+    peak = t.lr if t.lr is not None else r.peak_lr
+    ratio = t.end_lr_ratio if t.end_lr_ratio is not None else r.end_lr / r.peak_lr
+    total = t.max_steps if t.max_steps is not None else r.total_steps
+    if t.warmup_steps is not None:
+        warm = t.warmup_steps
+    elif t.max_steps is not None:
+        warm = round(r.warmup_steps * total / r.total_steps)
+    else:
+        warm = r.warmup_steps
+    changed = {
+        "peak_lr": peak,
+        "end_lr": peak * ratio,
+        "warmup_steps": warm,
+        "decay_steps": total - warm,
+        "batch_size": t.batch_size or r.batch_size,
+        "seq_len": t.seq_len or r.seq_len,
+        "decay": t.decay or r.decay,
+        "weight_decay": t.weight_decay if t.weight_decay is not None else r.weight_decay,
+        "grad_clip": t.grad_clip or r.grad_clip,
+        "eps": t.adam_eps or r.eps,
+    }
+    if t.max_steps is not None or t.batch_size is not None:
+        changed["batch_switch"] = None  # a custom length or batch replaces the 13B switch
+    return replace(r, **changed)
+
+
+def check_batches_divide_world(recipe: TrainRecipe, world: int, where: str) -> None:
+    """Every rank takes an equal, contiguous share of each global batch (same math at any world
+    size), so each of the recipe's batches (both 13B batches) must divide by the world size.
+    ``where`` says who chose the world size (params, a launcher). Raises ValueError."""
+    batches = [recipe.batch_size] + ([recipe.batch_switch.batch_size] if recipe.batch_switch else [])
+    for b in batches:
+        if b % world:
+            raise ValueError(
+                f"train.distributed: the global batch of {b} sequences does not divide by the world size "
+                f"{world} ({where}); every rank takes an equal share of each batch: change train.batch_size "
+                "or the number of processes"
+            )
+
+
+class TrainingSections(Sections):
+    """``model:`` and ``train:``, checked together: what a stage that builds, trains or describes the
+    model reads, with the resolved views (the preset, the recipe, the model's shape)."""
+
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+
+    @model_validator(mode="after")
+    def _context_fits_positions(self) -> TrainingSections:
+        seq_len = self.train.seq_len or self.preset.recipe.seq_len
+        n_pos = self.model.n_positions or self.preset.model.n_positions
+        if seq_len > n_pos:
+            raise ValueError(f"train.seq_len = {seq_len}: must be at most model.n_positions = {n_pos}")
+        warm = self.train.warmup_steps
+        if warm is not None and self.train.max_steps is not None and warm > self.train.max_steps:
+            raise ValueError(f"train.warmup_steps = {warm}: must be at most train.max_steps = {self.train.max_steps}")
+        return self
+
+    @model_validator(mode="after")
+    def _batch_splits_over_ranks(self) -> TrainingSections:
+        d = self.train.distributed
+        if d.nproc_per_node == "auto":
+            return self  # known at launch: cgpt.train.launch checks it there
+        world = d.nproc_per_node * d.nnodes
+        where = f"nproc_per_node {d.nproc_per_node} x nnodes {d.nnodes}"
+        check_batches_divide_world(self.recipe(), world, where)
+        return self
+
+    @property
+    def preset(self) -> Preset:
+        return PRESETS[self.model.preset]
+
+    def build_model_config(self, vocab_size: int) -> ModelConfig:
+        """The preset's shape with overrides applied and the tokenizer's vocabulary size
+        (:func:`cgpt.model.params.build_model_config`)."""
+        return build_model_config(self.model, vocab_size)
+
+    def recipe(self) -> TrainRecipe:
+        """The preset's recipe with train.* overrides (:func:`resolve_recipe`)."""
+        return resolve_recipe(self.model.preset, self.train)

@@ -110,3 +110,15 @@ class TokenizeParams(_Strict):
     workers: int = Field(0, ge=0)
     batch_docs: int = Field(256, ge=1)
     shard: TokenizeShardParams = TokenizeShardParams()
+
+
+class TokensSpec(BaseModel):
+    """The ``tokenize:`` keys that decide what ``data/tokens`` holds (the tokenizer, the split, the
+    shard size), not how fast it is made: the view of the section that later stages read (a run's
+    tokenizer, the family's identity). Other keys of the section are ignored here."""
+
+    model_config = ConfigDict(extra="ignore", validate_default=True)
+
+    tokenizer: TokenizerParams = TokenizerParams()
+    split: SplitParams = SplitParams()
+    shard_tokens: int = Field(100_000_000, ge=1)

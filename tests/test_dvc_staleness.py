@@ -1,0 +1,124 @@
+"""`dvc status` after an edit lists exactly the stages that read what was edited (real DVC, real dvc.yaml).
+
+The project is the repo's own (default params.yaml, its family included) with every stage recorded
+in dvc.lock by ``dvc commit`` over stand-in outputs: DVC compares deps and params exactly as after
+a real ``dvc repro``, without minutes of training. ``sources`` runs on every ``dvc repro`` by
+design (``always_changed``), so it is left out of every comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from e2e_project import PROJECT_FILES, REPO, dvc, run
+
+pytestmark = pytest.mark.slow
+
+
+def _stand_in_outputs(root: Path) -> None:
+    """A small file for every output dvc.yaml declares (a folder for extension-less paths)."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        for stage in repo.index.stages:
+            for o in stage.outs:
+                path = Path(o.fs_path)
+                if path.suffix:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(f"{path.name}\n")
+                else:
+                    path.mkdir(parents=True, exist_ok=True)
+                    (path / "part").write_text("x\n")
+
+
+@pytest.fixture(scope="module")
+def committed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("staleness") / "project"
+    root.mkdir()
+    for name in (*PROJECT_FILES, "params.yaml"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        elif src.exists():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, root / name)
+    run(["git", "init", "-q"], cwd=root)
+    _stand_in_outputs(root)
+    dvc("commit", "--force", "--quiet", cwd=root)
+    assert _stale(root) == set(), "a freshly committed project must be up to date"
+    return root
+
+
+def _stale(root: Path) -> set[str]:
+    status = json.loads(dvc("status", "--json", cwd=root).stdout or "{}")
+    return {name.split(":")[-1] for name in status} - {"sources"}
+
+
+def _members() -> list[str]:
+    return list(yaml.safe_load((REPO / "params.yaml").read_text())["family"]["members"])
+
+
+def _group(stage: str) -> set[str]:
+    return {f"{stage}@{m}" for m in _members()}
+
+
+def _stale_after(root: Path, path: str, edit) -> set[str]:
+    """The stale set after ``edit(text) -> text`` of ``path``; the file is restored after."""
+    f = root / path
+    before = f.read_text(encoding="utf-8")
+    try:
+        f.write_text(edit(before), encoding="utf-8")
+        return _stale(root)
+    finally:
+        f.write_text(before, encoding="utf-8")
+
+
+def _comment(text: str) -> str:
+    return text + "\n# an edit that changes nothing but the file's bytes\n"
+
+
+def _set(key: str, value):
+    def edit(text: str) -> str:
+        data = yaml.safe_load(text)
+        node = data
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+        return yaml.safe_dump(data, sort_keys=False)
+
+    return edit
+
+
+@pytest.mark.skipif(not _members(), reason="params.yaml has no family")
+def test_each_edit_stales_exactly_the_stages_that_read_it(committed):
+    evaluate = {"evaluate"} | _group("member-evaluate")
+    family = _group("member-train") | _group("member-evaluate") | _group("member-export") | {"scaling"}
+    cases = {
+        # evaluation: its options and its code
+        ("cgpt/eval/params.py", "comment"): evaluate,
+        ("cgpt/eval/scoring.py", "comment"): evaluate,
+        ("params.yaml", "evaluate.batch_size"): evaluate,
+        # the family: its modules and its params
+        ("cgpt/family/members.py", "comment"): family,
+        ("params.yaml", "family.defaults.lr"): family,
+        ("params.yaml", "family.fit.level"): {"scaling"},
+        # training: the loop re-runs the single model's and every member's training, nothing else
+        ("cgpt/train/loop.py", "comment"): {"train"} | _group("member-train"),
+        # a single-model recipe key: the members read the train section's loop keys (and resume, untouched)
+        ("params.yaml", "train.max_steps"): {"train", "export", "scaling"} | _group("member-train"),
+        # the data: a clean module re-runs clean (tokenize follows only if data/clean changes)
+        ("cgpt/data/clean/cleaner.py", "comment"): {"clean"},
+        ("params.yaml", "clean.min_chars"): {"clean"},
+        ("params.yaml", "export.sample_tokens"): {"export"} | _group("member-export"),
+    }
+    values = {"evaluate.batch_size": 16, "family.defaults.lr": 0.005, "family.fit.level": 0.9,
+              "train.max_steps": 7, "clean.min_chars": 2, "export.sample_tokens": 9}  # fmt: skip
+    for (path, what), expected in cases.items():
+        edit = _comment if what == "comment" else _set(what, values[what])
+        assert _stale_after(committed, path, edit) == expected, f"{path} ({what})"
+    assert _stale(committed) == set()
