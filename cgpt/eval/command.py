@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cgpt.card import TASKS
+from cgpt.published import TASKS
 
 DEFAULT_BATCH_SIZE = 32
 

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cgpt.card import TASKS as CARD_TASKS
 from cgpt.errors import DataError
 from cgpt.eval.data import TaskData
 from cgpt.eval.encoding import encode_pairs
@@ -25,6 +24,7 @@ from cgpt.eval.models import EvalModel
 from cgpt.eval.results import DocResult, EvalResults, TaskResult
 from cgpt.eval.scoring import TokenRequest, score_requests
 from cgpt.eval.tasks import Doc, Task, fewshot_prefix, get_task, requests_for
+from cgpt.published import TASKS as CARD_TASKS
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The results table (pandas): the card's columns, our accuracies, and the card's values beside them.
 
-Columns are the seven tasks in the card's order (:data:`cgpt.card.TASKS`), then the downstream
+Columns are the seven tasks in the card's order (:data:`cgpt.published.TASKS`), then the downstream
 average (the plain mean of the seven ``acc``; only when all seven were run) and LAMBADA's
 perplexity. Rows, per shot count: ``acc`` (the card's metric), its standard error, ``acc_norm``
 where the task defines it, and with a card row: the card's values and ours minus the card's.
@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from cgpt.card import TASK_LABELS, TASKS, CardRow, card_row, size_of_preset
 from cgpt.errors import CgptError
 from cgpt.eval.models import ModelShape
 from cgpt.eval.results import EvalResults
 from cgpt.fsutil import write_text_atomic
+from cgpt.published import TASK_LABELS, TASKS, CardRow, card_row, size_of_preset
 
 AVERAGE = "Downstream Average"
 LAMBADA_PPL = "LAMBADA ppl"

@@ -23,7 +23,6 @@ from typing import Any
 import pandas as pd
 import torch
 
-from cgpt.card import TASKS
 from cgpt.config import Params
 from cgpt.data.tokens import open_split, read_subsets
 from cgpt.errors import DataError
@@ -34,6 +33,7 @@ from cgpt.fsutil import atomic_dir, write_json_atomic, write_text_atomic
 from cgpt.keys import safe_keys
 from cgpt.model.gpt import GPT
 from cgpt.project import Project
+from cgpt.published import TASKS
 from cgpt.tracking import RUN_FILE, finishing, numeric_items, open_model_run
 from cgpt.train.checkpoint import load_model_dir
 

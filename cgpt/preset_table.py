@@ -1,4 +1,7 @@
-"""The Cerebras-GPT family as a table (``cgpt presets``): size, data, steps, compute and memory.
+"""The Cerebras-GPT presets as a table (``cgpt presets``): size, data, steps, compute and memory.
+
+Not the project's model family (:mod:`cgpt.family`): the rows are the Cerebras-GPT presets of
+:mod:`cgpt.presets` (SP and µP), as the spec lists them.
 
 Every number is computed from :mod:`cgpt.presets` (spec sections 1.1 and 2.2), none is typed in:
 
@@ -58,8 +61,8 @@ def _row(p: Preset) -> dict[str, Any]:
     }
 
 
-def family_rows() -> list[dict[str, Any]]:
-    """One dict per family preset (SP then muP, in PRESETS order)."""
+def preset_rows() -> list[dict[str, Any]]:
+    """One dict per Cerebras-GPT preset (``Preset.family``; SP then muP, in PRESETS order)."""
     return [_row(p) for p in PRESETS.values() if p.family]
 
 
@@ -70,13 +73,13 @@ def _count(x: float) -> str:
     return f"{x:.0f}"
 
 
-def format_family_table() -> str:
+def format_preset_table() -> str:
     head = (
         "preset", "param", "L x d (heads)", "params", "tokens", "tok/param", "steps", "tokens/step",
         "warm-up tok", "peak LR", "6ND", "6ND+attn", "fp32 GiB", "bf16mix GiB",
     )  # fmt: skip
     rows = []
-    for r in family_rows():
+    for r in preset_rows():
         tps = f"{r['tokens_per_step']:,}"
         if r["tokens_per_step_after_switch"]:
             tps += f"->{r['tokens_per_step_after_switch']:,}"

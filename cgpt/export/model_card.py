@@ -1,8 +1,9 @@
-"""The model card (``README.md``) of every export, in the Hugging Face format, modelled on Cerebras-GPT's.
+"""The model card (``README.md``) that every export writes, in the Hugging Face format, modelled on Cerebras-GPT's.
 
 The Hub renders the YAML front matter (licence, tags, pipeline) and the markdown below it. Every
 number is this run's own (read from the files the stages wrote), so the card is true of the folder
 it sits in: shape, tokenizer, data and cleaning, tokens, steps, batch, LR schedule, evaluation.
+(The Cerebras-GPT card's published numbers, which cgpt compares with, are :mod:`cgpt.published`.)
 """
 
 from __future__ import annotations
