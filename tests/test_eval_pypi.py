@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 import torch
 
-from cgpt.data.download.http import sha256_file
 from cgpt.data.tokenize.tokenizer import train_tokenizer
 from cgpt.errors import DataError
 from cgpt.eval.data import TaskData
@@ -48,6 +47,7 @@ from cgpt.eval.pypi import (
 )
 from cgpt.eval.table import format_table, results_table, table_notes
 from cgpt.eval.tasks import TASK_REGISTRY, get_task
+from cgpt.fsutil import sha256_file
 from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig
 

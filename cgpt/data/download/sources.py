@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TypedDict
 
-from cgpt.data.download.http import FetchResult, fetch_file, sha256_file
+from cgpt.data.download.http import FetchResult, fetch_file
 from cgpt.data.download.params import DownloadParams, SourceParams
 from cgpt.data.formats import format_for_name, open_jsonl_writer
 from cgpt.errors import DataError
-from cgpt.fsutil import read_json_if_valid
+from cgpt.fsutil import read_json_if_valid, sha256_file
 
 log = logging.getLogger(__name__)
 
