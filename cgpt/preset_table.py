@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cgpt.formatting import human_count
 from cgpt.presets import PRESETS, Preset
 
 BYTES_FP32 = 4 + 4 + 4 + 4
@@ -66,13 +67,6 @@ def preset_rows() -> list[dict[str, Any]]:
     return [_row(p) for p in PRESETS.values() if p.family]
 
 
-def _count(x: float) -> str:
-    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(x) >= div:
-            return f"{x / div:.2f}{unit}"
-    return f"{x:.0f}"
-
-
 def format_preset_table() -> str:
     head = (
         "preset", "param", "L x d (heads)", "params", "tokens", "tok/param", "steps", "tokens/step",
@@ -86,8 +80,8 @@ def format_preset_table() -> str:
         rows.append(
             (
                 r["name"], r["parameterization"].upper(), f"{r['n_layer']} x {r['d_model']} ({r['n_head']})",
-                f"{r['params']:,}", _count(r["tokens"]), f"{r['tokens_per_param']:.2f}", f"{r['steps']:,}", tps,
-                _count(r["warmup_tokens"]), f"{r['peak_lr']:.1e}", f"{r['flops_6nd']:.2e}",
+                f"{r['params']:,}", human_count(r["tokens"]), f"{r['tokens_per_param']:.2f}", f"{r['steps']:,}", tps,
+                human_count(r["warmup_tokens"]), f"{r['peak_lr']:.1e}", f"{r['flops_6nd']:.2e}",
                 f"{r['flops_6nd_attn']:.2e}", f"{r['mem_fp32_gib']:.1f}", f"{r['mem_bf16_mixed_gib']:.1f}",
             )
         )  # fmt: skip
