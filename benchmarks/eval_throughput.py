@@ -31,11 +31,11 @@ from pathlib import Path
 
 import torch
 
-from cgpt.eval.data import TaskData
 from cgpt.eval.downstream import build_requests
 from cgpt.eval.encoding import encode_pairs
 from cgpt.eval.models import cgpt_eval_model, load_eval_model
 from cgpt.eval.scoring import TokenRequest, score_requests
+from cgpt.eval.taskdata import TaskData
 from cgpt.eval.tasks import TASK_REGISTRY, get_task
 
 REPO = Path(__file__).resolve().parents[1]

@@ -44,10 +44,10 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _presets(args: argparse.Namespace) -> None:
-    from cgpt.family_table import format_family_table
+    from cgpt.preset_table import format_preset_table
     from cgpt.presets import PRESETS
 
-    print(format_family_table())
+    print(format_preset_table())
     print("\nCPU presets (vocabulary from the tokenizer; params shown for vocab 8192):")
     for p in PRESETS.values():
         if not p.family:

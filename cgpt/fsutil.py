@@ -1,7 +1,8 @@
-"""Atomic file and folder writes: a killed process never leaves an output that looks finished."""
+"""Atomic file and folder writes (a killed process never leaves an output that looks finished), and file digests."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -11,6 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from cgpt.errors import CgptError, DataError
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """The sha256 (hex) of a file's bytes, read ``chunk`` bytes at a time (any size of file, bounded memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while b := fh.read(chunk):
+            h.update(b)
+    return h.hexdigest()
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

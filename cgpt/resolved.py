@@ -10,16 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from cgpt.config import Params
+from cgpt.formatting import human_count
 from cgpt.fsutil import read_json_if_valid
 from cgpt.project import Project
 from cgpt.train.schedule import tokens_seen
-
-
-def _count(n: float) -> str:
-    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if n >= div:
-            return f"{n / div:.2f}{unit}"
-    return f"{n:.0f}"
 
 
 def _vocab(params: Params, root: Path) -> tuple[int | None, str]:
@@ -38,15 +32,16 @@ def describe_run(params: Params, root: Path) -> list[tuple[str, str]]:
     vocab, vocab_note = _vocab(params, root)
     cfg = params.build_model_config(vocab or 50257)
     steps = recipe.optimizer_steps()
-    size = f"{_count(cfg.num_params())} params" + (f" with vocab {vocab:,} ({vocab_note})" if vocab else "")
+    size = f"{human_count(cfg.num_params())} params" + (f" with vocab {vocab:,} ({vocab_note})" if vocab else "")
     shape = (
         f"{params.model.preset}: {cfg.n_layer} layers x {cfg.d_model} ({cfg.n_head} heads of {cfg.d_head}), "
         f"d_ffn {cfg.d_ffn}, positions {cfg.n_positions}, {cfg.parameterization.upper()}; {size}"
     )
     decay = f"{recipe.decay} decay {recipe.decay_steps:,} steps"
     schedule = (
-        f"{steps:,} steps x {recipe.batch_size} seqs x {recipe.seq_len} tokens = {_count(tokens_seen(recipe, steps))} "
-        f"tokens; lr {recipe.peak_lr:.2e} -> {recipe.end_lr:.2e} (warm-up {recipe.warmup_steps:,} steps, {decay})"
+        f"{steps:,} steps x {recipe.batch_size} seqs x {recipe.seq_len} tokens = "
+        f"{human_count(tokens_seen(recipe, steps))} tokens; lr {recipe.peak_lr:.2e} -> {recipe.end_lr:.2e} "
+        f"(warm-up {recipe.warmup_steps:,} steps, {decay})"
     )
     optim = (
         f"AdamW ({t.optimizer}) betas {recipe.betas}, eps {recipe.eps:g}, weight decay {recipe.weight_decay:g}, "

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 import torch
 
-from cgpt.card import ZERO_SHOT
 from cgpt.data.tokenize.tokenizer import save_tokenizer, train_tokenizer
 from cgpt.eval.models import ModelShape
 from cgpt.eval.results import EvalResults, TaskResult
@@ -20,6 +19,7 @@ from cgpt.eval.table import AVERAGE, card_preset_for, card_rows, format_table, r
 from cgpt.export.hf import export_hf
 from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig
+from cgpt.published import ZERO_SHOT
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 

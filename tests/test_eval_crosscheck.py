@@ -27,10 +27,10 @@ import pytest
 import torch
 
 from cgpt.data.tokenize.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
-from cgpt.eval.data import TaskData
 from cgpt.eval.downstream import evaluate_tasks, score_task
 from cgpt.eval.models import load_eval_model
 from cgpt.eval.results import TaskResult
+from cgpt.eval.taskdata import TaskData
 from cgpt.eval.tasks import TASK_REGISTRY, get_task
 from cgpt.export.hf import export_hf
 from cgpt.model.gpt import GPT

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from cgpt.errors import DataError
-from cgpt.eval.download import SOURCES, prepare_split, prepare_task_data, render_jsonl
+from cgpt.eval.taskdata import prepare_split, prepare_task_data, render_jsonl
+from cgpt.eval.taskdata.publisher import SOURCES
 from cgpt.eval.tasks import TASK_REGISTRY
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"

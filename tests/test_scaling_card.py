@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from cgpt import card
+from cgpt import published
 from cgpt.cli import main
 from cgpt.scaling import CardSelection, fit_card, leave_out
 from cgpt.scaling.card_law import REFERENCES
@@ -46,19 +46,19 @@ def test_mup_fit_reproduces_the_spec_refit():
 
 def test_hf_xent_and_other_flops_columns_fit():
     hf = fit_card(CardSelection(xent="hf")).fit
-    assert hf.loss == [card.PILE_XENT_HF[s] for s in card.SIZES] and hf.form == "saturating"
+    assert hf.loss == [published.PILE_XENT_HF[s] for s in published.SIZES] and hf.form == "saturating"
     cg = fit_card(CardSelection(flops="cgpt"))
     assert cg.references == []  # the published laws are on the card's FLOPs, not comparable
-    assert all(0.6 < c / card.EVAL_FLOPS[s] < 1.0 for c, s in zip(cg.fit.compute, card.SIZES))
+    assert all(0.6 < c / published.EVAL_FLOPS[s] < 1.0 for c, s in zip(cg.fit.compute, published.SIZES))
 
 
 def test_leave_out_13b():
     lo = leave_out("13b")
     fc = lo.forecast
-    assert fc.loss_fit.n_points == 6 and fc.loss_fit.names == list(card.SIZES[:6])
+    assert fc.loss_fit.n_points == 6 and fc.loss_fit.names == list(published.SIZES[:6])
     assert fc.loss.loss == pytest.approx(1.5967, abs=5e-4)
-    assert lo.check.inside and lo.check.actual == card.PILE_XENT_ZOO["13b"]
-    assert set(lo.accuracy.error) == set(card.TASKS)
+    assert lo.check.inside and lo.check.actual == published.PILE_XENT_ZOO["13b"]
+    assert set(lo.accuracy.error) == set(published.TASKS)
     assert lo.accuracy.mae == pytest.approx(0.0174, abs=5e-4) and lo.met_target
     json.dumps(lo.to_dict(), allow_nan=False)  # strict JSON: what the DVC stage writes as metrics
     json.dumps(fit_card(CardSelection()).to_dict(), allow_nan=False)
@@ -129,8 +129,10 @@ def test_cgpt_scaling_user_errors_are_one_line(capsys, argv, message):
 def test_cgpt_scaling_with_own_points(tmp_path, capsys):
     csv = tmp_path / "family.csv"
     rows = ["name,compute,loss,hellaswag"]
-    for s in card.SIZES[:5]:
-        rows.append(f"{s},{card.EVAL_FLOPS[s]},{card.PILE_XENT_ZOO[s]},{card.ZERO_SHOT[s].acc['hellaswag']}")
+    for s in published.SIZES[:5]:
+        rows.append(
+            f"{s},{published.EVAL_FLOPS[s]},{published.PILE_XENT_ZOO[s]},{published.ZERO_SHOT[s].acc['hellaswag']}"
+        )
     csv.write_text("\n".join(rows) + "\n")
     main(["scaling", "--points", str(csv), "--predict", "6.3e21", "--out", str(tmp_path / "o")])
     text = capsys.readouterr().out

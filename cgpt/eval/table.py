@@ -1,28 +1,36 @@
 """The results table (pandas): the card's columns, our accuracies, and the card's values beside them.
 
-Columns are the seven tasks in the card's order (:data:`cgpt.card.TASKS`), then the downstream
+Columns are the seven tasks in the card's order (:data:`cgpt.published.TASKS`), then the downstream
 average (the plain mean of the seven ``acc``; only when all seven were run) and LAMBADA's
 perplexity. Rows, per shot count: ``acc`` (the card's metric), its standard error, ``acc_norm``
 where the task defines it, and with a card row: the card's values and ours minus the card's.
 Further columns (Pile cross-entropy) can be joined on the same index.
+
+The evaluate stage's tables are built here too (:func:`results_frame`, :func:`downstream_rows`,
+:func:`subset_table`, :func:`table_notes`); the stage only writes them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from cgpt.card import TASK_LABELS, TASKS, CardRow, card_row, size_of_preset
 from cgpt.errors import CgptError
 from cgpt.eval.models import ModelShape
 from cgpt.eval.results import EvalResults
 from cgpt.fsutil import write_text_atomic
+from cgpt.published import TASK_LABELS, TASKS, CardRow, card_row, size_of_preset
 
 AVERAGE = "Downstream Average"
 LAMBADA_PPL = "LAMBADA ppl"
+#: the card's column abbreviations: the evaluate stage's metric files stay narrow in `dvc metrics show`
+SHORT = {"hellaswag": "HS", "piqa": "PIQA", "winogrande": "WG", "lambada_openai": "LAMB", "arc_easy": "ARC-e",
+         "arc_challenge": "ARC-c", "openbookqa": "OBQA"}  # fmt: skip
+CARD_SHOTS = (0, 5)
 
 
 def card_preset_for(shape: ModelShape | None) -> str | None:
@@ -92,12 +100,69 @@ def results_table(results: EvalResults, card: dict[int, CardRow] | None = None, 
     return df.dropna(axis=1, how="all")
 
 
-def table_notes(results: EvalResults) -> list[str]:
-    """Footnotes the table needs: results whose few-shot pool is a fallback (not the harness's stock k-shot)."""
+def results_frame(results: EvalResults | None, up: dict[str, Any], preset: str) -> pd.DataFrame:
+    """The evaluate stage's table for a run: our rows (and the card's, on a Cerebras-GPT preset), with Pile xent.
+
+    ``up``: the upstream results per split (``{"val": {"loss": ...}, ...}``); the val/test cross-entropy
+    columns are filled on the ``acc`` rows.
+    """
+    card = None
+    try:
+        card = card_rows(preset) if preset.startswith("cerebras-") else None
+    except Exception:  # a preset the card has no row for
+        card = None
+    if results is not None:
+        df = results_table(results, card, preset if card else "")
+    else:
+        df = pd.DataFrame(index=pd.Index([], name="row"))
+    for split in ("val", "test"):
+        if split in up:
+            df.insert(0, f"{split} xent", float("nan"))
+            for row in df.index:
+                if str(row).endswith("acc"):
+                    df.loc[row, f"{split} xent"] = up[split]["loss"]
+    return df
+
+
+def downstream_rows(results: EvalResults | None) -> dict[str, dict[str, float]]:
+    """``{"0shot_acc": {"HS": ..., ..., "avg": ...}, "0shot_acc_norm": {...}, ...}`` for the card's shot counts."""
+    rows: dict[str, dict[str, float]] = {}
+    for k in CARD_SHOTS:
+        acc: dict[str, float] = {}
+        norm: dict[str, float] = {}
+        for t in TASKS:
+            r = results.get(t, k) if results is not None else None
+            if r is None:
+                continue
+            acc[SHORT[t]] = r.acc
+            if r.acc_norm is not None:
+                norm[SHORT[t]] = r.acc_norm
+        if len(acc) == len(TASKS):
+            acc["avg"] = sum(acc.values()) / len(TASKS)
+        rows[f"{k}shot_acc"], rows[f"{k}shot_acc_norm"] = acc, norm
+    return rows
+
+
+def subset_table(up: dict[str, Any]) -> str:
+    """Cross-entropy per ``meta.pile_set_name`` (markdown), when the data has more than one subset."""
+    subsets = sorted({name for split in up.values() for name in split.get("per_subset", {})})
+    if len(subsets) < 2:
+        return ""
+    lines = ["", "Cross-entropy (nats/token) per subset:", "", "| subset | " + " | ".join(up) + " |",
+             "|---|" + "---|" * len(up)]  # fmt: skip
+    for name in subsets:
+        cells = [f"{up[s]['per_subset'][name]['loss']:.4f}" if name in up[s].get("per_subset", {}) else "" for s in up]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table_notes(results: EvalResults | None, missing: Mapping[str, str] | None = None) -> list[str]:
+    """Footnotes the table needs: results whose few-shot pool is a fallback (not the harness's stock k-shot),
+    then the tasks of ``missing`` (task -> why) left out because their data was unavailable."""
     from cgpt.eval.tasks import get_task
 
     notes = []
-    for r in results.tasks:
+    for r in results.tasks if results is not None else []:
         task = get_task(r.task)
         if r.fewshot_pool is None or r.fewshot_pool == task.fewshot_split:
             continue
@@ -106,6 +171,7 @@ def table_notes(results: EvalResults) -> list[str]:
             f"were drawn from the {task.fewshot_fallback} split, excluding the evaluated document (lm-eval's rule "
             f"for a task without a training split); not lm-eval's stock {r.num_fewshot}-shot setting"
         )
+    notes += [f"{task} not evaluated, its data was unavailable: {why}" for task, why in (missing or {}).items()]
     return notes
 
 

@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cgpt.card import TASKS as CARD_TASKS
 from cgpt.errors import DataError
+from cgpt.published import TASKS as CARD_TASKS
 
 TARGET_DELIMITER = " "  # TaskConfig.target_delimiter default; none of the 7 YAMLs overrides it
 FEWSHOT_DELIMITER = "\n\n"  # TaskConfig.fewshot_delimiter default

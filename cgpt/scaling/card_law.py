@@ -1,6 +1,6 @@
 """The Cerebras-GPT card's own scaling law, refitted with cgpt's code, and leave-one-out forecasts.
 
-The card's points come from :mod:`cgpt.card` (nothing is retyped here): training FLOPs from its
+The card's points come from :mod:`cgpt.published` (nothing is retyped here): training FLOPs from its
 evaluation-table column by default (what reproduces the published coefficients; ``flops="train"``
 takes the training-table column and ``flops="cgpt"`` cgpt's own 6N + 12LTd count, see
 :mod:`cgpt.scaling.compute`), Pile test cross-entropy from the 0-shot table (the Model Zoo copy,
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cgpt import card
+from cgpt import published
 from cgpt.errors import ScalingError
 from cgpt.presets import get_preset
 from cgpt.scaling.accuracy import FloorChoice
@@ -71,7 +71,9 @@ _SPEC = "shared/spec/cerebras-gpt-recipe.md section 5"
 #: (evaluation-table FLOPs, Model Zoo xent), its pure power laws a log-log line on the same points.
 REFERENCES: dict[bool, list[ReferenceLaw]] = {
     False: [
-        ReferenceLaw("paper [U]", card.PAPER_LAW["f0"], card.PAPER_LAW["b"], card.PAPER_LAW["c"], card.SOURCE),
+        ReferenceLaw(
+            "paper [U]", published.PAPER_LAW["f0"], published.PAPER_LAW["b"], published.PAPER_LAW["c"], published.SOURCE
+        ),
         ReferenceLaw("spec refit", 6.47e22, 0.0733, 0.501, _SPEC),
         _pure("spec pure power", 26.48, -0.05486, _SPEC),
     ],
@@ -99,7 +101,7 @@ class CardSelection:
 
     @property
     def sizes(self) -> tuple[str, ...]:
-        return card.MUP_SIZES if self.mup else card.SIZES
+        return published.MUP_SIZES if self.mup else published.SIZES
 
     def label(self) -> str:
         family = "Cerebras-GPT muP" if self.mup else "Cerebras-GPT SP"
@@ -108,20 +110,23 @@ class CardSelection:
 
     def compute(self, size: str) -> float:
         if self.flops == "eval":
-            return card.EVAL_FLOPS[size]
+            return published.EVAL_FLOPS[size]
         if self.flops == "train":
-            return card.TRAIN_TABLE_FLOPS[size]
+            return published.TRAIN_TABLE_FLOPS[size]
         return preset_training_flops(get_preset(f"cerebras-{size}{'-mup' if self.mup else ''}"))
 
     def loss(self, size: str) -> float:
         if self.mup:
-            return card.PILE_XENT_MUP[size]
-        return (card.PILE_XENT_ZOO if self.xent == "zoo" else card.PILE_XENT_HF)[size]
+            return published.PILE_XENT_MUP[size]
+        return (published.PILE_XENT_ZOO if self.xent == "zoo" else published.PILE_XENT_HF)[size]
 
     def members(self) -> list[Member]:
         return [
             Member(
-                size, self.compute(size), self.loss(size), dict(card.card_row(size, mup=self.mup, shots=self.shots).acc)
+                size,
+                self.compute(size),
+                self.loss(size),
+                dict(published.card_row(size, mup=self.mup, shots=self.shots).acc),
             )
             for size in self.sizes
         ]

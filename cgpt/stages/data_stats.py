@@ -9,11 +9,10 @@ data (Pile subsets) are made safe as keys (:mod:`cgpt.keys`).
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
-from cgpt.fsutil import write_json_atomic
+from cgpt.fsutil import sha256_file, write_json_atomic
 from cgpt.keys import safe_keys
 from cgpt.project import Project
 from cgpt.tracking import publish_stage_stats
@@ -39,4 +38,4 @@ def publish_data_stats(project: Project, params: Any, stage: str, stats: dict[st
 
 def file_digest(path: Path) -> str:
     """A short content version of a stage's output record (which lists the sha256 of every file)."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return sha256_file(path)[:16]

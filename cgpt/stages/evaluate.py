@@ -23,10 +23,10 @@ from typing import Any
 import pandas as pd
 import torch
 
-from cgpt.card import TASKS
 from cgpt.data.tokens import open_split, read_subsets
 from cgpt.errors import DataError
 from cgpt.eval.params import EvaluateParams
+from cgpt.eval.table import downstream_rows, format_table, results_frame, subset_table, table_notes
 from cgpt.eval.xent import cross_entropy
 from cgpt.faults import fault_point
 from cgpt.fsutil import atomic_dir, write_json_atomic, write_text_atomic
@@ -50,12 +50,6 @@ class StageParams(Sections):
     tracking: TrackingParams = TrackingParams()
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
-
-
-#: the card's column abbreviations: the downstream metric files stay narrow in `dvc metrics show`
-SHORT = {"hellaswag": "HS", "piqa": "PIQA", "winogrande": "WG", "lambada_openai": "LAMB", "arc_easy": "ARC-e",
-         "arc_challenge": "ARC-c", "openbookqa": "OBQA"}  # fmt: skip
-CARD_SHOTS = (0, 5)
 
 
 def upstream(project: Project, params: StageParams, model: GPT, seq_len: int) -> dict[str, Any]:
@@ -129,62 +123,10 @@ def downstream(project: Project, params: StageParams, model: GPT) -> tuple[Any, 
     return results, missing
 
 
-def downstream_rows(results: Any) -> dict[str, dict[str, float]]:
-    """``{"0shot_acc": {"HS": ..., ..., "avg": ...}, "0shot_acc_norm": {...}, ...}`` for the card's shot counts."""
-    rows: dict[str, dict[str, float]] = {}
-    for k in CARD_SHOTS:
-        acc: dict[str, float] = {}
-        norm: dict[str, float] = {}
-        for t in TASKS:
-            r = results.get(t, k) if results is not None else None
-            if r is None:
-                continue
-            acc[SHORT[t]] = r.acc
-            if r.acc_norm is not None:
-                norm[SHORT[t]] = r.acc_norm
-        if len(acc) == len(TASKS):
-            acc["avg"] = sum(acc.values()) / len(TASKS)
-        rows[f"{k}shot_acc"], rows[f"{k}shot_acc_norm"] = acc, norm
-    return rows
-
-
-def results_frame(results: Any, up: dict[str, Any], preset: str) -> pd.DataFrame:
-    """The card's table for this run: our rows (and the card's, on a Cerebras-GPT preset), with Pile xent."""
-    from cgpt.eval.table import card_rows, results_table
-
-    card = None
-    try:
-        card = card_rows(preset) if preset.startswith("cerebras-") else None
-    except Exception:  # a preset the card has no row for
-        card = None
-    if results is not None:
-        df = results_table(results, card, preset if card else "")
-    else:
-        df = pd.DataFrame(index=pd.Index([], name="row"))
-    for split in ("val", "test"):
-        if split in up:
-            df.insert(0, f"{split} xent", float("nan"))
-            for row in df.index:
-                if str(row).endswith("acc"):
-                    df.loc[row, f"{split} xent"] = up[split]["loss"]
-    return df
-
-
-def table_notes(results: Any, missing: dict[str, str]) -> list[str]:
-    """The table's footnotes: few-shot fallbacks, and tasks left out because their data was unavailable."""
-    from cgpt.eval.table import table_notes as fallback_notes
-
-    notes = fallback_notes(results) if results is not None else []
-    notes += [f"{task} not evaluated, its data was unavailable: {why}" for task, why in missing.items()]
-    return notes
-
-
 def write_outputs(
     run_dir: Path, up: dict[str, Any], results: Any, df: pd.DataFrame, notes: list[str]
 ) -> dict[str, Any]:
     """Everything evaluate writes (atomically per file; ``eval/`` as one folder)."""
-    from cgpt.eval.table import format_table
-
     headline = {f"{split}_xent": up[split]["loss"] for split in up}
     rows = downstream_rows(results)
     with atomic_dir(run_dir / "eval") as tmp:
@@ -197,19 +139,6 @@ def write_outputs(
         write_json_atomic(run_dir / f"eval_{name}.json", row)
     write_json_atomic(run_dir / "eval_metrics.json", headline)
     return {"headline": headline, "rows": rows}
-
-
-def subset_table(up: dict[str, Any]) -> str:
-    """Cross-entropy per ``meta.pile_set_name`` (markdown), when the data has more than one subset."""
-    subsets = sorted({name for split in up.values() for name in split.get("per_subset", {})})
-    if len(subsets) < 2:
-        return ""
-    lines = ["", "Cross-entropy (nats/token) per subset:", "", "| subset | " + " | ".join(up) + " |",
-             "|---|" + "---|" * len(up)]  # fmt: skip
-    for name in subsets:
-        cells = [f"{up[s]['per_subset'][name]['loss']:.4f}" if name in up[s].get("per_subset", {}) else "" for s in up]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def run(project: Project, params: StageParams | None = None) -> dict[str, Any]:
@@ -231,8 +160,6 @@ def run(project: Project, params: StageParams | None = None) -> dict[str, Any]:
     notes = table_notes(results, missing)
     written = write_outputs(run_dir, up, results, df, notes)
     if results is not None:
-        from cgpt.eval.table import format_table
-
         print(format_table(df, notes))
     write_json_atomic(run_dir / "eval_timing.json", {"upstream_seconds": t1 - t0, "downstream_seconds": t2 - t1})
     metrics = {

@@ -13,8 +13,8 @@ from cgpt.data.download.params import DownloadParams
 from cgpt.data.tokenize.params import TokensSpec
 from cgpt.data.tokens import open_split, read_index
 from cgpt.errors import DataError
-from cgpt.export.card import CardFacts, model_card
 from cgpt.export.hf import EXPORT_DTYPES, write_hf_files
+from cgpt.export.model_card import CardFacts, model_card
 from cgpt.export.params import ExportParams
 from cgpt.export.verify import max_logit_difference, sample_text
 from cgpt.faults import fault_point
@@ -61,7 +61,7 @@ def default_prompt(tokenizer_json: Path, probe: np.ndarray, words: int = 3) -> s
 
 def downstream_facts(summary: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[int, float]]:
     """The card's rows from ``eval/results.json``, and the 7-task mean acc per shot count (all seven present)."""
-    from cgpt.card import TASKS
+    from cgpt.published import TASKS
 
     rows = [
         {"task": r["task"], "shots": int(r["num_fewshot"]), "acc": r["acc"], "acc_norm": r.get("acc_norm"),

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cgpt.family_table import BYTES_BF16_MIXED, BYTES_FP32, GIB
+from cgpt.preset_table import BYTES_BF16_MIXED, BYTES_FP32, GIB
 from cgpt.presets import ModelConfig
 
 

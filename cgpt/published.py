@@ -1,5 +1,7 @@
 """The Cerebras-GPT model card's published numbers, as data (what cgpt compares its own results with).
 
+(The model card an export writes is :mod:`cgpt.export.model_card`.)
+
 Source: the Cerebras-GPT model card (Hugging Face ``cerebras/Cerebras-GPT-*``; the same tables are
 in the Cerebras Model Zoo ``modelzoo/transformers/pytorch/gpt3/configs/Cerebras_GPT/README.md``),
 transcribed in ``shared/spec/cerebras-gpt-recipe.md`` sections 4.1, 4.2 and 5. Accuracies are

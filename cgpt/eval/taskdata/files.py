@@ -1,6 +1,6 @@
 """Task data on disk: ``<root>/<task>/<split>.jsonl`` in the Hugging Face schemas the harness loads.
 
-The layout of ``shared/eval-data`` and of the download cache (:mod:`cgpt.eval.download`). One JSON
+The layout of ``shared/eval-data`` and of the download cache (:mod:`cgpt.eval.taskdata.cache`). One JSON
 object per line, rows in upstream order (the few-shot draw depends on the pool's row order). A
 malformed line, a missing field or a gold label out of range is one :class:`DataError` naming the
 file and line.

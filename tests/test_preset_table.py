@@ -1,20 +1,20 @@
-"""The `cgpt presets` family table: numbers computed from the presets match the spec."""
+"""The `cgpt presets` table of the Cerebras-GPT presets: numbers computed from the presets match the spec."""
 
 from __future__ import annotations
 
 import pytest
 
-from cgpt.family_table import BYTES_BF16_MIXED, BYTES_FP32, GIB, family_rows, format_family_table
+from cgpt.preset_table import BYTES_BF16_MIXED, BYTES_FP32, GIB, format_preset_table, preset_rows
 from cgpt.presets import PRESETS
 
 
 def _row(name: str) -> dict:
-    return next(r for r in family_rows() if r["name"] == name)
+    return next(r for r in preset_rows() if r["name"] == name)
 
 
 def test_every_family_preset_once():
-    assert [r["name"] for r in family_rows()] == [n for n, p in PRESETS.items() if p.family]
-    assert len(family_rows()) == 12  # 7 SP + 5 muP
+    assert [r["name"] for r in preset_rows()] == [n for n, p in PRESETS.items() if p.family]
+    assert len(preset_rows()) == 12  # 7 SP + 5 muP
 
 
 def test_111m():
@@ -60,7 +60,7 @@ def test_byte_accounting():
 
 
 def test_format():
-    text = format_family_table()
+    text = format_preset_table()
     lines = text.splitlines()
     assert len(lines) == 1 + 2 + 12 + 1
     assert "12,853,386,240" in text and "135,223" in text and "1,474,560->2,211,840" in text

@@ -1,8 +1,9 @@
-"""The model card (``README.md``) of every export, in the Hugging Face format, modelled on Cerebras-GPT's.
+"""The model card (``README.md``) that every export writes, in the Hugging Face format, modelled on Cerebras-GPT's.
 
 The Hub renders the YAML front matter (licence, tags, pipeline) and the markdown below it. Every
 number is this run's own (read from the files the stages wrote), so the card is true of the folder
 it sits in: shape, tokenizer, data and cleaning, tokens, steps, batch, LR schedule, evaluation.
+(The Cerebras-GPT card's published numbers, which cgpt compares with, are :mod:`cgpt.published`.)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from cgpt.formatting import human_count
 from cgpt.presets import ModelConfig, TrainRecipe
 
 
@@ -34,13 +36,6 @@ class CardFacts:
     downstream: list[dict[str, Any]] = field(default_factory=list)  # rows: task, shots, acc, acc_norm, n
     downstream_average: dict[int, float] = field(default_factory=dict)  # shots -> mean acc of the 7 tasks
     sample: str = ""
-
-
-def _count(n: float) -> str:
-    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if n >= div:
-            return f"{n / div:.2f}{unit}"
-    return f"{n:.0f}"
 
 
 def front_matter(f: CardFacts) -> dict[str, Any]:
@@ -79,11 +74,11 @@ def model_card(f: CardFacts) -> str:
     lines += [
         f"# {f.name}",
         "",
-        f"A GPT-3-style decoder ({_count(m.num_params())} parameters, {m.parameterization.upper()}) trained with "
+        f"A GPT-3-style decoder ({human_count(m.num_params())} parameters, {m.parameterization.upper()}) trained with "
         "[cgpt](https://github.com/), which reproduces the "
         "[Cerebras-GPT](https://huggingface.co/cerebras/Cerebras-GPT-13B) recipe: pre-LN blocks, learned positions, "
         "exact GELU, tied embeddings, the Model Zoo's AdamW and LR schedule, trained on "
-        f"{_count(f.tokens_seen)} tokens. It loads as a plain `GPT2LMHeadModel` with no custom code.",
+        f"{human_count(f.tokens_seen)} tokens. It loads as a plain `GPT2LMHeadModel` with no custom code.",
         "",
         "## Model details",
         "",
@@ -113,7 +108,7 @@ def model_card(f: CardFacts) -> str:
         f"{f.data.get('documents', 0):,} documents kept.",
         "- **Tokens:** " + ", ".join(f"{s} {n:,}" for s, n in tokens.items()) + ".",
         f"- **Steps:** {r.optimizer_steps():,} optimizer steps of {r.batch_size} sequences x {r.seq_len} tokens "
-        f"= {_count(f.tokens_seen)} tokens.",
+        f"= {human_count(f.tokens_seen)} tokens.",
         f"- **Learning rate:** linear warm-up from 0 to {r.peak_lr:g} over {r.warmup_steps:,} steps, then {r.decay} "
         f"decay to {r.end_lr:g} over {r.decay_steps:,} steps.",
         "",
