@@ -38,7 +38,7 @@ from cgpt.presets import (
     Preset,
     TrainRecipe,
 )
-from cgpt.tracking_params import TrackingParams
+from cgpt.tracking.params import TrackingParams
 from cgpt.train.params import TrainParams
 
 PARAMS_FILE = "params.yaml"

@@ -35,7 +35,7 @@ from cgpt.family import sweep  # noqa: E402
 from cgpt.family.sweep import Trial, TrialResult  # noqa: E402
 from cgpt.project import Project  # noqa: E402
 from cgpt.runtime import fail  # noqa: E402
-from cgpt.tracking import finishing  # noqa: E402
+from cgpt.tracking.runs import finishing  # noqa: E402
 
 Runner = Literal["thread", "process"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from cgpt.config import Params
 from cgpt.family.members import family_key
 from cgpt.fsutil import read_json_if_valid
-from cgpt.tracking import RUN_FILE, Tracker, open_keyed_run
+from cgpt.tracking.runs import RUN_FILE, Tracker, open_keyed_run
 
 KIND_TAG = "cgpt.kind"
 FAMILY_TAG = "cgpt.family"

@@ -49,7 +49,7 @@ from cgpt.family.params import FamilyParams, MemberSpec, member_sections
 from cgpt.fsutil import read_json_if_valid, write_json_atomic, write_text_atomic
 from cgpt.scaling.plots import plot_mup_transfer
 from cgpt.scaling.tables import write_table
-from cgpt.tracking import (
+from cgpt.tracking.runs import (
     RUN_FILE,
     Tracker,
     client_for,

@@ -31,7 +31,7 @@ from typing import Any
 from cgpt.config import Params
 from cgpt.family.forecast import Forecast, Outcome
 from cgpt.family.runs import FLAG_TAG, child_tags, member_run_id
-from cgpt.tracking import Tracker
+from cgpt.tracking.runs import Tracker
 
 
 def log_new(tracker: Tracker, run_id: str | None, metrics: dict[str, float]) -> None:

@@ -34,7 +34,7 @@ from cgpt.fsutil import atomic_dir, write_json_atomic, write_text_atomic
 from cgpt.keys import safe_keys
 from cgpt.model.gpt import GPT
 from cgpt.project import Project
-from cgpt.tracking import RUN_FILE, finishing, numeric_items, open_model_run
+from cgpt.tracking.runs import RUN_FILE, finishing, numeric_items, open_model_run
 from cgpt.train.checkpoint import load_model_dir
 
 #: the card's column abbreviations: the downstream metric files stay narrow in `dvc metrics show`

@@ -16,7 +16,7 @@ from cgpt.family.points import write_point
 from cgpt.family.runs import child_tags, open_family_run
 from cgpt.project import Project
 from cgpt.stages import stage_function
-from cgpt.tracking import finishing
+from cgpt.tracking.runs import finishing
 
 MEMBER_STAGES = ("train", "evaluate", "export")
 

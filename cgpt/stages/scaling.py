@@ -13,7 +13,7 @@ from cgpt.family.runs import open_family_run
 from cgpt.family.scaling import SCALING_DIR, compute, write_empty, write_outputs
 from cgpt.family.tracking import record_family
 from cgpt.project import Project
-from cgpt.tracking import finishing
+from cgpt.tracking.runs import finishing
 
 
 def run(project: Project) -> dict[str, object]:
