@@ -54,7 +54,7 @@ from cgpt.family.runs import open_family_run  # noqa: E402
 from cgpt.family.tracking import record_forecast, record_outcome  # noqa: E402
 from cgpt.project import Project  # noqa: E402
 from cgpt.runtime import fail  # noqa: E402
-from cgpt.scaling.forecast import Member  # noqa: E402
+from cgpt.scaling.next_member import Member  # noqa: E402
 from cgpt.tracking.runs import Tracker, finishing  # noqa: E402
 from flows.pipeline import dvc, stages_run, stream  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""The family's members (cgpt.family.members) and the scaling stage's outputs (cgpt.family.scaling),
+"""The family's members (cgpt.family.members) and the scaling stage's outputs (cgpt.family.law),
 on params files and synthetic point files: no training, no DVC."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import yaml
 
 from cgpt.config import Params, load_params
 from cgpt.errors import ConfigError
+from cgpt.family.law import METRICS_FILE, PLOTS_DIR, SCALING_DIR, compute, write_empty, write_outputs
 from cgpt.family.members import FamilyMember, family_key, family_members, member_params
 from cgpt.family.points import point_path
-from cgpt.family.scaling import METRICS_FILE, PLOTS_DIR, SCALING_DIR, compute, write_empty, write_outputs
 from cgpt.stages.scaling import run as run_scaling
 
 REPO = Path(__file__).resolve().parents[1]

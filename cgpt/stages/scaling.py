@@ -1,5 +1,5 @@
 """Stage ``scaling``: the family's law from every member's point, each member's forecast from the
-smaller ones, the table and the plots (:mod:`cgpt.family.scaling`), and the same on the family's
+smaller ones, the table and the plots (:mod:`cgpt.family.law`), and the same on the family's
 MLflow parent run (:mod:`cgpt.family.tracking`).
 
 With fewer than two members (``family.members: {}``: no family) it writes outputs that say so and
@@ -8,9 +8,9 @@ conditional on params)."""
 
 from __future__ import annotations
 
+from cgpt.family.law import SCALING_DIR, compute, write_empty, write_outputs
 from cgpt.family.members import family_members, vocab_size_for
 from cgpt.family.runs import open_family_run
-from cgpt.family.scaling import SCALING_DIR, compute, write_empty, write_outputs
 from cgpt.family.tracking import record_family
 from cgpt.project import Project
 from cgpt.tracking.runs import finishing

@@ -35,7 +35,7 @@ from cgpt.family.members import FLOPS_CONVENTION
 from cgpt.family.points import read_point
 from cgpt.fsutil import atomic_dir, write_json_atomic, write_text_atomic
 from cgpt.scaling.accuracy import CHANCE_ACCURACY
-from cgpt.scaling.forecast import Member, fit_accuracy_laws, fit_loss_law
+from cgpt.scaling.next_member import Member, fit_accuracy_laws, fit_loss_law
 from cgpt.scaling.plots import plot_accuracy_sigmoids, plot_loss_vs_compute
 from cgpt.scaling.power_law import PowerLawFit
 from cgpt.scaling.rules import MIN_POINTS_SATURATING
