@@ -50,11 +50,10 @@ from cgpt.errors import CgptError, ConfigError  # noqa: E402
 from cgpt.family.forecast import Forecast, Outcome, forecast_next, grade, point_member  # noqa: E402
 from cgpt.family.members import FamilyMember, family_key, family_members, vocab_size_for  # noqa: E402
 from cgpt.family.points import read_point  # noqa: E402
-from cgpt.family.runs import open_family_run  # noqa: E402
-from cgpt.family.tracking import record_forecast, record_outcome  # noqa: E402
 from cgpt.project import Project  # noqa: E402
 from cgpt.runtime import fail  # noqa: E402
 from cgpt.scaling.next_member import Member  # noqa: E402
+from cgpt.tracking.family import open_family_run, record_forecast, record_outcome  # noqa: E402
 from cgpt.tracking.runs import Tracker, finishing  # noqa: E402
 from flows.pipeline import dvc, stages_run, stream  # noqa: E402
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from cgpt.errors import ConfigError
 from cgpt.family.members import resolve_member, vocab_size_for
 from cgpt.family.points import write_point
-from cgpt.family.runs import child_tags, open_family_run
 from cgpt.project import Project
 from cgpt.stages import stage_function
+from cgpt.tracking.family import child_tags, open_family_run
 from cgpt.tracking.runs import finishing
 
 MEMBER_STAGES = ("train", "evaluate", "export")

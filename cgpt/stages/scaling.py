@@ -1,6 +1,6 @@
 """Stage ``scaling``: the family's law from every member's point, each member's forecast from the
 smaller ones, the table and the plots (:mod:`cgpt.family.law`), and the same on the family's
-MLflow parent run (:mod:`cgpt.family.tracking`).
+MLflow parent run (:mod:`cgpt.tracking.family`).
 
 With fewer than two members (``family.members: {}``: no family) it writes outputs that say so and
 succeeds, so a single-model project's ``dvc repro`` is unaffected (dvc.yaml cannot make a stage
@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from cgpt.family.law import SCALING_DIR, compute, write_empty, write_outputs
 from cgpt.family.members import family_members, vocab_size_for
-from cgpt.family.runs import open_family_run
-from cgpt.family.tracking import record_family
 from cgpt.project import Project
+from cgpt.tracking.family import open_family_run, record_family
 from cgpt.tracking.runs import finishing
 
 

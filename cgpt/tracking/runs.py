@@ -35,6 +35,8 @@ from cgpt.fsutil import read_json, write_json_atomic
 from cgpt.tracking.params import TrackingParams
 
 RUN_FILE = "mlflow_run.json"
+KIND_TAG = "cgpt.kind"  # what a run is about: model, data, family, mup-sweep, mup-trial
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under this parent
 log = logging.getLogger(__name__)
 
 
@@ -305,14 +307,14 @@ def open_keyed_run(
     exp_id = experiment_id(client, tracking.experiment, root)
     found = client.search_runs(
         [exp_id],
-        f"tags.`{key_tag}` = '{key}' and tags.`cgpt.kind` = '{kind}'",
+        f"tags.`{key_tag}` = '{key}' and tags.`{KIND_TAG}` = '{kind}'",
         order_by=["attributes.start_time ASC"],
         max_results=1,
     )
     if found:
         client.update_run(found[0].info.run_id, status="RUNNING")
         return Tracker(client, found[0].info.run_id)
-    all_tags = {"cgpt.kind": kind, key_tag: key, **(tags or {}), **provenance_tags(root)}
+    all_tags = {KIND_TAG: kind, key_tag: key, **(tags or {}), **provenance_tags(root)}
     run = client.create_run(exp_id, run_name=run_name, tags=all_tags)
     tracker = Tracker(client, run.info.run_id, fresh=True)
     if params:
@@ -354,7 +356,7 @@ def open_model_run(
             client.update_run(run.info.run_id, status="RUNNING")
             return Tracker(client, run.info.run_id)
     exp_id = experiment_id(client, tracking.experiment, root)
-    run = client.create_run(exp_id, run_name=run_name, tags={"cgpt.kind": "model", **provenance_tags(root)})
+    run = client.create_run(exp_id, run_name=run_name, tags={KIND_TAG: "model", **provenance_tags(root)})
     record = {"run_id": run.info.run_id, "experiment": tracking.experiment, "tracking_uri": tracking_uri(root)}
     if key is not None:
         record["key"] = key
@@ -399,7 +401,7 @@ def stage_run(
     client = client_for(root)
     exp_id = experiment_id(client, f"{tracking.experiment}-data", root)
     start_ms = int((started if started is not None else time.time()) * 1000)
-    tags = {"cgpt.kind": "data", "cgpt.stage": stage, **provenance_tags(root), **(tags or {})}
+    tags = {KIND_TAG: "data", "cgpt.stage": stage, **provenance_tags(root), **(tags or {})}
     run = client.create_run(exp_id, run_name=stage, start_time=start_ms, tags=tags)
     return Tracker(client, run.info.run_id)
 
