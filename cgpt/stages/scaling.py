@@ -8,7 +8,7 @@ conditional on params)."""
 
 from __future__ import annotations
 
-from cgpt.family.law import SCALING_DIR, compute, write_empty, write_outputs
+from cgpt.family.law import compute, write_empty, write_outputs
 from cgpt.family.members import family_members, vocab_size_for
 from cgpt.project import Project
 from cgpt.tracking.family import open_family_run, record_family
@@ -30,5 +30,5 @@ def run(project: Project) -> dict[str, object]:
     parent = open_family_run(project.root, params)
     with finishing(parent):
         record_family(project.root, parent, params, result, {m.name: m.describe() for m in members})
-        parent.log_artifacts(project.root / SCALING_DIR, "scaling")
+        parent.log_artifacts(project.family_scaling, "scaling")
     return {"fit": result.fit.to_dict(), "flagged": [o.name for o in result.flagged]}
