@@ -28,7 +28,6 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline ma
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.futures import as_completed  # noqa: E402
-from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner  # noqa: E402
 
 from cgpt.errors import CgptError  # noqa: E402
 from cgpt.family.sweep.params_file import CHOSEN_KEYS, write_chosen_params  # noqa: E402
@@ -39,8 +38,10 @@ from cgpt.project import Project  # noqa: E402
 from cgpt.runtime import fail  # noqa: E402
 from cgpt.tracking.runs import finishing  # noqa: E402
 from cgpt.tracking.sweep import open_sweep_run, record_sweep  # noqa: E402
+from flows.runners import make_task_runner  # noqa: E402
 
-Runner = Literal["thread", "process"]
+Runner = Literal["thread", "process"]  # the sweep offers no Dask runner
+RUNNERS: tuple[Runner, ...] = ("thread", "process")
 
 
 @task(task_run_name="trial {trial_id}")
@@ -51,14 +52,6 @@ def trial_task(
     project = Project.at(root)
     result = run_trial(project.root, project.params(), Trial(**trial), parent_run_id=parent_run_id, threads=threads)
     return {**result.to_json(), "run_id": result.run_id}
-
-
-def make_task_runner(runner: Runner, workers: int) -> ThreadPoolTaskRunner | ProcessPoolTaskRunner:
-    if runner == "thread":
-        return ThreadPoolTaskRunner(max_workers=workers)
-    if runner == "process":
-        return ProcessPoolTaskRunner(max_workers=workers)
-    raise ValueError(f"runner={runner!r}; expected thread or process")
 
 
 @flow(name="mup-sweep-trials", flow_run_name="{phase}: {n} trials")
@@ -80,7 +73,7 @@ def _phase(
     phase: str, trials: list[Trial], root: Path, parent_run_id: str | None, runner: Runner, workers: int
 ) -> list[TrialResult]:
     """One phase's trials fanned out (a subflow with ``workers`` parallel tasks), as results."""
-    sub = _run_trials.with_options(task_runner=make_task_runner(runner, workers))
+    sub = _run_trials.with_options(task_runner=make_task_runner(runner, workers, allowed=RUNNERS))
     threads = default_threads(workers)
     found = sub(phase, len(trials), str(root), [t.to_dict() for t in trials], parent_run_id, threads)
     return [TrialResult.from_json(d, d.get("run_id")) for d in found]
