@@ -31,7 +31,7 @@ from cgpt.export.params import ExportParams
 from cgpt.family.params import FamilyParams, member_sections
 from cgpt.model.params import build_model_config
 from cgpt.sections import PARAMS_FILE, parse_sections, read_params_file
-from cgpt.tracking_params import TrackingParams
+from cgpt.tracking.params import TrackingParams
 from cgpt.train.params import TrainingSections
 
 __all__ = ["PARAMS_FILE", "Params", "apply_overrides", "build_model_config", "dvc_overrides", "load_params"]

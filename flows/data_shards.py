@@ -22,10 +22,9 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
 from cgpt.config import load_params
 from cgpt.data.clean.params import CleanParams
@@ -41,8 +40,7 @@ from cgpt.data.shards import (
     tokenize_shard_params,
 )
 from cgpt.data.tokenize.params import TokenizeParams
-
-Runner = Literal["thread", "process", "dask"]
+from flows.runners import Runner, make_task_runner
 
 
 @task(task_run_name="clean shard {index} of {count}", retries=1)
@@ -62,20 +60,6 @@ def clean_shard_task(params: CleanParams, raw_dir: str, out_dir: str, index: int
 @task(task_run_name="merge {count} clean shards")
 def merge_task(shard_dirs: list[str], out_dir: str, count: int, keep_shards: bool) -> dict[str, Any]:
     return merge_shards([Path(d) for d in shard_dirs], Path(out_dir), keep_shards=keep_shards)
-
-
-def make_task_runner(runner: Runner, n_shards: int, dask_address: str | None = None):
-    if runner == "thread":
-        return ThreadPoolTaskRunner(max_workers=n_shards)
-    if runner == "process":
-        return ProcessPoolTaskRunner(max_workers=n_shards)
-    if runner == "dask":
-        from prefect_dask import DaskTaskRunner
-
-        if dask_address:
-            return DaskTaskRunner(address=dask_address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": n_shards, "processes": False, "threads_per_worker": 1})
-    raise ValueError(f"runner={runner!r}; expected thread, process or dask")
 
 
 @flow(name="sharded-clean")

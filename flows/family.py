@@ -50,12 +50,11 @@ from cgpt.errors import CgptError, ConfigError  # noqa: E402
 from cgpt.family.forecast import Forecast, Outcome, forecast_next, grade, point_member  # noqa: E402
 from cgpt.family.members import FamilyMember, family_key, family_members, vocab_size_for  # noqa: E402
 from cgpt.family.points import read_point  # noqa: E402
-from cgpt.family.runs import open_family_run  # noqa: E402
-from cgpt.family.tracking import record_forecast, record_outcome  # noqa: E402
 from cgpt.project import Project  # noqa: E402
 from cgpt.runtime import fail  # noqa: E402
-from cgpt.scaling.forecast import Member  # noqa: E402
-from cgpt.tracking import Tracker, finishing  # noqa: E402
+from cgpt.scaling.next_member import Member  # noqa: E402
+from cgpt.tracking.family import open_family_run, record_forecast, record_outcome  # noqa: E402
+from cgpt.tracking.runs import Tracker, finishing  # noqa: E402
 from flows.pipeline import dvc, stages_run, stream  # noqa: E402
 
 Through = Literal["evaluate", "export"]
@@ -161,13 +160,13 @@ def family(project: str = ".", through: Through = "export", force: bool = False)
     run's state is ``Flagged`` when a member was)."""
     if through not in ("evaluate", "export"):
         raise ConfigError(f"through = {through!r}: expected evaluate or export")
-    root = Project.at(project).root
-    params = load_params(root / "params.yaml")
+    proj = Project.at(project)
+    root, params = proj.root, load_params(proj.params_file)
     if len(params.family.members) < 2:
         raise ConfigError("params.yaml: family.members lists fewer than 2 members; nothing to scale")
     logger = get_run_logger()
     reproduce("tokenize", str(root), force)  # the members' sizes depend on the tokenizer's vocabulary
-    members = family_members(params, vocab_size_for(params, root / "data" / "tokens"), root)
+    members = family_members(params, vocab_size_for(params, proj.tokens), root)
     key = family_key(params)
     logger.info(
         "family %s: %d members, smallest first: %s",
@@ -187,7 +186,7 @@ def family(project: str = ".", through: Through = "export", force: bool = False)
             outcomes.append(outcome)
             trained.append(point_member(read_point(root, m.name), params.family.fit.metric, params.family.fit.shots))
         reproduce("scaling", str(root), force)
-    law = _final_law(root)
+    law = _final_law(proj)
     logger.info("law over %d members: %s", len(members), law)
     create_markdown_artifact(
         key="cgpt-family",
@@ -201,8 +200,8 @@ def family(project: str = ".", through: Through = "export", force: bool = False)
     return result
 
 
-def _final_law(root: Path) -> str:
-    fit = json.loads((root / "family" / "scaling" / "fit.json").read_text(encoding="utf-8"))
+def _final_law(project: Project) -> str:
+    fit = json.loads((project.family_scaling / "fit.json").read_text(encoding="utf-8"))
     return (fit.get("fit") or {}).get("equation", "none")
 
 

@@ -6,7 +6,7 @@ validation loss, the transfer check across widths, then the chosen values into p
     python flows/mup_sweep.py --runner process --workers 4
     python flows/mup_sweep.py --compare-unscaled   # also the widths without µP's width scaling
 
-Each trial is one Prefect task (:func:`cgpt.family.sweep.run_trial`: a short real training run in
+Each trial is one Prefect task (:func:`cgpt.family.sweep.trials.run_trial`: a short real training run in
 ``runs/sweep/<trial-id>/``, an MLflow child run of the sweep's parent run). ``family.sweep.workers``
 trials run at a time, in threads by default (torch releases the GIL in its kernels: two trials
 in two threads ran 1.8x faster than one after the other on 2 cores; ``--runner process`` pays a
@@ -28,17 +28,21 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline ma
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.futures import as_completed  # noqa: E402
-from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner  # noqa: E402
 
 from cgpt.config import load_params  # noqa: E402
 from cgpt.errors import CgptError  # noqa: E402
-from cgpt.family import sweep  # noqa: E402
-from cgpt.family.sweep import Trial, TrialResult  # noqa: E402
+from cgpt.family.sweep.params_file import CHOSEN_KEYS, write_chosen_params  # noqa: E402
+from cgpt.family.sweep.plan import Trial, base_width, plan_search, plan_transfer  # noqa: E402
+from cgpt.family.sweep.report import choose, markdown_report, write_search, write_transfer  # noqa: E402
+from cgpt.family.sweep.trials import TrialResult, default_threads, run_trial  # noqa: E402
 from cgpt.project import Project  # noqa: E402
 from cgpt.runtime import fail  # noqa: E402
-from cgpt.tracking import finishing  # noqa: E402
+from cgpt.tracking.runs import finishing  # noqa: E402
+from cgpt.tracking.sweep import open_sweep_run, record_sweep  # noqa: E402
+from flows.runners import make_task_runner  # noqa: E402
 
-Runner = Literal["thread", "process"]
+Runner = Literal["thread", "process"]  # the sweep offers no Dask runner
+RUNNERS: tuple[Runner, ...] = ("thread", "process")
 
 
 @task(task_run_name="trial {trial_id}")
@@ -47,18 +51,10 @@ def trial_task(
 ) -> dict[str, Any]:
     """One trial (plain dicts in and out: they cross process boundaries)."""
     project = Project.at(root)
-    result = sweep.run_trial(
+    result = run_trial(
         project.root, load_params(project.params_file), Trial(**trial), parent_run_id=parent_run_id, threads=threads
     )
     return {**result.to_json(), "run_id": result.run_id}
-
-
-def make_task_runner(runner: Runner, workers: int) -> ThreadPoolTaskRunner | ProcessPoolTaskRunner:
-    if runner == "thread":
-        return ThreadPoolTaskRunner(max_workers=workers)
-    if runner == "process":
-        return ProcessPoolTaskRunner(max_workers=workers)
-    raise ValueError(f"runner={runner!r}; expected thread or process")
 
 
 @flow(name="mup-sweep-trials", flow_run_name="{phase}: {n} trials")
@@ -80,8 +76,8 @@ def _phase(
     phase: str, trials: list[Trial], root: Path, parent_run_id: str | None, runner: Runner, workers: int
 ) -> list[TrialResult]:
     """One phase's trials fanned out (a subflow with ``workers`` parallel tasks), as results."""
-    sub = _run_trials.with_options(task_runner=make_task_runner(runner, workers))
-    threads = sweep.default_threads(workers)
+    sub = _run_trials.with_options(task_runner=make_task_runner(runner, workers, allowed=RUNNERS))
+    threads = default_threads(workers)
     found = sub(phase, len(trials), str(root), [t.to_dict() for t in trials], parent_run_id, threads)
     return [TrialResult.from_json(d, d.get("run_id")) for d in found]
 
@@ -101,46 +97,46 @@ def mup_sweep_flow(
     root, params = proj.root, load_params(proj.params_file)
     family = params.family
     workers = workers or family.sweep.workers
-    search = sweep.plan_search(family)
+    search = plan_search(family)
     log.info(
         "µP sweep: %d %s trials on the proxy (width %d), %d steps each, %d at a time x %d torch threads",
         len(search),
         family.sweep.search,
-        sweep.base_width(family),
+        base_width(family),
         family.sweep.max_steps,
         workers,
-        sweep.default_threads(workers),
+        default_threads(workers),
     )
-    parent = sweep.open_sweep_run(root, params)
+    parent = open_sweep_run(root, params)
     with finishing(parent):
         found = _phase("search", search, root, parent.run_id, runner, workers)
-        best = sweep.choose(found)
-        chosen = sweep.write_search(root, found, best, family)
-        log.info("chosen: %s", {k: chosen[k] for k in (*sweep.CHOSEN_KEYS, "val_loss", "trial")})
-        search_md = (root / sweep.SWEEP_DIR / "sweep.md").read_text(encoding="utf-8")
-        create_markdown_artifact(sweep.markdown_report(chosen, search_md), key="mup-sweep-search")
+        best = choose(found)
+        chosen = write_search(root, found, best, family)
+        log.info("chosen: %s", {k: chosen[k] for k in (*CHOSEN_KEYS, "val_loss", "trial")})
+        search_md = (proj.sweep_dir / "sweep.md").read_text(encoding="utf-8")
+        create_markdown_artifact(markdown_report(chosen, search_md), key="mup-sweep-search")
 
-        plan = sweep.plan_transfer(family, best.trial)
+        plan = plan_transfer(family, best.trial)
         log.info("transfer check: widths %s, %d trials (base width's reused)", family.sweep.transfer_widths, len(plan))
         moved = _phase("transfer", plan, root, parent.run_id, runner, workers)
-        transfer = sweep.write_transfer(root, moved, best.trial.lr)
+        transfer = write_transfer(root, moved, best.trial.lr)
         for w, v in transfer["widths"].items():
             log.info("width %s: best lr %s (val loss %s)", w, v["best_lr"], v["best_val_loss"])
         log.info("transfer %s at grid resolution", "holds" if transfer["holds"] else "does NOT hold")
         unscaled = None
         if compare_unscaled:
-            plan = sweep.plan_transfer(family, best.trial, unscaled=True)
+            plan = plan_transfer(family, best.trial, unscaled=True)
             runs = _phase("unscaled", plan, root, parent.run_id, runner, workers)
-            unscaled = sweep.write_transfer(root, runs, best.trial.lr, stem="transfer_unscaled")
+            unscaled = write_transfer(root, runs, best.trial.lr, stem="transfer_unscaled")
             for w, v in unscaled["widths"].items():
                 log.info("without µP scaling, width %s: best lr %s (val loss %s)", w, v["best_lr"], v["best_val_loss"])
-        report = sweep.markdown_report(chosen, search_md, transfer, unscaled)
+        report = markdown_report(chosen, search_md, transfer, unscaled)
         create_markdown_artifact(report, key="mup-sweep")
-        sweep.record_sweep(parent, root, chosen, transfer, unscaled)
+        record_sweep(parent, root, chosen, transfer, unscaled)
 
     if write:
-        before = sweep.write_chosen_params(proj.params_file, chosen)
-        log.info("params.yaml: family.mup %s -> %s", before, {k: chosen[k] for k in sweep.CHOSEN_KEYS})
+        before = write_chosen_params(proj.params_file, chosen)
+        log.info("params.yaml: family.mup %s -> %s", before, {k: chosen[k] for k in CHOSEN_KEYS})
     return {"chosen": chosen, "transfer": transfer, "unscaled": unscaled, "written": write}
 
 

@@ -50,7 +50,7 @@ from cgpt.project import PARAMS_FILE, Project  # noqa: E402
 from cgpt.runtime import fail  # noqa: E402
 from cgpt.stages.data_stats import publish_data_stats  # noqa: E402
 from cgpt.summary import summary_markdown, summary_rows  # noqa: E402
-from cgpt.tracking import tracking_uri  # noqa: E402
+from cgpt.tracking.runs import tracking_uri  # noqa: E402
 from flows.data_shards import sharded_clean_flow, sharded_tokenize_flow  # noqa: E402
 
 RETRIED_STAGES = {"download": 3}

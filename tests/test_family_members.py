@@ -1,4 +1,4 @@
-"""The family's members (cgpt.family.members) and the scaling stage's outputs (cgpt.family.scaling),
+"""The family's members (cgpt.family.members) and the scaling stage's outputs (cgpt.family.law),
 on params files and synthetic point files: no training, no DVC."""
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import yaml
 
 from cgpt.config import Params, load_params
 from cgpt.errors import ConfigError
+from cgpt.family.law import compute, write_empty, write_outputs
 from cgpt.family.members import FamilyMember, family_key, family_members, member_params
 from cgpt.family.points import point_path
-from cgpt.family.scaling import METRICS_FILE, PLOTS_DIR, SCALING_DIR, compute, write_empty, write_outputs
+from cgpt.project import Project
 from cgpt.stages.scaling import run as run_scaling
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,7 +146,7 @@ def test_scaling_recovers_the_law_and_writes_fit_table_plots(tmp_path):
     assert result.fit.b == pytest.approx(B, abs=1e-3) and result.fit.c == pytest.approx(C0, abs=1e-2)
     assert not result.flagged
     write_outputs(tmp_path, params, result)
-    out = tmp_path / SCALING_DIR
+    out = Project(tmp_path).family_scaling
     for name in ("fit.json", "predictions.json", "table.csv", "table.md", "loss_vs_compute.png", "loss_vs_compute.svg"):
         assert (out / name).is_file(), name
     fit = json.loads((out / "fit.json").read_text())
@@ -153,8 +154,8 @@ def test_scaling_recovers_the_law_and_writes_fit_table_plots(tmp_path):
     table = (out / "table.csv").read_text().splitlines()
     assert table[0].startswith("member,") and len(table) == 1 + len(names)
     for stem in ("points", "law", "forecasts"):
-        assert (tmp_path / PLOTS_DIR / f"{stem}.csv").read_text().startswith(("log10_flops", "member"))
-    metrics = json.loads((tmp_path / METRICS_FILE).read_text())
+        assert (Project(tmp_path).family_plots / f"{stem}.csv").read_text().startswith(("log10_flops", "member"))
+    metrics = json.loads((Project(tmp_path).scaling_metrics).read_text())
     assert metrics["n_points"] == 5 and metrics["flagged"] == 0
     # same points, same bytes
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -185,11 +186,11 @@ def test_no_family_is_a_note_not_a_failure(tmp_path, members):
     """A single-model project (members: {}) runs the scaling stage too, in a bare `dvc repro`: it succeeds."""
     params = params_with(tmp_path, {"members": members})
     assert run_scaling(_Project(tmp_path, params)) == {"fit": None, "flagged": []}
-    fit = json.loads((tmp_path / SCALING_DIR / "fit.json").read_text())
+    fit = json.loads((Project(tmp_path).family_scaling / "fit.json").read_text())
     assert fit["fit"] is None and "no scaling law" in fit["note"] and fit["members"] == len(members)
-    assert (tmp_path / PLOTS_DIR).is_dir() and not any((tmp_path / PLOTS_DIR).iterdir())
+    assert (Project(tmp_path).family_plots).is_dir() and not any((Project(tmp_path).family_plots).iterdir())
     write_empty(tmp_path, len(members))  # idempotent
-    assert json.loads((tmp_path / METRICS_FILE).read_text()) == {"n_points": len(members)}
+    assert json.loads((Project(tmp_path).scaling_metrics).read_text()) == {"n_points": len(members)}
 
 
 def test_the_cerebras_family_example_is_the_cards_seven_at_20_tokens_per_parameter():

@@ -1,4 +1,4 @@
-"""The µP sweep (cgpt/family/sweep.py, flows/mup_sweep.py) on a tiny tokenized project: real
+"""The µP sweep (cgpt/family/sweep/, flows/mup_sweep.py) on a tiny tokenized project: real
 training trials, a real MLflow store in the temp project, Prefect's test harness for the flow."""
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ from e2e_project import TINY_PARAMS, new_project
 
 from cgpt.config import load_params, parse_params
 from cgpt.errors import ConfigError
-from cgpt.family import sweep
 from cgpt.family.params import FamilyParams
+from cgpt.family.sweep.params_file import write_chosen_params
+from cgpt.family.sweep.plan import plan_search, plan_transfer
+from cgpt.family.sweep.report import choose
+from cgpt.family.sweep.trials import TrialResult, run_trial
 from cgpt.project import Project
 from cgpt.stages import stage_function
 
@@ -71,7 +74,7 @@ def _family(**sweep_keys: object) -> FamilyParams:
 
 def test_grid_plan_is_the_cross_product_on_the_proxy():
     fam = _family(lr=[0.03, 0.003, 0.01], init_std=[0.04, 0.08], output_mult=[1.0])
-    trials = sweep.plan_search(fam)
+    trials = plan_search(fam)
     assert len(trials) == 6
     assert {t.width for t in trials} == {16} and {t.n_head for t in trials} == {2}
     assert [t.lr for t in trials[::2]] == [0.003, 0.01, 0.03]  # lists are sorted by validation
@@ -80,23 +83,23 @@ def test_grid_plan_is_the_cross_product_on_the_proxy():
 
 def test_random_search_is_reproducible_from_its_seed():
     fam = _family(search="random", trials=8, lr=[1e-4, 1e-1], init_std=[0.02, 0.2], output_mult=[0.5, 8.0], seed=7)
-    a, b = sweep.plan_search(fam), sweep.plan_search(fam)
+    a, b = plan_search(fam), plan_search(fam)
     assert a == b and len(a) == 8 and len({t.id for t in a}) == 8
     for t in a:
         assert 1e-4 <= t.lr <= 1e-1 and 0.02 <= t.init_std <= 0.2 and 0.5 <= t.output_mult <= 8.0
         assert t.lr == float(f"{t.lr:.3g}")  # drawn values are what params.yaml will hold
-    other = sweep.plan_search(_family(**{**fam.sweep.model_dump(), "seed": 8}))
+    other = plan_search(_family(**{**fam.sweep.model_dump(), "seed": 8}))
     assert [t.id for t in other] != [t.id for t in a]
 
 
 def test_transfer_plan_keeps_depth_and_head_width():
     fam = _family(transfer_widths=[16, 32, 64])
-    best = sweep.plan_search(fam)[1]
-    plan = sweep.plan_transfer(fam, best)
+    best = plan_search(fam)[1]
+    plan = plan_transfer(fam, best)
     assert [(t.width, t.n_head) for t in plan[::2]] == [(16, 2), (32, 4), (64, 8)]
     assert {t.init_std for t in plan} == {best.init_std} and {t.lr for t in plan} == {0.003, 0.03}
     assert plan[1] == best  # the base width's trial at the chosen lr is the search's own trial
-    flat = sweep.plan_transfer(fam, best, unscaled=True)  # the comparison: no width scaling, m = 1
+    flat = plan_transfer(fam, best, unscaled=True)  # the comparison: no width scaling, m = 1
     assert [t.width_mult for t in flat] == [1.0] * 6 and [t.width_mult for t in plan[::2]] == [1.0, 2.0, 4.0]
     assert flat[:2] == plan[:2] and flat[2].id == f"unscaled-{plan[2].id}"  # the base width is shared
 
@@ -120,19 +123,19 @@ def test_bad_sweep_params_are_one_line_naming_the_key(family, expected):
 
 def test_one_transfer_width_is_refused():
     with pytest.raises(ConfigError, match=r"family\.sweep\.transfer_widths = \[16\]"):
-        sweep.plan_search(_family(transfer_widths=[16]))
+        plan_search(_family(transfer_widths=[16]))
 
 
 def test_choose_takes_the_lowest_loss_and_breaks_ties_deterministically():
     fam = _family(lr=[0.001, 0.003, 0.01])
-    t = sweep.plan_search(fam)
+    t = plan_search(fam)
     res = [
-        sweep.TrialResult(t[2], 3.0, 3.0, 4, False),
-        sweep.TrialResult(t[1], 3.0, 3.1, 4, False),
-        sweep.TrialResult(t[0], math.inf, math.inf, 4, True),
+        TrialResult(t[2], 3.0, 3.0, 4, False),
+        TrialResult(t[1], 3.0, 3.1, 4, False),
+        TrialResult(t[0], math.inf, math.inf, 4, True),
     ]
-    assert sweep.choose(res).trial == t[1]  # tie at 3.0: the smaller lr
-    assert sweep.choose(list(reversed(res))).trial == t[1]
+    assert choose(res).trial == t[1]  # tie at 3.0: the smaller lr
+    assert choose(list(reversed(res))).trial == t[1]
 
 
 # ---------------------------------------------------------------------------------------------- params.yaml
@@ -144,7 +147,7 @@ def test_write_chosen_params_keeps_comments_and_other_keys(tmp_path):
     shutil.copy(src, path)
     original = path.read_text(encoding="utf-8")
     old = load_params(src).family.mup
-    before = sweep.write_chosen_params(path, {"lr": 0.0123, "init_std": 0.0456, "output_mult": 7.5})
+    before = write_chosen_params(path, {"lr": 0.0123, "init_std": 0.0456, "output_mult": 7.5})
     assert before == {"lr": old.lr, "init_std": old.init_std, "output_mult": old.output_mult}
     new = path.read_text(encoding="utf-8")
     changed = [(a, b) for a, b in zip(original.splitlines(), new.splitlines()) if a != b]
@@ -214,10 +217,10 @@ def test_flow_runs_trials_as_child_runs_and_writes_the_choice(harness, tiny, tmp
 def test_a_finished_trial_is_not_trained_again(tiny, tmp_path):
     root = _copy(tiny, tmp_path / "c")
     params = load_params(root / "params.yaml")
-    trial = sweep.plan_search(params.family)[0]
-    first = sweep.run_trial(root, params, trial, threads=1)
+    trial = plan_search(params.family)[0]
+    first = run_trial(root, params, trial, threads=1)
     assert math.isfinite(first.val_loss) and first.steps == 4
-    stamp = (root / sweep.TRIALS_DIR / trial.id / "trial.json").stat().st_mtime_ns
-    second = sweep.run_trial(root, params, trial, threads=1)
+    stamp = (Project(root).sweep_trials / trial.id / "trial.json").stat().st_mtime_ns
+    second = run_trial(root, params, trial, threads=1)
     assert second.to_json() == first.to_json()
-    assert (root / sweep.TRIALS_DIR / trial.id / "trial.json").stat().st_mtime_ns == stamp
+    assert (Project(root).sweep_trials / trial.id / "trial.json").stat().st_mtime_ns == stamp

@@ -16,13 +16,13 @@ from cgpt.scaling import (
     predict_accuracy,
     predict_loss,
 )
-from cgpt.scaling.accuracy import _sigmoid
+from cgpt.scaling.accuracy import accuracy_sigmoid
 
 LOSS = np.linspace(2.6, 1.6, 7)
 
 
 def test_recovers_known_parameters_with_fitted_floor():
-    acc = _sigmoid(LOSS, 0.22, 1.0, 1.5, 3.0)
+    acc = accuracy_sigmoid(LOSS, 0.22, 1.0, 1.5, 3.0)
     fit = fit_accuracy_sigmoid(LOSS, acc, task="hellaswag")
     assert fit.floor_mode == "fitted" and fit.chance == 0.25
     assert fit.floor == pytest.approx(0.22, abs=1e-4)
@@ -34,14 +34,14 @@ def test_recovers_known_parameters_with_fitted_floor():
 
 def test_recovers_known_parameters_with_noise():
     rng = np.random.default_rng(4)
-    acc = _sigmoid(LOSS, 0.5, 1.0, 1.55, 3.2) + rng.normal(0, 0.003, LOSS.size)
+    acc = accuracy_sigmoid(LOSS, 0.5, 1.0, 1.55, 3.2) + rng.normal(0, 0.003, LOSS.size)
     fit = fit_accuracy_sigmoid(LOSS, acc, task="piqa")
     for name, truth in (("floor", 0.5), ("l0", 1.55), ("k", 3.2)):
         assert abs(getattr(fit, name) - truth) < 3 * fit.stderr[name], name
 
 
 def test_few_points_hold_the_floor_at_chance():
-    acc = _sigmoid(LOSS[:3], 0.5, 1.0, 1.6, 2.0)
+    acc = accuracy_sigmoid(LOSS[:3], 0.5, 1.0, 1.6, 2.0)
     fit = fit_accuracy_sigmoid(LOSS[:3], acc, task="winogrande")
     assert fit.floor_mode == "chance" and fit.floor == 0.5 and any("held at chance" in n for n in fit.notes)
     assert fit.l0 == pytest.approx(1.6, abs=1e-4) and fit.k == pytest.approx(2.0, rel=1e-3)
@@ -57,16 +57,16 @@ def test_chance_levels_and_their_use():
         "arc_challenge": 0.25,
         "openbookqa": 0.25,
     }
-    fixed = fit_accuracy_sigmoid(LOSS, _sigmoid(LOSS, 0.25, 1.0, 1.5, 3.0), task="arc_easy", floor="chance")
+    fixed = fit_accuracy_sigmoid(LOSS, accuracy_sigmoid(LOSS, 0.25, 1.0, 1.5, 3.0), task="arc_easy", floor="chance")
     assert fixed.floor_mode == "chance" and fixed.floor == 0.25
     with pytest.raises(ScalingError, match="expected auto, fit, chance or a number"):
-        fit_accuracy_sigmoid(LOSS, _sigmoid(LOSS, 0.25, 1.0, 1.5, 3.0), task="arc_easy", floor="high")
+        fit_accuracy_sigmoid(LOSS, accuracy_sigmoid(LOSS, 0.25, 1.0, 1.5, 3.0), task="arc_easy", floor="high")
     with pytest.raises(ScalingError, match="no chance level known"):
-        fit_accuracy_sigmoid(LOSS, _sigmoid(LOSS, 0.25, 1.0, 1.5, 3.0), task="my_task", floor="chance")
+        fit_accuracy_sigmoid(LOSS, accuracy_sigmoid(LOSS, 0.25, 1.0, 1.5, 3.0), task="my_task", floor="chance")
 
 
 def test_prediction_range_follows_the_loss_interval():
-    fit = fit_accuracy_sigmoid(LOSS, _sigmoid(LOSS, 0.25, 1.0, 1.5, 3.0), task="hellaswag")
+    fit = fit_accuracy_sigmoid(LOSS, accuracy_sigmoid(LOSS, 0.25, 1.0, 1.5, 3.0), task="hellaswag")
     members = [Member(f"m{i}", c, lo) for i, (c, lo) in enumerate(zip(np.geomspace(1e18, 1e21, 5), LOSS[:5]))]
     loss_fit = forecast_member(members, 4e21).loss_fit
     pred = predict_accuracy(fit, predict_loss(loss_fit, 4e21))
@@ -79,7 +79,7 @@ def test_forecast_member_two_steps_and_compare():
     compute = np.geomspace(2.6e18, 2.3e22, 7)
     loss = 47.0 * compute**-0.0733 + 0.5
     members = [
-        Member(f"m{i}", c, lo, {"hellaswag": float(_sigmoid(lo, 0.25, 1.0, 1.45, 4.0))})
+        Member(f"m{i}", c, lo, {"hellaswag": float(accuracy_sigmoid(lo, 0.25, 1.0, 1.45, 4.0))})
         for i, (c, lo) in enumerate(zip(compute, loss))
     ]
     fc = forecast_member(members[:6], compute[6], name="m6")

@@ -4,8 +4,8 @@ import json
 
 from mlflow.tracking import MlflowClient
 
-from cgpt.tracking import RUN_FILE, artifact_location, numeric_items, open_model_run, stage_run, tracking_uri
-from cgpt.tracking_params import TrackingParams
+from cgpt.tracking.params import TrackingParams
+from cgpt.tracking.runs import RUN_FILE, artifact_location, numeric_items, open_model_run, stage_run, tracking_uri
 
 EXP = TrackingParams(experiment="exp")
 

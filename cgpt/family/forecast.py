@@ -24,7 +24,7 @@ from typing import Any
 
 from cgpt.errors import DataError, ScalingError
 from cgpt.family.params import FitParams
-from cgpt.scaling.forecast import AccuracyComparison, Member, MemberForecast, compare_accuracies, forecast_member
+from cgpt.scaling.next_member import AccuracyComparison, Member, MemberForecast, compare_accuracies, forecast_member
 from cgpt.scaling.prediction import MemberCheck, check_member
 
 FLAG_OUTSIDE = "outside_interval"

@@ -15,12 +15,11 @@ from typing import Any
 
 from cgpt.family.members import FamilyMember
 from cgpt.fsutil import read_json, read_json_if_valid, write_json_atomic
-
-POINTS_DIR = Path("family") / "points"
+from cgpt.project import Project
 
 
 def point_path(root: Path, name: str) -> Path:
-    return root / POINTS_DIR / f"{name}.json"
+    return Project(root).family_points / f"{name}.json"
 
 
 def downstream_accuracy(results: dict[str, Any]) -> dict[str, dict[str, float]]:

@@ -9,7 +9,7 @@ CLI parser does not pull in scipy/pandas/matplotlib):
 * :func:`fit_accuracy_sigmoid` → :class:`SigmoidFit`; :func:`predict_accuracy` → :class:`AccuracyPrediction`
   (``accuracy``); :data:`CHANCE_ACCURACY`
 * :class:`Member`, :func:`forecast_member` → :class:`MemberForecast`, :func:`compare_accuracies`
-  → :class:`AccuracyComparison`, :func:`fit_loss_law`, :func:`fit_accuracy_laws` (``forecast``)
+  → :class:`AccuracyComparison`, :func:`fit_loss_law`, :func:`fit_accuracy_laws` (``next_member``)
 * :func:`training_flops`, :func:`preset_training_flops` (``compute``)
 * tables (``tables``) and figures (``plots``, incl. :func:`plot_mup_transfer`)
 * the card's own law: :class:`CardSelection`, :func:`fit_card`, :func:`leave_out` (``card_law``)
@@ -26,7 +26,7 @@ _EXPORTS = {
     "power_law": ["PowerLawFit", "fit_power_law", "choose_form"],
     "prediction": ["LossPrediction", "MemberCheck", "predict_loss", "check_member"],
     "accuracy": ["CHANCE_ACCURACY", "SigmoidFit", "AccuracyPrediction", "fit_accuracy_sigmoid", "predict_accuracy"],
-    "forecast": [
+    "next_member": [
         "Member",
         "MemberForecast",
         "AccuracyComparison",

@@ -93,7 +93,7 @@ class SigmoidFit:
         return self.ceiling
 
     def predict(self, loss: float | np.ndarray) -> float | np.ndarray:
-        out = _sigmoid(np.asarray(loss, dtype=float), self.floor, self.ceiling, self.l0, self.k)
+        out = accuracy_sigmoid(np.asarray(loss, dtype=float), self.floor, self.ceiling, self.l0, self.k)
         return float(out) if np.ndim(out) == 0 else out
 
     def equation(self) -> str:
@@ -130,7 +130,8 @@ class AccuracyPrediction:
         return asdict(self)
 
 
-def _sigmoid(L: np.ndarray, floor: float, ceiling: float, l0: float, k: float) -> np.ndarray:
+def accuracy_sigmoid(L: np.ndarray, floor: float, ceiling: float, l0: float, k: float) -> np.ndarray:
+    """Accuracy at loss ``L``: ``floor + (ceiling - floor) / (1 + exp(k (L - l0)))`` (overflow-safe)."""
     z = np.clip(k * (L - l0), -500, 500)
     return floor + (ceiling - floor) / (1.0 + np.exp(z))
 
@@ -185,7 +186,7 @@ def fit_accuracy_sigmoid(
 
     def resid(th: np.ndarray) -> np.ndarray:
         f, l0, k = unpack(th)
-        return _sigmoid(x, f, ceiling, l0, k) - y
+        return accuracy_sigmoid(x, f, ceiling, l0, k) - y
 
     span = float(x.max() - x.min())
     l0_lo, l0_hi = float(x.min() - 10 * span), float(x.max() + 10 * span)
@@ -211,7 +212,7 @@ def fit_accuracy_sigmoid(
             at.append(nm)
             th[i] = l_ if v - l_ <= h - v else h  # report the bound itself
     f, l0, k = unpack(th)
-    fitted = _sigmoid(x, f, ceiling, l0, k)
+    fitted = accuracy_sigmoid(x, f, ceiling, l0, k)
     r = y - fitted
     dof = x.size - n_free
     sigma = math.sqrt(float(np.sum(r**2)) / dof) if dof > 0 else None

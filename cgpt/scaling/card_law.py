@@ -18,7 +18,7 @@ from cgpt.errors import ScalingError
 from cgpt.presets import get_preset
 from cgpt.scaling.accuracy import FloorChoice
 from cgpt.scaling.compute import preset_training_flops
-from cgpt.scaling.forecast import AccuracyComparison, Member, MemberForecast, compare_accuracies, forecast_member
+from cgpt.scaling.next_member import AccuracyComparison, Member, MemberForecast, compare_accuracies, forecast_member
 from cgpt.scaling.power_law import FormChoice, PowerLawFit, fit_power_law
 from cgpt.scaling.prediction import MemberCheck, check_member
 from cgpt.scaling.rules import DEFAULT_LEVEL

@@ -3,7 +3,7 @@ coefficients with residuals next to the published ones, forecast a held-out memb
 or new computes (``--predict``), and write tables, plots and JSON with ``--out DIR``.
 
 :func:`cgpt.scaling.arguments.add_arguments` and :func:`run` are all ``cgpt.cli`` needs; the logic
-lives in the library (:mod:`cgpt.scaling.card_law`, :mod:`cgpt.scaling.forecast`), so the family
+lives in the library (:mod:`cgpt.scaling.card_law`, :mod:`cgpt.scaling.next_member`), so the family
 flow and the command compute the same numbers.
 """
 
@@ -20,7 +20,7 @@ import pandas as pd
 from cgpt.errors import ScalingError
 from cgpt.fsutil import write_json_atomic
 from cgpt.scaling.card_law import CardFit, CardSelection, LeaveOut, ReferenceLaw, fit_card, leave_out
-from cgpt.scaling.forecast import Member, MemberForecast, forecast_member
+from cgpt.scaling.next_member import Member, MemberForecast, forecast_member
 from cgpt.scaling.power_law import PowerLawFit, fit_power_law
 from cgpt.scaling.prediction import LossPrediction
 from cgpt.scaling.tables import accuracy_table, coefficients_table, points_table, write_table

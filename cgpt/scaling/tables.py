@@ -14,7 +14,7 @@ import pandas as pd
 
 from cgpt.fsutil import write_text_atomic
 from cgpt.scaling.card_law import ReferenceLaw
-from cgpt.scaling.forecast import AccuracyComparison, MemberForecast
+from cgpt.scaling.next_member import AccuracyComparison, MemberForecast
 from cgpt.scaling.power_law import PowerLawFit
 from cgpt.scaling.prediction import MemberCheck
 

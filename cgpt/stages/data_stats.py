@@ -15,7 +15,7 @@ from typing import Any
 from cgpt.fsutil import sha256_file, write_json_atomic
 from cgpt.keys import safe_keys
 from cgpt.project import Project
-from cgpt.tracking import publish_stage_stats
+from cgpt.tracking.runs import publish_stage_stats
 
 # the file each data stage writes last, listing (with sha256s) everything it produced
 STAGE_OUTPUT_RECORD = {"download": "raw/manifest.json", "clean": "clean/manifest.json", "tokenize": "tokens/index.json"}

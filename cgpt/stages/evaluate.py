@@ -35,8 +35,8 @@ from cgpt.model.gpt import GPT
 from cgpt.model.params import ModelParams
 from cgpt.project import Project
 from cgpt.sections import Sections
-from cgpt.tracking import RUN_FILE, finishing, numeric_items, open_model_run
-from cgpt.tracking_params import TrackingParams
+from cgpt.tracking.params import TrackingParams
+from cgpt.tracking.runs import RUN_FILE, finishing, numeric_items, open_model_run
 from cgpt.train.checkpoint import load_model_dir
 from cgpt.train.params import TrainParams
 

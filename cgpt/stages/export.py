@@ -23,8 +23,8 @@ from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig
 from cgpt.project import Project
 from cgpt.stages.data_stats import file_digest
-from cgpt.tracking import RUN_FILE, finishing, open_model_run, provenance_tags
-from cgpt.tracking_params import TrackingParams
+from cgpt.tracking.params import TrackingParams
+from cgpt.tracking.runs import RUN_FILE, finishing, open_model_run, provenance_tags
 from cgpt.train.checkpoint import load_model_dir
 from cgpt.train.params import TrainingSections
 from cgpt.train.schedule import tokens_seen

@@ -19,12 +19,12 @@ from cgpt.errors import ConfigError
 from cgpt.family.members import member_params, resolve_member, vocab_size_for
 from cgpt.family.params import FamilyParams
 from cgpt.family.points import write_point
-from cgpt.family.runs import child_tags, open_family_run
 from cgpt.project import Project
 from cgpt.sections import Sections
 from cgpt.stages import stage_function, stage_params
-from cgpt.tracking import finishing
-from cgpt.tracking_params import TrackingParams
+from cgpt.tracking.family import child_tags, open_family_run
+from cgpt.tracking.params import TrackingParams
+from cgpt.tracking.runs import finishing
 
 MEMBER_STAGES = ("train", "evaluate", "export")
 

@@ -1,6 +1,6 @@
 """Stage ``scaling``: the family's law from every member's point, each member's forecast from the
-smaller ones, the table and the plots (:mod:`cgpt.family.scaling`), and the same on the family's
-MLflow parent run (:mod:`cgpt.family.tracking`).
+smaller ones, the table and the plots (:mod:`cgpt.family.law`), and the same on the family's
+MLflow parent run (:mod:`cgpt.tracking.family`).
 
 With fewer than two members (``family.members: {}``: no family) it writes outputs that say so and
 succeeds, so a single-model project's ``dvc repro`` is unaffected (dvc.yaml cannot make a stage
@@ -9,15 +9,14 @@ conditional on params)."""
 from __future__ import annotations
 
 from cgpt.data.tokenize.params import TokensSpec
+from cgpt.family.law import compute, write_empty, write_outputs
 from cgpt.family.members import family_members, vocab_size_for
 from cgpt.family.params import FamilyParams
-from cgpt.family.runs import open_family_run
-from cgpt.family.scaling import SCALING_DIR, compute, write_empty, write_outputs
-from cgpt.family.tracking import record_family
 from cgpt.project import Project
 from cgpt.sections import Sections
-from cgpt.tracking import finishing
-from cgpt.tracking_params import TrackingParams
+from cgpt.tracking.family import open_family_run, record_family
+from cgpt.tracking.params import TrackingParams
+from cgpt.tracking.runs import finishing
 from cgpt.train.params import TrainParams
 
 
@@ -47,5 +46,5 @@ def run(project: Project) -> dict[str, object]:
     parent = open_family_run(project.root, params)
     with finishing(parent):
         record_family(project.root, parent, params, result, {m.name: m.describe() for m in members})
-        parent.log_artifacts(project.root / SCALING_DIR, "scaling")
+        parent.log_artifacts(project.family_scaling, "scaling")
     return {"fit": result.fit.to_dict(), "flagged": [o.name for o in result.flagged]}

@@ -10,7 +10,7 @@ from cgpt.data.tokenize.params import TokenizeParams
 from cgpt.project import Project
 from cgpt.sections import Sections
 from cgpt.stages.data_stats import publish_data_stats
-from cgpt.tracking_params import TrackingParams
+from cgpt.tracking.params import TrackingParams
 
 
 class StageParams(Sections):

@@ -28,17 +28,17 @@ from cgpt.fsutil import read_json_if_valid, write_json_atomic
 from cgpt.project import Project
 from cgpt.runtime import graceful_stop
 from cgpt.stages.data_stats import file_digest
-from cgpt.tracking import (
+from cgpt.tracking.params import TrackingParams
+from cgpt.tracking.runs import (
     RUN_FILE,
     Tracker,
-    _client,
+    client_for,
     data_runs_for,
     disabled,
     finishing,
     open_model_run,
     provenance_tags,
 )
-from cgpt.tracking_params import TrackingParams
 from cgpt.train.checkpoint import model_config_to_dict, save_model_dir
 from cgpt.train.distributed import SINGLE, DistContext, in_launched_rank, start_rank
 from cgpt.train.launch import launch, needs_launch
@@ -199,7 +199,7 @@ def _tag_launched_run(project: Project, params: StageParams, tags: dict[str, str
         return
     info = read_json_if_valid(project.run_dir(params.train.run_name) / RUN_FILE)
     if isinstance(info, dict) and info.get("run_id"):
-        client = _client(project.root)
+        client = client_for(project.root)
         for key, value in tags.items():
             client.set_tag(info["run_id"], key, value)
 

@@ -33,7 +33,7 @@ from cgpt.eval.xent import cross_entropy
 from cgpt.faults import fault_point
 from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig, TrainRecipe
-from cgpt.tracking import CurveLogger, Tracker, disabled
+from cgpt.tracking.runs import CurveLogger, Tracker, disabled
 from cgpt.train.checkpoint import (
     DamagedCheckpoint,
     checkpoint_step,

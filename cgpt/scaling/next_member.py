@@ -1,5 +1,7 @@
-"""The family flow's entry point: from the members trained so far, forecast the next one; then grade it.
+"""Forecast the next member of a series of models from the members trained so far; then grade it.
 
+A member is a point (name, training compute, loss, task accuracies); nothing here knows the
+project's family (``cgpt.family.forecast`` turns its point files into members and calls these).
 Typical use, smallest member first (see ``docs/scaling.md``)::
 
     members: list[Member] = []

@@ -1,5 +1,5 @@
-"""The family in MLflow: one parent run per family, the members' model runs as its children
-(the parent and the tags: :mod:`cgpt.family.runs`; here: what is recorded on them).
+"""The family in MLflow: one parent run per family, the members' model runs as its children, and
+what is recorded on them.
 
 * The parent (experiment ``tracking.experiment``, run name ``family-<key>``, tags ``cgpt.kind=family``
   and ``cgpt.family=<key>``; the key is :func:`cgpt.family.members.family_key`) is found by its tag,
@@ -7,7 +7,7 @@
   family flow. It holds the forecasts made before each member trained (``forecast/<member>/...``),
   the fit (``fit/a``, ``fit/b``, ``fit/c`` and their standard errors) and, as artifacts, the
   ``scaling`` stage's folder (fit.json, predictions, table, plots).
-* Each member's run is the model run its train stage creates (:func:`cgpt.tracking.open_model_run`:
+* Each member's run is the model run its train stage creates (:func:`cgpt.tracking.runs.open_model_run`:
   curves, evaluation, export, exactly like the single model's), made a child of the parent with
   MLflow's ``mlflow.parentRunId`` tag and tagged ``cgpt.family.member``. The ``scaling`` stage
   re-adopts every member, so a member trained for an earlier version of the family moves under
@@ -18,6 +18,9 @@
 * One point per metric: a value already logged with the same number is not sent again, so a
   resumed flow or a re-run stage does not double the record (and the first timestamp of a
   forecast stays the time it was made).
+
+The forecasts, outcomes and fits are taken as they come (duck-typed), not imported: a member's
+train stage needs only its parent run and tags, so it does not depend on the fitting code.
 """
 
 from __future__ import annotations
@@ -28,12 +31,51 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cgpt.family.forecast import Forecast, Outcome
-from cgpt.family.runs import FLAG_TAG, child_tags, member_run_id
-from cgpt.tracking import Tracker
+from cgpt.family.members import family_key
+from cgpt.fsutil import read_json_if_valid
+from cgpt.project import Project
+from cgpt.tracking.runs import PARENT_TAG, RUN_FILE, Tracker, open_keyed_run
 
 if TYPE_CHECKING:  # the whole file's schema, or any stage's view of it with the sections read here
     from cgpt.config import Params
+
+FAMILY_TAG = "cgpt.family"
+MEMBER_TAG = "cgpt.family.member"
+FLAG_TAG = "cgpt.family.flag"
+
+
+def open_family_run(root: Path, params: Params) -> Tracker:
+    """The family's parent run (found by its key's tag, else created), marked RUNNING; finish it when done."""
+    key = family_key(params)
+    return open_keyed_run(
+        root,
+        params.tracking,
+        kind="family",
+        key_tag=FAMILY_TAG,
+        key=key,
+        run_name=f"family-{key}",
+        tags={"cgpt.family.members": ",".join(params.family.members)},
+        params={
+            "family": {
+                "tokens_per_param": params.family.tokens_per_param,
+                "fit": params.family.fit.model_dump(),
+                "members": list(params.family.members),
+            }
+        },
+    )
+
+
+def child_tags(parent: Tracker, params: Params, name: str) -> dict[str, str]:
+    """Tags that make a member's model run a child of the family's parent run."""
+    if not parent.enabled:
+        return {}
+    return {PARENT_TAG: str(parent.run_id), FAMILY_TAG: family_key(params), MEMBER_TAG: name}
+
+
+def member_run_id(root: Path, name: str) -> str | None:
+    """The MLflow run of member ``name``'s model (``runs/<name>/mlflow_run.json``), if it has one."""
+    info = read_json_if_valid(Project(root).run_dir(name) / RUN_FILE)
+    return info.get("run_id") if isinstance(info, dict) else None
 
 
 def log_new(tracker: Tracker, run_id: str | None, metrics: dict[str, float]) -> None:
@@ -53,8 +95,9 @@ def log_new(tracker: Tracker, run_id: str | None, metrics: dict[str, float]) -> 
         tracker.client.log_batch(run_id, metrics=fresh)
 
 
-def record_forecast(parent: Tracker, forecast: Forecast) -> None:
-    """The forecast of a member, on the parent, before the member trains: metrics and a JSON artifact."""
+def record_forecast(parent: Tracker, forecast: Any) -> None:
+    """The forecast of a member (a :class:`cgpt.family.forecast.Forecast`), on the parent, before the member
+    trains: metrics and a JSON artifact."""
     if not parent.enabled:
         return
     p = forecast.forecast.loss
@@ -70,8 +113,9 @@ def record_forecast(parent: Tracker, forecast: Forecast) -> None:
     parent.log_text(json.dumps(forecast.to_dict(), indent=2, sort_keys=True), f"forecasts/{name}.json")
 
 
-def record_outcome(root: Path, parent: Tracker, params: Params, outcome: Outcome, describe: dict[str, Any]) -> None:
-    """A graded member: adopt its run as a child, log the comparison on it and on the parent, set the flag tags."""
+def record_outcome(root: Path, parent: Tracker, params: Params, outcome: Any, describe: dict[str, Any]) -> None:
+    """A graded member (a :class:`cgpt.family.forecast.Outcome`): adopt its run as a child, log the
+    comparison on it and on the parent, set the flag tags."""
     if not parent.enabled:
         return
     child = member_run_id(root, outcome.name)
@@ -112,8 +156,9 @@ def record_outcome(root: Path, parent: Tracker, params: Params, outcome: Outcome
 def record_family(
     root: Path, parent: Tracker, params: Params, scaling: Any, describe: dict[str, dict[str, Any]]
 ) -> None:
-    """The ``scaling`` stage's result on the parent: the fit, every member's outcome (children
-    adopted), the flags recomputed from scratch, and the ``family/scaling`` folder as artifacts."""
+    """The ``scaling`` stage's result (a :class:`cgpt.family.law.FamilyScaling`) on the parent: the fit,
+    every member's outcome (children adopted), the flags recomputed from scratch, and the
+    ``family/scaling`` folder as artifacts."""
     if not parent.enabled:
         return
     fit = scaling.fit

@@ -33,8 +33,9 @@ from cgpt.family.forecast import Outcome, point_member, replay
 from cgpt.family.members import FLOPS_CONVENTION
 from cgpt.family.points import read_point
 from cgpt.fsutil import atomic_dir, write_json_atomic, write_text_atomic
+from cgpt.project import Project
 from cgpt.scaling.accuracy import CHANCE_ACCURACY
-from cgpt.scaling.forecast import Member, fit_accuracy_laws, fit_loss_law
+from cgpt.scaling.next_member import Member, fit_accuracy_laws, fit_loss_law
 from cgpt.scaling.plots import plot_accuracy_sigmoids, plot_loss_vs_compute
 from cgpt.scaling.power_law import PowerLawFit
 from cgpt.scaling.rules import MIN_POINTS_SATURATING
@@ -42,10 +43,6 @@ from cgpt.scaling.tables import write_table
 
 if TYPE_CHECKING:  # the whole file's schema, or any stage's view of it with the sections read here
     from cgpt.config import Params
-
-SCALING_DIR = Path("family") / "scaling"
-PLOTS_DIR = Path("family") / "plots"
-METRICS_FILE = Path("family") / "scaling_metrics.json"
 FORM_RULE = (
     f"form auto: the pure power law L = a*C^b below {MIN_POINTS_SATURATING} points, "
     f"the saturating law L = a*C^b + c from {MIN_POINTS_SATURATING} on (power when c lands on 0)"
@@ -157,7 +154,8 @@ def write_outputs(root: Path, params: Params, s: FamilyScaling, title: str = "")
     fp = params.family.fit
     ylabel = f"{fp.metric} cross-entropy (nats/token)"
     title = title or f"{len(s.members)} members, {fp.metric} xent vs training FLOPs"
-    with atomic_dir(root / SCALING_DIR) as tmp:
+    project = Project(root)
+    with atomic_dir(project.family_scaling) as tmp:
         write_json_atomic(
             tmp / "fit.json",
             {
@@ -174,7 +172,7 @@ def write_outputs(root: Path, params: Params, s: FamilyScaling, title: str = "")
         plot_loss_vs_compute(s.fit, tmp / "loss_vs_compute", predictions=preds, title=title, ylabel=ylabel)
         if any(m.accuracy for m in s.members):
             _write_accuracy(tmp, s, fp.shots)
-    with atomic_dir(root / PLOTS_DIR) as tmp:
+    with atomic_dir(project.family_plots) as tmp:
         for stem, df in _plot_rows(s).items():
             write_text_atomic(tmp / f"{stem}.csv", _csv(df))
     se = s.fit.stderr or {}
@@ -190,18 +188,19 @@ def write_outputs(root: Path, params: Params, s: FamilyScaling, title: str = "")
         "rms_residual": s.fit.rms_residual,
         "flagged": len(s.flagged),
     }
-    write_json_atomic(root / METRICS_FILE, {k: v for k, v in metrics.items() if v is not None})
-    return [root / SCALING_DIR, root / PLOTS_DIR, root / METRICS_FILE]
+    write_json_atomic(project.scaling_metrics, {k: v for k, v in metrics.items() if v is not None})
+    return [project.family_scaling, project.family_plots, project.scaling_metrics]
 
 
 def write_empty(root: Path, n_members: int) -> None:
     """The outputs of a project with no family to fit: a note instead of a law (no figures, no plot rows)."""
     note = f"{n_members} member(s) in params.yaml family.members: no scaling law (it needs at least 2)"
-    with atomic_dir(root / SCALING_DIR) as tmp:
+    project = Project(root)
+    with atomic_dir(project.family_scaling) as tmp:
         write_json_atomic(tmp / "fit.json", {"members": n_members, "fit": None, "note": note})
-    with atomic_dir(root / PLOTS_DIR):
+    with atomic_dir(project.family_plots):
         pass
-    write_json_atomic(root / METRICS_FILE, {"n_points": n_members})
+    write_json_atomic(project.scaling_metrics, {"n_points": n_members})
 
 
 def _write_accuracy(out: Path, s: FamilyScaling, shots: int) -> None:

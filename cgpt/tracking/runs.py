@@ -32,9 +32,11 @@ from typing import Any
 
 from cgpt.errors import CgptError
 from cgpt.fsutil import read_json, write_json_atomic
-from cgpt.tracking_params import TrackingParams
+from cgpt.tracking.params import TrackingParams
 
 RUN_FILE = "mlflow_run.json"
+KIND_TAG = "cgpt.kind"  # what a run is about: model, data, family, mup-sweep, mup-trial
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under this parent
 log = logging.getLogger(__name__)
 
 
@@ -253,7 +255,8 @@ class CurveLogger:
         self.tracker.flush()
 
 
-def _client(root: Path) -> Any:
+def client_for(root: Path) -> Any:
+    """An MLflow client on the project's store."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -272,7 +275,8 @@ def _client(root: Path) -> Any:
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
-def _experiment_id(client: Any, name: str, root: Path) -> str:
+def experiment_id(client: Any, name: str, root: Path) -> str:
+    """The id of experiment ``name`` in ``client``'s store, created (runs-first) if needed."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.tags.get("mlflow.experimentKind") is None:  # created by an older cgpt: open it on runs too
@@ -280,16 +284,6 @@ def _experiment_id(client: Any, name: str, root: Path) -> str:
                 client.set_experiment_tag(exp.experiment_id, k, v)
         return exp.experiment_id
     return client.create_experiment(name, artifact_location=artifact_location(tracking_uri(root)), tags=EXPERIMENT_KIND)
-
-
-def client_for(root: Path) -> Any:
-    """An MLflow client on the project's store (the public name for the family and sweep modules)."""
-    return _client(root)
-
-
-def experiment_id(client: Any, name: str, root: Path) -> str:
-    """The id of experiment ``name`` in ``client``'s store, created (runs-first) if needed."""
-    return _experiment_id(client, name, root)
 
 
 def open_keyed_run(
@@ -309,18 +303,18 @@ def open_keyed_run(
     marker file, so a rerun in another checkout of the same project finds it too. Finish it when done."""
     if not tracking.enabled:
         return disabled()
-    client = _client(root)
-    exp_id = _experiment_id(client, tracking.experiment, root)
+    client = client_for(root)
+    exp_id = experiment_id(client, tracking.experiment, root)
     found = client.search_runs(
         [exp_id],
-        f"tags.`{key_tag}` = '{key}' and tags.`cgpt.kind` = '{kind}'",
+        f"tags.`{key_tag}` = '{key}' and tags.`{KIND_TAG}` = '{kind}'",
         order_by=["attributes.start_time ASC"],
         max_results=1,
     )
     if found:
         client.update_run(found[0].info.run_id, status="RUNNING")
         return Tracker(client, found[0].info.run_id)
-    all_tags = {"cgpt.kind": kind, key_tag: key, **(tags or {}), **provenance_tags(root)}
+    all_tags = {KIND_TAG: kind, key_tag: key, **(tags or {}), **provenance_tags(root)}
     run = client.create_run(exp_id, run_name=run_name, tags=all_tags)
     tracker = Tracker(client, run.info.run_id, fresh=True)
     if params:
@@ -351,7 +345,7 @@ def open_model_run(
     training configuration), so a changed configuration never writes into an old run."""
     if not tracking.enabled:
         return disabled()
-    client = _client(root)
+    client = client_for(root)
     info = _read_marker(marker)
     if info and info.get("tracking_uri") == tracking_uri(root) and (key is None or info.get("key") == key):
         try:
@@ -361,8 +355,8 @@ def open_model_run(
         if run is not None and run.info.lifecycle_stage == "active":
             client.update_run(run.info.run_id, status="RUNNING")
             return Tracker(client, run.info.run_id)
-    exp_id = _experiment_id(client, tracking.experiment, root)
-    run = client.create_run(exp_id, run_name=run_name, tags={"cgpt.kind": "model", **provenance_tags(root)})
+    exp_id = experiment_id(client, tracking.experiment, root)
+    run = client.create_run(exp_id, run_name=run_name, tags={KIND_TAG: "model", **provenance_tags(root)})
     record = {"run_id": run.info.run_id, "experiment": tracking.experiment, "tracking_uri": tracking_uri(root)}
     if key is not None:
         record["key"] = key
@@ -404,10 +398,10 @@ def stage_run(
     """A fresh run in ``<experiment>-data`` for one data-stage execution (``started``: when its work began)."""
     if not tracking.enabled:
         return disabled()
-    client = _client(root)
-    exp_id = _experiment_id(client, f"{tracking.experiment}-data", root)
+    client = client_for(root)
+    exp_id = experiment_id(client, f"{tracking.experiment}-data", root)
     start_ms = int((started if started is not None else time.time()) * 1000)
-    tags = {"cgpt.kind": "data", "cgpt.stage": stage, **provenance_tags(root), **(tags or {})}
+    tags = {KIND_TAG: "data", "cgpt.stage": stage, **provenance_tags(root), **(tags or {})}
     run = client.create_run(exp_id, run_name=stage, start_time=start_ms, tags=tags)
     return Tracker(client, run.info.run_id)
 
@@ -438,7 +432,7 @@ def data_runs_for(root: Path, tracking: TrackingParams, digest: str) -> list[str
     """Ids of the data-stage runs (newest first) that produced output with this digest."""
     if not tracking.enabled:
         return []
-    client = _client(root)
+    client = client_for(root)
     exp = client.get_experiment_by_name(f"{tracking.experiment}-data")
     if exp is None:
         return []

@@ -1,4 +1,4 @@
-"""The ``tracking:`` section of params.yaml (kept apart from :mod:`cgpt.tracking`, which imports MLflow)."""
+"""The ``tracking:`` section of params.yaml (kept apart from :mod:`cgpt.tracking.runs`, which imports MLflow)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,13 @@
+"""MLflow tracking: where runs live, how they are named, and what each part of the project records.
+
+* :mod:`cgpt.tracking.params` — the ``tracking:`` section of params.yaml (no MLflow: every stage's
+  params loading imports it).
+* :mod:`cgpt.tracking.runs` — the store, :class:`~cgpt.tracking.runs.Tracker`, a model's run, the data
+  stages' runs, parent runs found by their key, provenance tags.
+* :mod:`cgpt.tracking.family` — the family's parent run, its members' runs as children, and what is
+  recorded on them (forecasts, outcomes, the fit).
+* :mod:`cgpt.tracking.sweep` — the µP sweep's parent run, its trials' runs, the chosen values.
+
+This package imports nothing itself (MLflow is imported by the modules that talk to it, and only
+when they do), so importing :mod:`cgpt.tracking.params` stays cheap.
+"""
