@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==2.13.0" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,crosscheck]"
 	touch $@
 
 # The single model (export and what it needs). A bare `dvc repro` also trains params.yaml's family.
@@ -43,11 +43,13 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Tests in tiers (tests/unit/<room>/ mirrors cgpt/, tests/e2e/ runs the real pipeline): `make test` runs
+# them all after the linters (CI), `make test-fast` the tests not marked slow (unit tiers, ~3 minutes).
 test: lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 test-fast: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow" tests/unit
 
 bench: setup
 	$(BIN)/python benchmarks/model_throughput.py

@@ -10,27 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from cgpt.config import Params
+from cgpt.data.tokens import vocab_size_for
 from cgpt.formatting import human_count
-from cgpt.fsutil import read_json_if_valid
 from cgpt.project import Project
 from cgpt.train.schedule import tokens_seen
-
-
-def _vocab(params: Params, root: Path) -> tuple[int | None, str]:
-    index = read_json_if_valid(Project(root).tokens / "index.json")
-    if isinstance(index, dict) and isinstance(index.get("vocab_size"), int):
-        return index["vocab_size"], "from data/tokens"
-    tok = params.tokenize.tokenizer
-    if tok.kind == "train":
-        return tok.vocab_size, "at most, trained"
-    return None, "from the pretrained tokenizer"
 
 
 def describe_run(params: Params, root: Path) -> list[tuple[str, str]]:
     """(label, text) rows of the resolved run."""
     recipe, t = params.recipe(), params.train
-    vocab, vocab_note = _vocab(params, root)
-    cfg = params.build_model_config(vocab or 50257)
+    vocab, vocab_note = vocab_size_for(params.tokenize.tokenizer, Project(root).tokens)
+    cfg = params.build_model_config(vocab)
     steps = recipe.optimizer_steps()
     size = f"{human_count(cfg.num_params())} params" + (f" with vocab {vocab:,} ({vocab_note})" if vocab else "")
     shape = (

@@ -46,9 +46,10 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.states import Completed, State  # noqa: E402
 
 from cgpt.config import Params, load_params  # noqa: E402
+from cgpt.data.tokens import vocab_size_for  # noqa: E402
 from cgpt.errors import CgptError, ConfigError  # noqa: E402
 from cgpt.family.forecast import Forecast, Outcome, forecast_next, grade, point_member  # noqa: E402
-from cgpt.family.members import FamilyMember, family_key, family_members, vocab_size_for  # noqa: E402
+from cgpt.family.members import FamilyMember, family_key, family_members  # noqa: E402
 from cgpt.family.points import read_point  # noqa: E402
 from cgpt.project import Project  # noqa: E402
 from cgpt.runtime import fail  # noqa: E402
@@ -166,7 +167,7 @@ def family(project: str = ".", through: Through = "export", force: bool = False)
         raise ConfigError("params.yaml: family.members lists fewer than 2 members; nothing to scale")
     logger = get_run_logger()
     reproduce("tokenize", str(root), force)  # the members' sizes depend on the tokenizer's vocabulary
-    members = family_members(params, vocab_size_for(params, proj.tokens), root)
+    members = family_members(params, vocab_size_for(params.tokenize.tokenizer, proj.tokens)[0], root)
     key = family_key(params)
     logger.info(
         "family %s: %d members, smallest first: %s",

@@ -10,7 +10,7 @@ model (``runs/<name>/``).
 
 Sizes need the vocabulary (the embedding is part of N), so everything here takes ``vocab_size``:
 the tokenizer's (``data/tokens/index.json``) once the data exists, else the configured one
-(:func:`vocab_size_for`). Members are ordered by parameter count (then compute, then name): the
+(:func:`cgpt.data.tokens.vocab_size_for`). Members are ordered by parameter count (then compute, then name): the
 order the family trains them in and the order the scaling law grows.
 """
 
@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from cgpt.errors import ConfigError
 from cgpt.family.params import member_sections
 from cgpt.model.params import build_model_config
-from cgpt.presets import GPT2_VOCAB_SIZE, ModelConfig, TrainRecipe
+from cgpt.presets import ModelConfig, TrainRecipe
 from cgpt.scaling.compute import training_flops
 from cgpt.sections import Sections
 from cgpt.train.params import TrainingSections, resolve_recipe
@@ -91,19 +91,6 @@ class FamilyMember:
             "compute": self.compute,
             "flops_convention": FLOPS_CONVENTION,
         }
-
-
-def vocab_size_for(params: ParamsView, tokens_dir: Path | None = None) -> int:
-    """The vocabulary members are sized with: the tokenizer's once ``data/tokens`` exists, else the
-    configured one (``tokenize.tokenizer.vocab_size``; GPT-2's 50257 for a pretrained tokenizer)."""
-    index = Path(tokens_dir) / "index.json" if tokens_dir is not None else None
-    if index is not None and index.is_file():
-        try:
-            return int(json.loads(index.read_text(encoding="utf-8"))["vocab_size"])
-        except (ValueError, KeyError):
-            pass  # a damaged index: the tokenize stage reports it; size with the configured vocabulary
-    tok = params.tokenize.tokenizer
-    return tok.vocab_size if tok.kind == "train" else GPT2_VOCAB_SIZE
 
 
 def _sections(params: ParamsView, name: str) -> tuple[Any, Any]:

@@ -15,8 +15,9 @@ from functools import cache
 from pydantic import create_model
 
 from cgpt.data.tokenize.params import TokensSpec
+from cgpt.data.tokens import vocab_size_for
 from cgpt.errors import ConfigError
-from cgpt.family.members import member_params, resolve_member, vocab_size_for
+from cgpt.family.members import member_params, resolve_member
 from cgpt.family.params import FamilyParams
 from cgpt.family.points import write_point
 from cgpt.project import Project
@@ -47,7 +48,7 @@ def run(project: Project, stage: str, name: str) -> object:
     if name not in params.family.members:
         known = ", ".join(params.family.members) or "none"
         raise ConfigError(f"params.yaml: family.members has no member {name!r} (members: {known})")
-    vocab_size = vocab_size_for(params, project.tokens)
+    vocab_size, _ = vocab_size_for(params.tokenize.tokenizer, project.tokens)
     own = member_params(params, name, vocab_size, project.root, view=stage_params(stage))
     fn = stage_function(stage)
     if stage == "train":

@@ -9,8 +9,9 @@ conditional on params)."""
 from __future__ import annotations
 
 from cgpt.data.tokenize.params import TokensSpec
+from cgpt.data.tokens import vocab_size_for
 from cgpt.family.law import compute, write_empty, write_outputs
-from cgpt.family.members import family_members, vocab_size_for
+from cgpt.family.members import family_members
 from cgpt.family.params import FamilyParams
 from cgpt.project import Project
 from cgpt.sections import Sections
@@ -33,7 +34,7 @@ class StageParams(Sections):
 
 def run(project: Project) -> dict[str, object]:
     params = project.load(StageParams)
-    members = family_members(params, vocab_size_for(params, project.tokens), project.root)
+    members = family_members(params, vocab_size_for(params.tokenize.tokenizer, project.tokens)[0], project.root)
     if len(members) < 2:  # no family (members: {}): the stage stays, so dvc.yaml need not change
         write_empty(project.root, len(members))
         print(f"scaling: {len(members)} family member(s) in params.yaml, nothing to fit (family.members)")
