@@ -5,10 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-GPT2_TOKENIZER = SHARED / "gpt2-tokenizer"
+from paths import GPT2_TOKENIZER
 
 
 @pytest.fixture

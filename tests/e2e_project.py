@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from paths import EVAL_FIXTURES, REPO
 
-REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = (
     "cgpt",
     "stages",
@@ -121,7 +121,7 @@ def new_project(root: Path, params: dict[str, Any] | None = None) -> Path:
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, root / name)
     make_corpus(root / "corpus" / "templates.jsonl")
-    shutil.copytree(REPO / "tests" / "fixtures" / "eval", root / "evaldata")
+    shutil.copytree(EVAL_FIXTURES, root / "evaldata")
     write_params(root, params or TINY_PARAMS)
     run(["git", "init", "-q"], cwd=root)
     return root

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from paths import REPO
 
 from cgpt.config import Params, load_params
 from cgpt.errors import ConfigError
@@ -19,7 +20,6 @@ from cgpt.family.points import point_path
 from cgpt.project import Project
 from cgpt.stages.scaling import run as run_scaling
 
-REPO = Path(__file__).resolve().parents[1]
 VOCAB = 512
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from paths import EVAL_FIXTURES
 
 from cgpt.data.tokenize.tokenizer import save_tokenizer, train_tokenizer
 from cgpt.eval.models import ModelShape
@@ -21,7 +22,7 @@ from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig
 from cgpt.published import ZERO_SHOT
 
-FIXTURES = Path(__file__).parent / "fixtures" / "eval"
+FIXTURES = EVAL_FIXTURES
 
 
 def cgpt(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

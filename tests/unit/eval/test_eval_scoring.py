@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from paths import EVAL_FIXTURES
 
 from cgpt.data.tokenize.tokenizer import save_tokenizer, tokenizer_sha256, train_tokenizer
 from cgpt.errors import CgptError
@@ -19,7 +19,7 @@ from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig
 from cgpt.train.checkpoint import save_model_dir
 
-FIXTURES = Path(__file__).parent / "fixtures" / "eval"
+FIXTURES = EVAL_FIXTURES
 TEXTS = [line for f in sorted(FIXTURES.glob("*/*.jsonl")) for line in f.read_text(encoding="utf-8").splitlines()]
 
 

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_clean import synthetic_raw
+from corpus_helpers import synthetic_raw
 
 from cgpt.data.clean.cleaner import clean
 from cgpt.data.clean.params import CleanParams
 from flows.data_shards import sharded_clean_flow
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # the Prefect test server takes ~25 s to start; the module ~50 s
 CLEAN = {"workers": 1, "part_docs": 10, "dedup": {"exact": True}}
 

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from paths import EVAL_FIXTURES
 
 from cgpt.data.tokenize.tokenizer import load_tokenizer
 from cgpt.errors import DataError
@@ -23,7 +24,7 @@ from cgpt.eval.metrics import bootstrap_perplexity_stderr, mean_stderr, multiple
 from cgpt.eval.taskdata import TaskData, read_jsonl
 from cgpt.eval.tasks import TASK_REGISTRY, Doc, get_task, hellaswag_preprocess, requests_for, shot_text
 
-FIXTURES = Path(__file__).parent / "fixtures" / "eval"
+FIXTURES = EVAL_FIXTURES
 DATA = TaskData(FIXTURES)
 
 
@@ -241,6 +242,7 @@ def test_bootstrap_stderr_is_the_harness_draw_for_draw(iters):
     assert bootstrap_perplexity_stderr(lls, 0) is None and bootstrap_perplexity_stderr(lls[:1], 100) is None
 
 
+@pytest.mark.crosscheck
 def test_bootstrap_matches_installed_lm_eval(monkeypatch):
     metrics = pytest.importorskip("lm_eval.api.metrics", reason="lm-eval not installed (pip install -e .[crosscheck])")
     monkeypatch.setenv("DISABLE_MULTIPROC", "1")

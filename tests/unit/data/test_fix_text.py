@@ -11,12 +11,12 @@ import importlib.util
 import random
 import unicodedata
 from collections.abc import Iterable
-from pathlib import Path
 from types import SimpleNamespace
 
 import ftfy
 import ftfy.chardata
 import pytest
+from paths import REPO
 
 from cgpt.data.clean import fix_text as fix_text_module
 from cgpt.data.clean.fix_text import (
@@ -28,7 +28,6 @@ from cgpt.data.clean.fix_text import (
 )
 from cgpt.data.clean.params import CleanParams
 
-REPO = Path(__file__).resolve().parents[1]
 FORMS = ["NFC", "NFKC", "NFD", "NFKD", None]
 ALL_PARAMS = [CleanParams(normalization=f) for f in FORMS] + [
     CleanParams(fix_text=False, normalization=f) for f in FORMS

@@ -36,17 +36,15 @@ from cgpt.export.hf import export_hf
 from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.crosscheck]
 lm_eval = pytest.importorskip("lm_eval", reason="lm-eval not installed: pip install -e .[crosscheck]")
 if getattr(lm_eval, "__version__", "") != "0.4.13":
     pytest.skip(f"lm-eval {lm_eval.__version__} installed; this cross-check pins 0.4.13", allow_module_level=True)
 
 from lm_eval_reference import run_lm_eval  # noqa: E402  (tests/ is on sys.path under pytest)
+from paths import EVAL_FIXTURES, GPT2_TOKENIZER, SHARED_EVAL  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_EVAL = REPO.parent / "shared" / "eval-data"
-GPT2_TOKENIZER = REPO.parent / "shared" / "gpt2-tokenizer"
-FIXTURES = Path(__file__).parent / "fixtures" / "eval"
+FIXTURES = EVAL_FIXTURES
 TASKS = list(TASK_REGISTRY)
 BOOTSTRAP = 1000
 REPORT: list[str] = []

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from paths import REPO
 from pydantic import ValidationError
 
 from cgpt.data.download.params import DownloadParams
@@ -205,7 +206,7 @@ def test_url_params_resolve_files():
 def test_pile_example_params_validate():
     import yaml
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "pile.params.yaml"
+    path = REPO / "examples" / "pile.params.yaml"
     p = DownloadParams.model_validate(yaml.safe_load(path.read_text())["download"])
     by = {s.name: s for s in p.sources}
     train = by["pile-train"].remote_files()

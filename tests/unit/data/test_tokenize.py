@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_clean import WORDS, random_text, synthetic_raw, write_raw
+from corpus_helpers import WORDS, random_text, synthetic_raw, write_raw
 
 from cgpt.data.clean.cleaner import clean
 from cgpt.data.clean.params import CleanParams

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from e2e_project import cgpt, copy_project, dvc, metrics, read_params, run, stages_run, write_params
+from paths import EVAL_FIXTURES
 
 from flows.pipeline import pipeline as pipeline_flow
 
@@ -54,7 +55,7 @@ def test_downstream_tasks_score_every_document(project):
     """The card's seven tasks at 0 and 5 shots on the fixture documents: one DVC metric row per shot count
     and metric, every document's scores kept, the card's table in markdown."""
     m = metrics(project)
-    fixture = Path(__file__).parent / "fixtures" / "eval"
+    fixture = EVAL_FIXTURES
     for shots in (0, 5):
         acc = m[f"runs/default/eval_{shots}shot_acc.json"]
         assert set(acc) == {"HS", "PIQA", "WG", "LAMB", "ARC-e", "ARC-c", "OBQA", "avg"}

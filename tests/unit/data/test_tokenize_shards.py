@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from corpus_helpers import random_text, write_raw
 from pydantic import ValidationError
-from test_clean import random_text, write_raw
 
 from cgpt.data.clean.cleaner import clean
 from cgpt.data.clean.params import CleanParams
@@ -30,7 +30,6 @@ from cgpt.data.tokens import read_index
 from cgpt.errors import DataError
 from flows.data_shards import sharded_tokenize_flow
 
-REPO = Path(__file__).resolve().parents[1]
 # small shard_tokens: merged files cross shard-run boundaries; official val and test files
 TOKENIZE = {
     "tokenizer": {"vocab_size": 400},

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from e2e_project import TINY_PARAMS, new_project
+from paths import REPO
 
 from cgpt.config import load_params, parse_params
 from cgpt.errors import ConfigError
@@ -142,7 +143,7 @@ def test_choose_takes_the_lowest_loss_and_breaks_ties_deterministically():
 
 
 def test_write_chosen_params_keeps_comments_and_other_keys(tmp_path):
-    src = Path(__file__).resolve().parents[1] / "params.yaml"
+    src = REPO / "params.yaml"
     path = tmp_path / "params.yaml"
     shutil.copy(src, path)
     original = path.read_text(encoding="utf-8")

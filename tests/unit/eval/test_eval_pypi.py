@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import torch
+from paths import EVAL_FIXTURES, SHARED_EVAL
 
 from cgpt.data.tokenize.tokenizer import train_tokenizer
 from cgpt.errors import DataError
@@ -50,8 +51,7 @@ from cgpt.fsutil import sha256_file
 from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig
 
-FIXTURES = Path(__file__).parent / "fixtures" / "eval"
-SHARED_EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "eval-data"
+FIXTURES = EVAL_FIXTURES
 ALL_BUT_LAMBADA = [t for t in TASK_REGISTRY if t != "lambada_openai"]
 
 
