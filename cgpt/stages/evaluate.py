@@ -28,7 +28,6 @@ from cgpt.config import Params
 from cgpt.data.tokens import open_split, read_subsets
 from cgpt.errors import DataError
 from cgpt.eval.params import EvaluateParams
-from cgpt.eval.xent import cross_entropy
 from cgpt.faults import fault_point
 from cgpt.fsutil import atomic_dir, write_json_atomic, write_text_atomic
 from cgpt.keys import safe_keys
@@ -36,6 +35,7 @@ from cgpt.model.gpt import GPT
 from cgpt.project import Project
 from cgpt.tracking import RUN_FILE, finishing, numeric_items, open_model_run
 from cgpt.train.checkpoint import load_model_dir
+from cgpt.train.validation import cross_entropy
 
 #: the card's column abbreviations: the downstream metric files stay narrow in `dvc metrics show`
 SHORT = {"hellaswag": "HS", "piqa": "PIQA", "winogrande": "WG", "lambada_openai": "LAMB", "arc_easy": "ARC-e",

@@ -36,10 +36,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from cgpt.errors import CgptError, ConfigError, TrainingError
-from cgpt.eval.xent import window_starts
 from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig
 from cgpt.runtime import available_cores
+from cgpt.train.validation import window_starts
 
 T = TypeVar("T")
 RANK_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -317,7 +317,7 @@ def full_state_dict(model: nn.Module, ctx: DistContext) -> dict[str, torch.Tenso
 def sharded_cross_entropy(
     model: nn.Module, stream: Any, seq_len: int, *, max_tokens: int | None, device: str, ctx: DistContext
 ) -> float:
-    """:func:`cgpt.eval.xent.cross_entropy` with the windows dealt over the ranks.
+    """:func:`cgpt.train.validation.cross_entropy` with the windows dealt over the ranks.
 
     The same windows in the same groups of 8 (one forward per group and length); rank r scores
     groups r, r + world, ... and the sums of negative log-likelihoods and tokens are added over

@@ -29,7 +29,6 @@ from tqdm import tqdm
 
 from cgpt.data.tokens import open_split, read_index
 from cgpt.errors import CgptError, TrainingError
-from cgpt.eval.xent import cross_entropy
 from cgpt.faults import fault_point
 from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig, TrainRecipe
@@ -62,6 +61,7 @@ from cgpt.train.perf import GIB, device_memory, estimate_memory, mfu, peak_flops
 from cgpt.train.sampler import ChunkSampler
 from cgpt.train.schedule import batch_size_at, lr_at, sequences_seen, tokens_seen
 from cgpt.train.sharded import is_sharded, load_full_into_sharded, load_sharded, save_sharded_checkpoint
+from cgpt.train.validation import cross_entropy
 
 if TYPE_CHECKING:
     from cgpt.config import Params
