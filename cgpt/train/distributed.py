@@ -35,6 +35,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from cgpt.devices import resolve_device
 from cgpt.errors import CgptError, ConfigError, TrainingError
 from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig
@@ -54,14 +55,6 @@ class PeerFailed(TrainingError):
 def in_launched_rank() -> bool:
     """True inside a process started by torchrun / torch's elastic launcher / srun with torch's env."""
     return all(k in os.environ for k in RANK_ENV)
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CgptError("train.device = 'cuda' but no CUDA device is available; use device: auto or cpu")
-    return name
 
 
 def resolve_precision(precision: str, device: str) -> str:

@@ -28,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from cgpt.data.tokens import open_split, read_index
+from cgpt.devices import resolve_device
 from cgpt.errors import CgptError, TrainingError
 from cgpt.faults import fault_point
 from cgpt.model.gpt import GPT
@@ -51,7 +52,6 @@ from cgpt.train.distributed import (
     clip_grad_norm,
     full_state_dict,
     gradient_sync,
-    resolve_device,
     resolve_precision,
     sharded_cross_entropy,
 )
