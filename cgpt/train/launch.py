@@ -42,6 +42,7 @@ import torch
 from cgpt.errors import ConfigError, TrainingError
 from cgpt.runtime import RANK_ERRORS_ENV
 from cgpt.train.distributed import in_launched_rank
+from cgpt.train.params import check_batches_divide_world
 
 if TYPE_CHECKING:
     from cgpt.config import Params
@@ -77,12 +78,14 @@ def launch(project: Project, params: Params, setup: RunSetup) -> None:
     dp = params.train.distributed
     nproc = resolve_nproc(dp.nproc_per_node, setup.device)
     world = nproc * dp.nnodes
-    for b in {setup.recipe.batch_size, *([setup.recipe.batch_switch.batch_size] if setup.recipe.batch_switch else [])}:
-        if b % world:
-            raise ConfigError(
-                f"params.yaml: train.distributed: the global batch of {b} sequences does not divide by the world "
-                f"size {world} ({nproc} processes per node x {dp.nnodes} nodes); change train.batch_size"
-            )
+    batches = [setup.recipe.batch_size] + ([setup.recipe.batch_switch.batch_size] if setup.recipe.batch_switch else [])
+    check_batches_divide_world(
+        batches,
+        world,
+        "params.yaml: train.distributed",
+        layout=f"{nproc} processes per node x {dp.nnodes} nodes",
+        error=ConfigError,
+    )
     if dp.rdzv_endpoint:
         endpoint, run_id = dp.rdzv_endpoint, dp.rdzv_id or f"cgpt-{params.train.run_name}"
     else:  # one node: a rendezvous on a free local port, as torchrun --standalone

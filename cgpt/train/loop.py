@@ -56,7 +56,7 @@ from cgpt.train.distributed import (
     sharded_cross_entropy,
 )
 from cgpt.train.optim import build_optimizer, set_lr
-from cgpt.train.params import TrainParams
+from cgpt.train.params import TrainParams, check_batches_divide_world
 from cgpt.train.perf import GIB, device_memory, estimate_memory, mfu, peak_flops
 from cgpt.train.sampler import ChunkSampler
 from cgpt.train.schedule import batch_size_at, lr_at, sequences_seen, tokens_seen
@@ -444,12 +444,9 @@ def train(
     recipe, cfg, device, tp = setup.recipe, setup.model_config, setup.device, setup.train
     total_steps = recipe.optimizer_steps()
     world = ctx.world_size
-    for b in sorted({recipe.batch_size, recipe.batch_switch.batch_size if recipe.batch_switch else recipe.batch_size}):
-        if b % world:  # torchrun/srun chose the world size: params.yaml could not check it
-            raise TrainingError(
-                f"the global batch of {b} sequences does not divide by the world size {world}; every rank takes an "
-                "equal share of each batch: change train.batch_size or the number of processes"
-            )
+    # torchrun/srun may have chosen the world size: params.yaml could not check it
+    batches = [recipe.batch_size] + ([recipe.batch_switch.batch_size] if recipe.batch_switch else [])
+    check_batches_divide_world(batches, world, error=TrainingError)
     ckpt_dir = run_dir / "checkpoints"
     try:
         ckpt_dir.mkdir(parents=True, exist_ok=True)

@@ -7,9 +7,27 @@ resolves them. Validators raise ``ValueError``; :mod:`cgpt.config` turns that in
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+def check_batches_divide_world(
+    batches: Iterable[int], world: int, where: str = "", *, layout: str = "", error: type[Exception] = ValueError
+) -> None:
+    """Every rank takes an equal, contiguous share of each global batch (the same math at any world
+    size): raise ``error`` with one line when one of ``batches`` (both of a batch switch) does not
+    divide by the world size. ``where`` starts the line (``params.yaml: train.distributed``);
+    ``layout`` says where the world size comes from (``2 processes per node x 1 nodes``)."""
+    for b in sorted(set(batches)):
+        if b % world:
+            head = f"{where}: " if where else ""
+            source = f" ({layout})" if layout else ""
+            raise error(
+                f"{head}the global batch of {b} sequences does not divide by the world size {world}{source}; every "
+                "rank takes an equal share of each batch: change train.batch_size or the number of processes"
+            )
 
 
 class DistributedParams(BaseModel):
