@@ -45,6 +45,7 @@ from cgpt.train.checkpoint import (
     save_checkpoint,
     verify_checkpoint,
 )
+from cgpt.train.checkpoint.sharded import is_sharded, load_full_into_sharded, load_sharded, save_sharded_checkpoint
 from cgpt.train.distributed import (
     SINGLE,
     DistContext,
@@ -60,7 +61,6 @@ from cgpt.train.params import TrainParams, check_batches_divide_world
 from cgpt.train.perf import GIB, device_memory, estimate_memory, mfu, peak_flops
 from cgpt.train.sampler import ChunkSampler
 from cgpt.train.schedule import batch_size_at, lr_at, sequences_seen, tokens_seen
-from cgpt.train.sharded import is_sharded, load_full_into_sharded, load_sharded, save_sharded_checkpoint
 from cgpt.train.validation import cross_entropy
 
 if TYPE_CHECKING:
@@ -277,7 +277,7 @@ def resume_from_checkpoints(
     with a warning and the previous one is tried, so a damaged newest checkpoint never blocks
     training; with none usable, training starts from step 0. Any checkpoint loads at any world
     size and strategy: single-process/DDP ones (whole tensors) and FSDP's sharded ones
-    (:mod:`cgpt.train.sharded`). With several ranks, each verifies a share of the files and all
+    (:mod:`cgpt.train.checkpoint.sharded`). With several ranks, each verifies a share of the files and all
     agree on the verdict before loading.
     """
     candidates = [p for p in list_checkpoints(ckpt_dir) if checkpoint_step(p) <= total_steps]
@@ -438,7 +438,7 @@ def train(
     With ``ctx`` a rank of a DDP/FSDP job (:mod:`cgpt.train.distributed`), every rank calls this
     with the same arguments; each trains on its share of every batch, and only rank 0 should be
     given a tracker and ``progress``. Checkpoints: rank 0 writes the single-process format under
-    DDP, every rank its shards under FSDP (:mod:`cgpt.train.sharded`).
+    DDP, every rank its shards under FSDP (:mod:`cgpt.train.checkpoint.sharded`).
     """
     tracker = tracker or disabled()
     recipe, cfg, device, tp = setup.recipe, setup.model_config, setup.device, setup.train
