@@ -41,8 +41,10 @@ from cgpt.tracking import (
 from cgpt.train.checkpoint import model_config_to_dict, save_model_dir
 from cgpt.train.distributed import SINGLE, DistContext, in_launched_rank, start_rank
 from cgpt.train.launch import launch, needs_launch
-from cgpt.train.loop import RunSetup, TrainResult, run_speed, setup_from_params, train
+from cgpt.train.loop import TrainResult, train
+from cgpt.train.metering import run_speed
 from cgpt.train.schedule import tokens_seen
+from cgpt.train.setup import RunSetup, setup_from_params
 
 PLOT_COLUMNS = {
     "train.csv": ["step", "loss", "lr", "grad_norm"],

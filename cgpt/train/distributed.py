@@ -57,16 +57,6 @@ def in_launched_rank() -> bool:
     return all(k in os.environ for k in RANK_ENV)
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """``auto``: the recipe's bf16 autocast on CUDA (fp32 weights and optimizer state); fp32 on CPU,
-    where bf16 matmuls are slow and the default pipeline's bytes must not change."""
-    if precision != "auto":
-        return precision
-    if torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
-
-
 @dataclass(frozen=True)
 class DistContext:
     """This process's place in the job; the default is one process, no process group."""
