@@ -43,7 +43,7 @@ from cgpt.train.optim import build_optimizer, set_lr
 from cgpt.train.params import check_batches_divide_world
 from cgpt.train.resume import resume_from_checkpoints, set_aside_incompatible
 from cgpt.train.sampler import ChunkSampler
-from cgpt.train.schedule import batch_size_at, lr_at, sequences_seen, tokens_seen
+from cgpt.train.schedule import batch_size_at, batch_sizes, lr_at, sequences_seen, tokens_seen
 from cgpt.train.setup import RunSetup, check_memory, resolve_precision
 from cgpt.train.setup import setup_from_params as setup_from_params  # cgpt.family.sweep imports it from here
 from cgpt.train.validation import cross_entropy
@@ -160,8 +160,7 @@ def train(
     total_steps = recipe.optimizer_steps()
     world = ctx.world_size
     # torchrun/srun may have chosen the world size: params.yaml could not check it
-    batches = [recipe.batch_size] + ([recipe.batch_switch.batch_size] if recipe.batch_switch else [])
-    check_batches_divide_world(batches, world, error=TrainingError)
+    check_batches_divide_world(batch_sizes(recipe), world, error=TrainingError)
     ckpt_dir = run_dir / "checkpoints"
     try:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -178,7 +177,7 @@ def train(
     sampler = ChunkSampler(train_stream, recipe.seq_len, tp.seed)
 
     precision = resolve_precision(tp.precision, device)
-    largest = max(recipe.batch_size, recipe.batch_switch.batch_size if recipe.batch_switch else 0)
+    largest = max(batch_sizes(recipe))
     check_memory(setup, precision, largest // world, ctx)
     with _INIT_LOCK:
         model, train_model = build_model(
