@@ -33,12 +33,14 @@ from typing import Any
 import torch
 import torch.multiprocessing as mp
 
+from cgpt.devices import resolve_device
 from cgpt.presets import get_preset
-from cgpt.train.distributed import build_model, resolve_device, resolve_precision, start_rank
+from cgpt.train.distributed import build_model, start_rank
 from cgpt.train.loop import train_step
 from cgpt.train.optim import build_optimizer, set_lr
 from cgpt.train.perf import estimate_memory, mfu, peak_flops, size
 from cgpt.train.schedule import lr_at
+from cgpt.train.setup import resolve_precision
 
 
 def _free_port() -> int:

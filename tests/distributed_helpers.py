@@ -15,7 +15,8 @@ import torch.multiprocessing as mp
 import yaml
 
 from cgpt.train.distributed import start_rank
-from cgpt.train.loop import RunSetup, train
+from cgpt.train.loop import train
+from cgpt.train.setup import RunSetup
 
 
 def free_port() -> int:

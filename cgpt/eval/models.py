@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from cgpt import devices
 from cgpt.errors import CgptError
 from cgpt.eval.encoding import HFEncoder, TextEncoder, TokenizersEncoder
 from cgpt.fsutil import sha256_file
@@ -136,11 +137,8 @@ class EvalModel:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CgptError(f"device {name!r} requested but no CUDA device is available; use --device cpu")
-    return torch.device(name)
+    """:func:`cgpt.devices.resolve_device` as a :class:`torch.device` (``--device`` of ``cgpt eval``)."""
+    return torch.device(devices.resolve_device(name, setting="device", fix="use --device cpu"))
 
 
 def _dtype(name: str, device: torch.device) -> torch.dtype:

@@ -27,7 +27,6 @@ from cgpt.data.tokens import open_split, read_subsets
 from cgpt.errors import DataError
 from cgpt.eval.params import EvaluateParams
 from cgpt.eval.table import downstream_rows, format_table, results_frame, subset_table, table_notes
-from cgpt.eval.xent import cross_entropy
 from cgpt.faults import fault_point
 from cgpt.fsutil import atomic_dir, write_json_atomic, write_text_atomic
 from cgpt.keys import safe_keys
@@ -39,6 +38,7 @@ from cgpt.tracking.params import TrackingParams
 from cgpt.tracking.runs import RUN_FILE, finishing, numeric_items, open_model_run
 from cgpt.train.checkpoint import load_model_dir
 from cgpt.train.params import TrainParams
+from cgpt.train.validation import cross_entropy
 
 
 class StageParams(Sections):

@@ -6,8 +6,9 @@ every session of a resumed run), ``plots/speed.csv`` (tokens/s per logged step) 
 ``mlflow_run.json`` (the MLflow run that trained ``model/``, which evaluate and export log into).
 
 Distributed (``train.distributed.strategy: ddp|fsdp``): run as the stage command, this function
-launches the ranks (:mod:`cgpt.train.launch`) and waits; inside a rank (``RANK`` set, by that
-launcher or by torchrun/srun) it trains this rank's share. Rank 0 alone opens the MLflow run,
+launches the ranks (:mod:`cgpt.train.launch`, each ``python -m cgpt.stages.train <project>
+<params.json>``: :func:`rank_main`) and waits; inside a rank (``RANK`` set, by that launcher or by
+torchrun/srun) it trains this rank's share. Rank 0 alone opens the MLflow run,
 shows progress, and writes model/ (gathered once), metrics, plots and ``timing.json``.
 """
 
@@ -19,6 +20,8 @@ import hashlib
 import json
 import logging
 import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ from cgpt.data.tokenize.params import TokensSpec
 from cgpt.data.tokens import read_index
 from cgpt.fsutil import read_json_if_valid, write_json_atomic
 from cgpt.project import Project
-from cgpt.runtime import graceful_stop
+from cgpt.runtime import graceful_stop, run_main
 from cgpt.stages.data_stats import file_digest
 from cgpt.tracking.params import TrackingParams
 from cgpt.tracking.runs import (
@@ -41,10 +44,15 @@ from cgpt.tracking.runs import (
 )
 from cgpt.train.checkpoint import model_config_to_dict, save_model_dir
 from cgpt.train.distributed import SINGLE, DistContext, in_launched_rank, start_rank
-from cgpt.train.launch import launch, needs_launch
-from cgpt.train.loop import RunSetup, TrainResult, run_speed, setup_from_params, train
+from cgpt.train.launch import die_with_launcher, launch, needs_launch
+from cgpt.train.loop import TrainResult, train
+from cgpt.train.metering import run_speed
 from cgpt.train.params import TrainingSections
-from cgpt.train.schedule import tokens_seen
+from cgpt.train.schedule import batch_sizes, tokens_seen
+from cgpt.train.setup import RunSetup, setup_from_params
+
+#: what each launched rank runs (``python -m``): this module's :func:`rank_main`
+RANK_MODULE = "cgpt.stages.train"
 
 
 class StageParams(TrainingSections):
@@ -113,7 +121,18 @@ def run(
     dp = params.train.distributed
     if needs_launch(dp):
         setup = setup_from_params(params, project.tokens)  # data and device checked before any rank starts
-        launch(project, params, setup)
+        with tempfile.TemporaryDirectory(prefix="cgpt-params-") as tmp:
+            # the ranks train exactly these params (a family member's are derived, not params.yaml's)
+            params_file = Path(tmp) / "params.json"
+            params_file.write_text(params.model_dump_json())
+            launch(
+                RANK_MODULE,
+                [str(project.root), str(params_file)],
+                dp,
+                device=setup.device,
+                batches=batch_sizes(setup.recipe),
+                job_name=params.train.run_name,
+            )
         _tag_launched_run(project, params, tags)
         return None
     ctx, device = SINGLE, None
@@ -123,6 +142,16 @@ def run(
         return _train(project, params, ctx, device, tags)
     finally:
         ctx.close()
+
+
+def rank_main(argv: list[str]) -> None:
+    """One rank of a ddp/fsdp training, as the launcher, torchrun or srun start it (``python -m
+    cgpt.stages.train <project> [<params.json>]``, ``RANK`` etc. set): :func:`run` in the project,
+    on the launcher's params (JSON) or, without them (torchrun/srun), the project's."""
+    die_with_launcher()
+    root, params_file = argv[0], argv[1] if len(argv) > 1 else None
+    params = StageParams.model_validate_json(Path(params_file).read_text()) if params_file else None
+    run_main(lambda: run(Project.at(root), params))
 
 
 def _train(
@@ -236,3 +265,7 @@ def _write_results(
         {f"train/{k}": float(v) for k, v in {**metrics, **timing}.items() if isinstance(v, (int, float))},
         step=result.summary.steps,
     )
+
+
+if __name__ == "__main__":
+    rank_main(sys.argv[1:])

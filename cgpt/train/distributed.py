@@ -35,11 +35,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from cgpt.devices import resolve_device
 from cgpt.errors import CgptError, ConfigError, TrainingError
-from cgpt.eval.xent import window_starts
 from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig
 from cgpt.runtime import available_cores
+from cgpt.train.validation import window_starts
 
 T = TypeVar("T")
 RANK_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -54,24 +55,6 @@ class PeerFailed(TrainingError):
 def in_launched_rank() -> bool:
     """True inside a process started by torchrun / torch's elastic launcher / srun with torch's env."""
     return all(k in os.environ for k in RANK_ENV)
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CgptError("train.device = 'cuda' but no CUDA device is available; use device: auto or cpu")
-    return name
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    """``auto``: the recipe's bf16 autocast on CUDA (fp32 weights and optimizer state); fp32 on CPU,
-    where bf16 matmuls are slow and the default pipeline's bytes must not change."""
-    if precision != "auto":
-        return precision
-    if torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
 
 
 @dataclass(frozen=True)
@@ -317,7 +300,7 @@ def full_state_dict(model: nn.Module, ctx: DistContext) -> dict[str, torch.Tenso
 def sharded_cross_entropy(
     model: nn.Module, stream: Any, seq_len: int, *, max_tokens: int | None, device: str, ctx: DistContext
 ) -> float:
-    """:func:`cgpt.eval.xent.cross_entropy` with the windows dealt over the ranks.
+    """:func:`cgpt.train.validation.cross_entropy` with the windows dealt over the ranks.
 
     The same windows in the same groups of 8 (one forward per group and length); rank r scores
     groups r, r + world, ... and the sums of negative log-likelihoods and tokens are added over

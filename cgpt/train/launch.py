@@ -1,12 +1,14 @@
-"""Start the ranks of a distributed training from the train stage itself, so ``dvc repro`` (and the
+"""Start the ranks of a distributed training from the stage process itself, so ``dvc repro`` (and the
 Prefect flow, which runs it) needs no change when ``train.distributed`` asks for several processes.
 
-``python -m stages.train`` with ``strategy: ddp|fsdp`` and no ``RANK`` in the environment becomes
-the launcher: it runs torch's elastic agent in-process (``torch.distributed.launcher.api``, what
-``torchrun`` runs), which starts ``nproc_per_node`` ranks on this machine, each
-``python -m cgpt.train.launch <project>`` = the same train stage function with ``RANK`` set, and
-joins the other nodes through a c10d rendezvous (``rdzv_endpoint``; one node needs none). Under
-``torchrun``/``srun``/Kubernetes the ranks are started by them and no launcher is involved.
+The train stage with ``strategy: ddp|fsdp`` and no ``RANK`` in the environment calls
+:func:`launch`: it runs torch's elastic agent in-process (``torch.distributed.launcher.api``, what
+``torchrun`` runs), which starts ``nproc_per_node`` ranks on this machine, each ``python -m
+<module> <args>`` (the module and its arguments are the caller's: the stage names its own rank
+entry point and the files it hands over), and joins the other nodes through a c10d rendezvous
+(``rdzv_endpoint``; one node needs none). Under ``torchrun``/``srun``/Kubernetes the ranks are
+started by them and no launcher is involved. The launcher knows nothing of the stage: what a rank
+runs, and the params it reads, are the module's business.
 
 What the launcher adds to torch's agent:
 
@@ -32,22 +34,17 @@ import signal
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from cgpt.errors import ConfigError, TrainingError
 from cgpt.runtime import RANK_ERRORS_ENV
 from cgpt.train.distributed import in_launched_rank
-
-if TYPE_CHECKING:
-    from cgpt.project import Project
-    from cgpt.stages.train import StageParams as Params
-    from cgpt.train.loop import RunSetup
-    from cgpt.train.params import DistributedParams
+from cgpt.train.params import DistributedParams, check_batches_divide_world
 
 log = logging.getLogger("cgpt.train")
 
@@ -67,24 +64,37 @@ def resolve_nproc(nproc_per_node: int | str, device: str) -> int:
     return max(1, torch.cuda.device_count()) if torch.device(device).type == "cuda" else 1
 
 
-def launch(project: Project, params: Params, setup: RunSetup) -> None:
-    """Run this node's ranks of the training described by ``params`` and wait for them."""
+def launch(
+    module: str,
+    args: Sequence[str],
+    dp: DistributedParams,
+    *,
+    device: str,
+    batches: Iterable[int],
+    job_name: str,
+) -> None:
+    """Run this node's ranks, each ``python -u -m <module> <args>``, and wait for them.
+
+    ``dp``: the ``train.distributed`` section; ``device``: the resolved device (one rank per GPU
+    with ``nproc_per_node: auto``); ``batches``: the global batch sizes, which must divide by the
+    world size; ``job_name``: names the rendezvous (``cgpt-<job_name>``) unless ``rdzv_id`` does.
+    """
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.rendezvous.api import RendezvousError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    dp = params.train.distributed
-    nproc = resolve_nproc(dp.nproc_per_node, setup.device)
+    nproc = resolve_nproc(dp.nproc_per_node, device)
     world = nproc * dp.nnodes
-    for b in {setup.recipe.batch_size, *([setup.recipe.batch_switch.batch_size] if setup.recipe.batch_switch else [])}:
-        if b % world:
-            raise ConfigError(
-                f"params.yaml: train.distributed: the global batch of {b} sequences does not divide by the world "
-                f"size {world} ({nproc} processes per node x {dp.nnodes} nodes); change train.batch_size"
-            )
+    check_batches_divide_world(
+        batches,
+        world,
+        "params.yaml: train.distributed",
+        layout=f"{nproc} processes per node x {dp.nnodes} nodes",
+        error=ConfigError,
+    )
     if dp.rdzv_endpoint:
-        endpoint, run_id = dp.rdzv_endpoint, dp.rdzv_id or f"cgpt-{params.train.run_name}"
+        endpoint, run_id = dp.rdzv_endpoint, dp.rdzv_id or f"cgpt-{job_name}"
     else:  # one node: a rendezvous on a free local port, as torchrun --standalone
         endpoint, run_id = "localhost:0", dp.rdzv_id or uuid.uuid4().hex
     log.info(
@@ -109,13 +119,10 @@ def launch(project: Project, params: Params, setup: RunSetup) -> None:
             logs_specs=DefaultLogsSpecs(log_dir=logs),
             signals_to_handle="SIGHUP,SIGQUIT",  # SIGINT/SIGTERM: forwarded to the ranks (_forward_signals)
         )
-        # the ranks train exactly these params (a family member's are derived, not params.yaml's)
-        params_file = Path(logs) / "params.json"
-        params_file.write_text(params.model_dump_json())
         try:
-            elastic_launch(config, sys.executable)("-u", "-m", "cgpt.train.launch", str(project.root), str(params_file))
+            elastic_launch(config, sys.executable)("-u", "-m", module, *args)
         except ChildFailedError as exc:
-            raise _job_failure(exc.failures, world) from None
+            raise job_failure(exc.failures, world) from None
         except RendezvousError as exc:
             raise TrainingError(
                 f"rendezvous at {endpoint} failed ({type(exc).__name__}: {str(exc)[:160]}); check that all "
@@ -213,7 +220,7 @@ def _kind(failure: Any) -> tuple[str, str, int]:
     return "exit", f"exited with status {code} (its output above says why)", code
 
 
-def _job_failure(failures: dict[int, Any], world: int) -> BaseException:
+def job_failure(failures: dict[int, Any], world: int) -> BaseException:
     """The one error of the job: the root cause among the failed ranks (see the module docstring)."""
     ranked = sorted(failures.items(), key=lambda item: (_PRIORITY.get(_kind(item[1])[0], 9), item[0]))
     rank, failure = ranked[0]
@@ -232,8 +239,9 @@ def _job_failure(failures: dict[int, Any], world: int) -> BaseException:
     )
 
 
-def _die_with_launcher() -> None:
-    """Linux: SIGKILL this rank when the launcher that started it dies (even by SIGKILL)."""
+def die_with_launcher() -> None:
+    """Linux: SIGKILL this rank when the launcher that started it dies (even by SIGKILL); a rank's
+    entry point calls it first. Nothing happens in a process this launcher did not start."""
     launcher = os.environ.get(LAUNCHER_ENV)
     if not launcher or not sys.platform.startswith("linux"):
         return
@@ -244,19 +252,3 @@ def _die_with_launcher() -> None:
         return
     if os.getppid() != int(launcher):  # it died before prctl took effect
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def rank_main(root: str, params_file: str | None = None) -> None:
-    """One rank: the train stage function in the project at ``root`` (``RANK`` etc. set by the agent),
-    on the launcher's params (``params_file``, JSON) or, under torchrun/srun, the project's."""
-    _die_with_launcher()
-    from cgpt.project import Project
-    from cgpt.runtime import run_main
-    from cgpt.stages.train import StageParams, run
-
-    params = StageParams.model_validate_json(Path(params_file).read_text()) if params_file else None
-    run_main(lambda: run(Project.at(root), params))
-
-
-if __name__ == "__main__":
-    rank_main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)

@@ -8,6 +8,7 @@ builds or describes a model reads. Validators raise ``ValueError``; :mod:`cgpt.c
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Literal
 
@@ -16,6 +17,24 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from cgpt.model.params import ModelParams, build_model_config
 from cgpt.presets import PRESETS, ModelConfig, Preset, TrainRecipe
 from cgpt.sections import Sections
+from cgpt.train.schedule import batch_sizes
+
+
+def check_batches_divide_world(
+    batches: Iterable[int], world: int, where: str = "", *, layout: str = "", error: type[Exception] = ValueError
+) -> None:
+    """Every rank takes an equal, contiguous share of each global batch (the same math at any world
+    size): raise ``error`` with one line when one of ``batches`` (both of a batch switch) does not
+    divide by the world size. ``where`` starts the line (``params.yaml: train.distributed``);
+    ``layout`` says where the world size comes from (``2 processes per node x 1 nodes``)."""
+    for b in sorted(set(batches)):
+        if b % world:
+            head = f"{where}: " if where else ""
+            source = f" ({layout})" if layout else ""
+            raise error(
+                f"{head}the global batch of {b} sequences does not divide by the world size {world}{source}; every "
+                "rank takes an equal share of each batch: change train.batch_size or the number of processes"
+            )
 
 
 class DistributedParams(BaseModel):
@@ -159,20 +178,6 @@ def resolve_recipe(preset: str, train: TrainParams) -> TrainRecipe:
     return replace(r, **changed)
 
 
-def check_batches_divide_world(recipe: TrainRecipe, world: int, where: str) -> None:
-    """Every rank takes an equal, contiguous share of each global batch (same math at any world
-    size), so each of the recipe's batches (both 13B batches) must divide by the world size.
-    ``where`` says who chose the world size (params, a launcher). Raises ValueError."""
-    batches = [recipe.batch_size] + ([recipe.batch_switch.batch_size] if recipe.batch_switch else [])
-    for b in batches:
-        if b % world:
-            raise ValueError(
-                f"train.distributed: the global batch of {b} sequences does not divide by the world size "
-                f"{world} ({where}); every rank takes an equal share of each batch: change train.batch_size "
-                "or the number of processes"
-            )
-
-
 class TrainingSections(Sections):
     """``model:`` and ``train:``, checked together: what a stage that builds, trains or describes the
     model reads, with the resolved views (the preset, the recipe, the model's shape)."""
@@ -196,9 +201,10 @@ class TrainingSections(Sections):
         d = self.train.distributed
         if d.nproc_per_node == "auto":
             return self  # known at launch: cgpt.train.launch checks it there
-        world = d.nproc_per_node * d.nnodes
-        where = f"nproc_per_node {d.nproc_per_node} x nnodes {d.nnodes}"
-        check_batches_divide_world(self.recipe(), world, where)
+        layout = f"nproc_per_node {d.nproc_per_node} x nnodes {d.nnodes}"
+        check_batches_divide_world(
+            batch_sizes(self.recipe()), d.nproc_per_node * d.nnodes, "train.distributed", layout=layout
+        )
         return self
 
     @property

@@ -74,3 +74,8 @@ def sequences_seen(recipe: TrainRecipe, updates: int) -> int:
 def tokens_seen(recipe: TrainRecipe, updates: int) -> int:
     """Tokens consumed by the first ``updates`` optimizer updates (the 13B switch included)."""
     return sequences_seen(recipe, updates) * recipe.seq_len
+
+
+def batch_sizes(recipe: TrainRecipe) -> list[int]:
+    """The global batch sizes of a run: the recipe's, then the second of a batch switch."""
+    return [recipe.batch_size] + ([recipe.batch_switch.batch_size] if recipe.batch_switch else [])

@@ -8,7 +8,7 @@
   ``<|endoftext|>`` inside a document's text is encoded as text, as the recipe's plain BPE does), and the documents
   of a split are concatenated into shards ``{split}-{k:05d}.bin`` of at most ``shard_tokens``
   tokens (:mod:`cgpt.data.tokens` has the format). The recipe's 2049-token chunking happens at
-  read time (:mod:`cgpt.train.sampler`, :mod:`cgpt.eval.xent`).
+  read time (:mod:`cgpt.train.sampler`, :mod:`cgpt.train.validation`).
 * Sharding: ``shard: {index, count}`` encodes only the clean parts ``k % count == index`` with a
   tokenizer made once for all shards (:func:`train_shared_tokenizer`);
   :func:`cgpt.data.tokenize.merge.merge_token_shards` concatenates the shards per split in part order

@@ -95,7 +95,8 @@ def run_trial(
 ) -> TrialResult:
     """Train one trial in ``runs/sweep/<id>/`` (or return its recorded result), tracked as a child
     MLflow run of ``parent_run_id``."""
-    from cgpt.train.loop import setup_from_params, train
+    from cgpt.train.loop import train
+    from cgpt.train.setup import setup_from_params
 
     project = Project(Path(root))
     root = project.root

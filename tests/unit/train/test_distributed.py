@@ -31,7 +31,7 @@ from test_train_loop import pattern, setup, write_tokens
 from cgpt.config import parse_params
 from cgpt.errors import ConfigError, TrainingError
 from cgpt.train.checkpoint import list_checkpoints, load_model_dir, read_checkpoint_state, verify_checkpoint
-from cgpt.train.launch import _job_failure
+from cgpt.train.launch import job_failure
 from cgpt.train.loop import train
 
 LOSS_TOL = 1e-5
@@ -109,14 +109,14 @@ def _failure(exitcode, kind=None, line="", pid=10):
 
 def test_the_launcher_reports_the_root_cause_in_one_line():
     killed = {0: _failure(-signal.SIGTERM), 1: _failure(-signal.SIGKILL, pid=42)}
-    err = _job_failure(killed, 2)
+    err = job_failure(killed, 2)
     assert isinstance(err, TrainingError) and "rank 1 of 2 (pid 42) was killed by SIGKILL (signal 9)" in str(err)
     user = {0: _failure(1, "peer", "lost contact with another rank (...)"), 1: _failure(2, "user", "disk full")}
-    assert str(_job_failure(user, 2)) == "disk full"
+    assert str(job_failure(user, 2)) == "disk full"
     stopped = {0: _failure(130, "interrupt", "stopped after step 9"), 1: _failure(130, "interrupt", "stopped")}
-    assert isinstance(_job_failure(stopped, 2), KeyboardInterrupt)
+    assert isinstance(job_failure(stopped, 2), KeyboardInterrupt)
     bug = {3: _failure(1, "bug", "ZeroDivisionError: division by zero"), 0: _failure(-signal.SIGTERM)}
-    assert "rank 3 of 4 failed: ZeroDivisionError" in str(_job_failure(bug, 4))
+    assert "rank 3 of 4 failed: ZeroDivisionError" in str(job_failure(bug, 4))
 
 
 def test_rank_shares_tile_the_global_batch():
@@ -221,7 +221,7 @@ def test_two_node_rendezvous_on_one_machine(tmp_path):
     node = [
         sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "cgpt-test",
-        "-m", "cgpt.train.launch", str(project),
+        "-m", "cgpt.stages.train", str(project),
     ]  # fmt: skip
     nodes = [_run(node, cwd=REPO) for _ in range(2)]
     outs = [(n.wait(), n.stderr.read()) for n in nodes]
@@ -325,4 +325,4 @@ def _is_rank_of(proc_dir: Path, project: Path) -> bool:
         cmd = (proc_dir / "cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"cgpt.train.launch" in cmd and str(project).encode() in cmd
+    return b"cgpt.stages.train" in cmd and str(project).encode() in cmd

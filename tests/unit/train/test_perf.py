@@ -106,15 +106,16 @@ def test_memory_estimate_of_known_shapes():
 def test_a_preset_that_cannot_fit_stops_before_training_with_one_line(monkeypatch):
     from dataclasses import replace
 
-    from cgpt.train import loop
+    from cgpt.train import setup as run_setup
+    from cgpt.train.distributed import SINGLE
     from cgpt.train.params import TrainParams
 
-    monkeypatch.setattr(loop, "device_memory", lambda device, local: (40 * GIB, "NVIDIA A100-SXM4-40GB (cuda:0)"))
-    setup = loop.RunSetup(
+    monkeypatch.setattr(run_setup, "device_memory", lambda device, local: (40 * GIB, "NVIDIA A100-SXM4-40GB (cuda:0)"))
+    setup = run_setup.RunSetup(
         PRESETS["cerebras-6.7b"].model, PRESETS["cerebras-6.7b"].recipe, TrainParams(), "x", "cerebras-6.7b"
     )
     with pytest.raises(TrainingError) as exc:
-        loop._check_memory(replace(setup, device="cpu"), "bf16", 8, loop.SINGLE)
+        run_setup.check_memory(replace(setup, device="cpu"), "bf16", 8, SINGLE)
     msg = str(exc.value)
     assert "\n" not in msg and msg.startswith("cerebras-6.7b does not fit: ~") and "40.0 GiB" in msg
     assert "strategy fsdp" in msg and "activation_checkpointing" in msg

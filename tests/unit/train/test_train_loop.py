@@ -11,8 +11,9 @@ import torch
 from cgpt.data.tokens import HEADER_BYTES, pack_header
 from cgpt.presets import ModelConfig, TrainRecipe
 from cgpt.train.checkpoint import list_checkpoints
-from cgpt.train.loop import RunSetup, train
+from cgpt.train.loop import train
 from cgpt.train.params import TrainParams
+from cgpt.train.setup import RunSetup
 
 VOCAB = 32
 

@@ -1,4 +1,5 @@
-"""Upstream evaluation: next-token cross-entropy (nats/token) over whole splits.
+"""Validation cross-entropy: next-token cross-entropy (nats/token) over whole splits, as the training
+loop validates and the evaluate stage scores the upstream splits.
 
 As the recipe (spec section 4): the split is packed like the training data into non-overlapping
 windows of seq_len + 1 tokens, every position is scored with full teacher forcing from the

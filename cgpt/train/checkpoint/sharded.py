@@ -1,8 +1,8 @@
 """Checkpoints that scale: FSDP shards written by every rank with ``torch.distributed.checkpoint``.
 
 A sharded checkpoint is the same atomic, verified step folder as a single-process one
-(:mod:`cgpt.train.checkpoint`), with the tensors in ``dcp/`` instead of ``model.safetensors`` and
-``optimizer.pt``::
+(:mod:`cgpt.train.checkpoint.plain`; what both share is :mod:`cgpt.train.checkpoint.files`), with
+the tensors in ``dcp/`` instead of ``model.safetensors`` and ``optimizer.pt``::
 
     step-00001000/
       dcp/.metadata, dcp/__<rank>_0.distcp   model and AdamW state, each rank its own shards
@@ -38,21 +38,21 @@ from torch import nn
 from cgpt.errors import CgptError, TrainingError
 from cgpt.faults import fault_point
 from cgpt.presets import ModelConfig
-from cgpt.train.checkpoint import (
+from cgpt.train.checkpoint.files import (
     COMPLETE,
     HISTORY,
     SPEED,
-    Checkpoint,
     DamagedCheckpoint,
-    _fsync_dir,
-    _jsonl,
-    _rng_state,
-    _sha256,
-    _write_failure,
-    list_checkpoints,
+    capture_rng,
+    file_record,
+    fsync_dir,
+    jsonl,
     model_config_to_dict,
+    prune_checkpoints,
     step_dir_name,
+    write_failure,
 )
+from cgpt.train.checkpoint.plain import Checkpoint
 from cgpt.train.distributed import DistContext
 
 DCP_DIR = "dcp"
@@ -62,10 +62,6 @@ FORMAT = "dcp"
 def is_sharded(state: dict[str, Any]) -> bool:
     """Whether a checkpoint's ``state.json`` describes a sharded (dcp) checkpoint."""
     return state.get("format") == FORMAT
-
-
-def _file_record(path: Path) -> dict[str, Any]:
-    return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
 
 
 def save_sharded_checkpoint(
@@ -98,7 +94,7 @@ def save_sharded_checkpoint(
             shutil.rmtree(tmp, ignore_errors=True)
             (tmp / DCP_DIR).mkdir(parents=True)
         except OSError as exc:
-            raise _write_failure(ckpt_dir, exc) from None
+            raise write_failure(ckpt_dir, exc) from None
 
     ctx.run_on_main(prepare)
     failure, mine = None, {}
@@ -110,9 +106,9 @@ def save_sharded_checkpoint(
         names = [f"__{ctx.rank}_"] + ([".metadata"] if ctx.is_main else [])
         for f in sorted((tmp / DCP_DIR).iterdir()):
             if f.is_file() and (f.name.startswith(names[0]) or f.name in names[1:]):
-                mine[f"{DCP_DIR}/{f.name}"] = _file_record(f)
+                mine[f"{DCP_DIR}/{f.name}"] = file_record(f)
     except Exception as exc:  # OSError, DCP's CheckpointException: "cannot write"
-        failure = str(_write_failure(ckpt_dir, exc))
+        failure = str(write_failure(ckpt_dir, exc))
     gathered = ctx.gather((failure, mine))
     failures = [f for f, _ in gathered if f]
     if failures:
@@ -123,9 +119,9 @@ def save_sharded_checkpoint(
 
     def finish() -> None:
         try:
-            torch.save(_rng_state(), tmp / "rng.pt")
-            (tmp / HISTORY).write_text(_jsonl(history), encoding="utf-8")
-            (tmp / SPEED).write_text(_jsonl(speed), encoding="utf-8")
+            torch.save(capture_rng(), tmp / "rng.pt")
+            (tmp / HISTORY).write_text(jsonl(history), encoding="utf-8")
+            (tmp / SPEED).write_text(jsonl(speed), encoding="utf-8")
             fault_point("checkpoint.file")
             state = {
                 "step": step,
@@ -135,24 +131,22 @@ def save_sharded_checkpoint(
             }
             (tmp / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
             small = [f for f in sorted(tmp.iterdir()) if f.is_file()]
-            files = {**shards, **{f.name: _file_record(f) for f in small}}
+            files = {**shards, **{f.name: file_record(f) for f in small}}
             (tmp / COMPLETE).write_text(json.dumps({"files": files}, indent=2, sort_keys=True), encoding="utf-8")
             for f in tmp.iterdir():
                 if f.is_file():
                     with open(f, "rb") as fh:
                         os.fsync(fh.fileno())
-            _fsync_dir(tmp / DCP_DIR)
+            fsync_dir(tmp / DCP_DIR)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            _fsync_dir(ckpt_dir)
+            fsync_dir(ckpt_dir)
             fault_point("checkpoint.renamed")
         except Exception as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise _write_failure(ckpt_dir, exc) from None
-        if keep_last is not None and keep_last > 0:
-            for old in list_checkpoints(ckpt_dir)[:-keep_last]:
-                shutil.rmtree(old, ignore_errors=True)
+            raise write_failure(ckpt_dir, exc) from None
+        prune_checkpoints(ckpt_dir, keep_last)
 
     ctx.run_on_main(finish)
     return final
