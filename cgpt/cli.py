@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cgpt.errors import CgptError
-from cgpt.project import Project
-from cgpt.runtime import run_main
+from cgpt.core.errors import CgptError
+from cgpt.core.project import Project
+from cgpt.core.runtime import run_main
 from cgpt.stages import STAGES, stage_function
 
 
@@ -85,13 +85,13 @@ def _summary(args: argparse.Namespace) -> None:
 
 
 def _scaling(args: argparse.Namespace) -> None:
-    from cgpt.scaling.command import run
+    from cgpt.commands.scaling import run
 
     run(args)
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from cgpt.eval.command import run_eval
+    from cgpt.commands.eval import run_eval
 
     run_eval(args)
 
@@ -121,10 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("params", nargs="?", default="params.yaml")
     sm = sub.add_parser("summary", help="a compact summary of the last pipeline run's metrics")
     sm.add_argument("--project", default=".", help="project root (default: current directory)")
-    from cgpt.scaling.arguments import add_arguments as add_scaling_arguments
+    from cgpt.commands.scaling_options import add_arguments as add_scaling_arguments
 
     add_scaling_arguments(sub.add_parser("scaling", help="fit scaling laws: the card's (--card) or your points"))
-    from cgpt.eval.command import add_eval_parser
+    from cgpt.commands.eval import add_eval_parser
 
     add_eval_parser(sub)
     return ap

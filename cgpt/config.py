@@ -2,7 +2,7 @@
 
 What the always-run ``sources`` stage, ``cgpt check`` and the flows validate before anything runs,
 so a typo anywhere stops everything first. The stages themselves read only their own sections
-(:mod:`cgpt.sections`, each stage's ``StageParams``), so an edit of one section re-runs the stages
+(:mod:`cgpt.core.sections`, each stage's ``StageParams``), so an edit of one section re-runs the stages
 that read it and no others. A bad value stops everything with one line naming the key, the value
 and what was expected::
 
@@ -22,15 +22,15 @@ from typing import Any
 
 from pydantic import ConfigDict, model_validator
 
+from cgpt.core.errors import ConfigError
+from cgpt.core.sections import PARAMS_FILE, parse_sections, read_params_file
 from cgpt.data.clean.params import CleanParams
 from cgpt.data.download.params import DownloadParams
 from cgpt.data.tokenize.params import TokenizeParams
-from cgpt.errors import ConfigError
 from cgpt.eval.params import EvaluateOverrides, EvaluateParams
 from cgpt.export.params import ExportParams
 from cgpt.family.params import FamilyParams, member_sections
 from cgpt.model.params import build_model_config
-from cgpt.sections import PARAMS_FILE, parse_sections, read_params_file
 from cgpt.tracking.params import TrackingParams
 from cgpt.train.params import TrainingSections
 

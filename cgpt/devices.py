@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from cgpt.errors import CgptError
+from cgpt.core.errors import CgptError
 
 
 def resolve_device(name: str, *, setting: str = "train.device", fix: str = "use device: auto or cpu") -> str:

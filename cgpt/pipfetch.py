@@ -18,8 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cgpt.errors import DataError
-from cgpt.fsutil import sha256_file
+from cgpt.core.errors import DataError
+from cgpt.core.fsutil import sha256_file
 
 log = logging.getLogger(__name__)
 

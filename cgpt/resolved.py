@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from cgpt.config import Params
+from cgpt.core.project import Project
 from cgpt.data.tokens import vocab_size_for
 from cgpt.formatting import human_count
-from cgpt.project import Project
 from cgpt.train.schedule import tokens_seen
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from cgpt.config import load_params
-from cgpt.fsutil import read_json_if_valid
-from cgpt.project import Project
+from cgpt.core.fsutil import read_json_if_valid
+from cgpt.core.project import Project
 
 
 def _read(path: Path) -> dict[str, Any]:

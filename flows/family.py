@@ -46,13 +46,13 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.states import Completed, State  # noqa: E402
 
 from cgpt.config import Params, load_params  # noqa: E402
+from cgpt.core.errors import CgptError, ConfigError  # noqa: E402
+from cgpt.core.project import Project  # noqa: E402
+from cgpt.core.runtime import fail  # noqa: E402
 from cgpt.data.tokens import vocab_size_for  # noqa: E402
-from cgpt.errors import CgptError, ConfigError  # noqa: E402
 from cgpt.family.forecast import Forecast, Outcome, forecast_next, grade, point_member  # noqa: E402
 from cgpt.family.members import FamilyMember, family_key, family_members  # noqa: E402
 from cgpt.family.points import read_point  # noqa: E402
-from cgpt.project import Project  # noqa: E402
-from cgpt.runtime import fail  # noqa: E402
 from cgpt.scaling.next_member import Member  # noqa: E402
 from cgpt.tracking.family import open_family_run, record_forecast, record_outcome  # noqa: E402
 from cgpt.tracking.runs import Tracker, finishing  # noqa: E402

@@ -30,13 +30,13 @@ from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.futures import as_completed  # noqa: E402
 
 from cgpt.config import load_params  # noqa: E402
-from cgpt.errors import CgptError  # noqa: E402
+from cgpt.core.errors import CgptError  # noqa: E402
+from cgpt.core.project import Project  # noqa: E402
+from cgpt.core.runtime import fail  # noqa: E402
 from cgpt.family.sweep.params_file import CHOSEN_KEYS, write_chosen_params  # noqa: E402
 from cgpt.family.sweep.plan import Trial, base_width, plan_search, plan_transfer  # noqa: E402
 from cgpt.family.sweep.report import choose, markdown_report, write_search, write_transfer  # noqa: E402
 from cgpt.family.sweep.trials import TrialResult, default_threads, run_trial  # noqa: E402
-from cgpt.project import Project  # noqa: E402
-from cgpt.runtime import fail  # noqa: E402
 from cgpt.tracking.runs import finishing  # noqa: E402
 from cgpt.tracking.sweep import open_sweep_run, record_sweep  # noqa: E402
 from flows.runners import make_task_runner  # noqa: E402

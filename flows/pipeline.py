@@ -45,9 +45,9 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
 from cgpt.config import dvc_overrides, load_params  # noqa: E402
-from cgpt.errors import CgptError, ConfigError  # noqa: E402
-from cgpt.project import PARAMS_FILE, Project  # noqa: E402
-from cgpt.runtime import fail  # noqa: E402
+from cgpt.core.errors import CgptError, ConfigError  # noqa: E402
+from cgpt.core.project import PARAMS_FILE, Project  # noqa: E402
+from cgpt.core.runtime import fail  # noqa: E402
 from cgpt.stages.data_stats import publish_data_stats  # noqa: E402
 from cgpt.summary import summary_markdown, summary_rows  # noqa: E402
 from cgpt.tracking.runs import tracking_uri  # noqa: E402

@@ -12,8 +12,8 @@ import os
 
 from prefect.logging import get_logger
 
-from cgpt.errors import CgptError
-from cgpt.project import Project
+from cgpt.core.errors import CgptError
+from cgpt.core.project import Project
 
 PROJECT_ENV = "CGPT_PROJECT"
 

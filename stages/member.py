@@ -3,8 +3,8 @@ the work is in cgpt.stages.member."""
 
 import sys
 
-from cgpt.project import Project
-from cgpt.runtime import fail, run_main
+from cgpt.core.project import Project
+from cgpt.core.runtime import fail, run_main
 from cgpt.stages.member import MEMBER_STAGES, run
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from typing import IO, Any, Literal
 
 import zstandard
 
-from cgpt.errors import DataError
+from cgpt.core.errors import DataError
 
 #: Supported formats, and the file suffixes that select them when ``fmt`` is ``None``/``"auto"``.
 FORMATS: tuple[str, ...] = ("txt", "json", "jsonl", "jsonl.zst", "jsonl.gz", "parquet")

@@ -21,6 +21,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from cgpt.core.errors import DataError
+from cgpt.core.fsutil import read_json, read_json_if_valid, write_json_atomic
+from cgpt.core.runtime import available_cores
 from cgpt.data.clean.cleaner import clean
 from cgpt.data.clean.merge import merge_clean_shards
 from cgpt.data.clean.params import CleanParams, ShardParams
@@ -29,9 +32,6 @@ from cgpt.data.download.raw import raw_manifest_sha256
 from cgpt.data.tokenize.merge import merge_token_shards
 from cgpt.data.tokenize.pack import shard_fingerprint, tokenize_corpus, train_shared_tokenizer
 from cgpt.data.tokenize.params import TokenizeParams, TokenizeShardParams
-from cgpt.errors import DataError
-from cgpt.fsutil import read_json, read_json_if_valid, write_json_atomic
-from cgpt.runtime import available_cores
 
 
 def _read_if_valid(path: Path) -> dict[str, Any] | None:

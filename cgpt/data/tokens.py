@@ -21,8 +21,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from cgpt.errors import DataError
-from cgpt.fsutil import read_json, read_json_if_valid, write_json_atomic
+from cgpt.core.errors import DataError
+from cgpt.core.fsutil import read_json, read_json_if_valid, write_json_atomic
 from cgpt.presets import GPT2_VOCAB_SIZE
 
 MAGIC = b"CGPTTOK\0"

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cgpt.errors import DataError
+from cgpt.core.errors import DataError
 from cgpt.eval.encoding import encode_pairs
 from cgpt.eval.fewshot import DEFAULT_FEWSHOT_SEED, FewshotSampler
 from cgpt.eval.metrics import bootstrap_perplexity_stderr, mean, mean_stderr, multiple_choice_metrics, perplexity

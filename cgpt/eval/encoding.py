@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from cgpt.errors import CgptError
+from cgpt.core.errors import CgptError
 
 _BATCH = 4096  # strings per tokenizer call
 

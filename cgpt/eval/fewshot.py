@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from cgpt.errors import DataError
+from cgpt.core.errors import DataError
 from cgpt.eval.tasks import Doc
 
 DEFAULT_FEWSHOT_SEED = 1234

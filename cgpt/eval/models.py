@@ -23,9 +23,9 @@ from typing import Any
 import torch
 
 from cgpt import devices
-from cgpt.errors import CgptError
+from cgpt.core.errors import CgptError
+from cgpt.core.fsutil import sha256_file
 from cgpt.eval.encoding import HFEncoder, TextEncoder, TokenizersEncoder
-from cgpt.fsutil import sha256_file
 from cgpt.model.gpt import GPT
 
 log = logging.getLogger(__name__)

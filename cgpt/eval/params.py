@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
-from cgpt.sections import optional_fields
+from cgpt.core.sections import optional_fields
 
 TaskName = Literal["hellaswag", "piqa", "winogrande", "lambada_openai", "arc_easy", "arc_challenge", "openbookqa"]
 ALL_TASKS: list[TaskName] = [

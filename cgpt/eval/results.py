@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cgpt.fsutil import write_json_atomic, write_text_atomic
+from cgpt.core.fsutil import write_json_atomic, write_text_atomic
 
 
 @dataclass

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cgpt.errors import CgptError
+from cgpt.core.errors import CgptError
 
 _HEAD_CHUNK = 2048  # scored positions per LM-head + log-softmax call (bounds the [n, vocab] buffer)
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import pandas as pd
 
-from cgpt.errors import CgptError
+from cgpt.core.errors import CgptError
+from cgpt.core.fsutil import write_text_atomic
 from cgpt.eval.models import ModelShape
 from cgpt.eval.results import EvalResults
-from cgpt.fsutil import write_text_atomic
 from cgpt.published import TASK_LABELS, TASKS, CardRow, card_row, size_of_preset
 
 AVERAGE = "Downstream Average"

@@ -8,7 +8,7 @@ lambada}/``). :func:`shot_text` and :func:`requests_for` then build prompts the 
 to the harness's for every document.
 
 Bad records (a field missing or of the wrong type, a gold label outside the choices) raise one
-:class:`~cgpt.errors.DataError` naming ``file:line``. The harness would instead score such a
+:class:`~cgpt.core.errors.DataError` naming ``file:line``. The harness would instead score such a
 document as wrong (gold -100) with a warning, which silently biases the accuracy.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cgpt.errors import DataError
+from cgpt.core.errors import DataError
 from cgpt.published import TASKS as CARD_TASKS
 
 TARGET_DELIMITER = " "  # TaskConfig.target_delimiter default; none of the 7 YAMLs overrides it

@@ -18,7 +18,7 @@ by ``embeddings_scale`` (10), an untied ``lm_head.weight`` = W_emb x ``output_lo
 
 Import (:func:`import_hf`) reads any GPT2LMHeadModel folder (safetensors or ``pytorch_model.bin``,
 single or sharded, with or without the ``transformer.`` prefix) into cgpt's parameter names.
-Rules, each a one-line :class:`~cgpt.errors.CgptError` when broken:
+Rules, each a one-line :class:`~cgpt.core.errors.CgptError` when broken:
 
 * ``activation_function`` must be ``"gelu"`` (exact erf GELU). OpenAI's GPT-2 checkpoints say
   ``"gelu_new"`` (tanh approximation), which cgpt's model does not implement: importing them
@@ -43,9 +43,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from cgpt.errors import CgptError
+from cgpt.core.errors import CgptError
+from cgpt.core.fsutil import atomic_dir, read_json
 from cgpt.export.hf_tokenizer import write_tokenizer_files
-from cgpt.fsutil import atomic_dir, read_json
 from cgpt.presets import ModelConfig
 
 SAFE_WEIGHTS = "model.safetensors"

@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from cgpt.errors import CgptError
-from cgpt.fsutil import read_json
+from cgpt.core.errors import CgptError
+from cgpt.core.fsutil import read_json
 
 
 def _load(tokenizer_json: Path) -> dict[str, Any]:

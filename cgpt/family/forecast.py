@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cgpt.errors import DataError, ScalingError
+from cgpt.core.errors import DataError, ScalingError
 from cgpt.family.params import FitParams
 from cgpt.scaling.next_member import AccuracyComparison, Member, MemberForecast, compare_accuracies, forecast_member
 from cgpt.scaling.prediction import MemberCheck, check_member

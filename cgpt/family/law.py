@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from cgpt.errors import ScalingError
+from cgpt.core.errors import ScalingError
+from cgpt.core.fsutil import atomic_dir, write_json_atomic, write_text_atomic
+from cgpt.core.project import Project
 from cgpt.family.forecast import Outcome, point_member, replay
 from cgpt.family.members import FLOPS_CONVENTION
 from cgpt.family.points import read_point
-from cgpt.fsutil import atomic_dir, write_json_atomic, write_text_atomic
-from cgpt.project import Project
 from cgpt.scaling.accuracy import CHANCE_ACCURACY
 from cgpt.scaling.next_member import Member, fit_accuracy_laws, fit_loss_law
 from cgpt.scaling.plots import plot_accuracy_sigmoids, plot_loss_vs_compute

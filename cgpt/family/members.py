@@ -24,12 +24,12 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from cgpt.errors import ConfigError
+from cgpt.core.errors import ConfigError
+from cgpt.core.sections import Sections
 from cgpt.family.params import member_sections
 from cgpt.model.params import build_model_config
 from cgpt.presets import ModelConfig, TrainRecipe
 from cgpt.scaling.compute import training_flops
-from cgpt.sections import Sections
 from cgpt.train.params import TrainingSections, resolve_recipe
 
 #: any view of params.yaml holding the sections a function reads (the whole file's ``Params``, a

@@ -26,9 +26,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from cgpt.core.sections import optional_fields
 from cgpt.model.params import ModelParams
 from cgpt.presets import PRESETS
-from cgpt.sections import optional_fields
 from cgpt.train.params import TrainParams
 
 #: train keys a member may not set: its folder/run name is the member's name, its length follows tokens_per_param

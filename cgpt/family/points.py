@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cgpt.core.fsutil import read_json, read_json_if_valid, write_json_atomic
+from cgpt.core.project import Project
 from cgpt.family.members import FamilyMember
-from cgpt.fsutil import read_json, read_json_if_valid, write_json_atomic
-from cgpt.project import Project
 
 
 def point_path(root: Path, name: str) -> Path:

@@ -1,8 +1,8 @@
 """Scaling laws for a model family: fit loss vs compute, forecast the next member with a prediction
 interval, flag a member that lands outside it, and predict its task accuracies (two-step method).
 
-The public API, importable from here (loaded lazily, so ``import cgpt.scaling.arguments`` for the
-CLI parser does not pull in scipy/pandas/matplotlib):
+The public API, importable from here (loaded lazily, so that importing one of its modules, e.g. the
+FLOPs count, does not pull in scipy/pandas/matplotlib):
 
 * :func:`fit_power_law` → :class:`PowerLawFit` — ``L(C) = a·C^b + c`` or ``a·C^b`` (``power_law``)
 * :func:`predict_loss` → :class:`LossPrediction`; :func:`check_member` → :class:`MemberCheck` (``prediction``)

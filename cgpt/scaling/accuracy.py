@@ -40,7 +40,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy.optimize import least_squares
 
-from cgpt.errors import ScalingError
+from cgpt.core.errors import ScalingError
 from cgpt.scaling.prediction import LossPrediction
 from cgpt.scaling.rules import MIN_POINTS_FREE_FLOOR
 

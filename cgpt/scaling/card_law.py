@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from cgpt import published
-from cgpt.errors import ScalingError
+from cgpt.core.errors import ScalingError
 from cgpt.presets import get_preset
 from cgpt.scaling.accuracy import FloorChoice
 from cgpt.scaling.compute import preset_training_flops

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from cgpt.errors import ScalingError
+from cgpt.core.errors import ScalingError
 from cgpt.scaling.accuracy import AccuracyPrediction, FloorChoice, SigmoidFit, fit_accuracy_sigmoid, predict_accuracy
 from cgpt.scaling.power_law import FormChoice, PowerLawFit, fit_power_law
 from cgpt.scaling.prediction import LossPrediction, predict_loss

@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from cgpt.errors import ScalingError
+from cgpt.core.errors import ScalingError
 from cgpt.scaling.accuracy import AccuracyPrediction, SigmoidFit
 from cgpt.scaling.card_law import ReferenceLaw
 from cgpt.scaling.power_law import PowerLawFit

@@ -48,7 +48,7 @@ import numpy as np
 from scipy import stats
 from scipy.optimize import least_squares
 
-from cgpt.errors import ScalingError
+from cgpt.core.errors import ScalingError
 from cgpt.scaling.rules import MIN_POINTS_SATURATING
 
 Form = Literal["saturating", "power"]

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from cgpt.errors import ScalingError
+from cgpt.core.errors import ScalingError
 from cgpt.scaling.power_law import PowerLawFit
 from cgpt.scaling.rules import DEFAULT_LEVEL
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cgpt.fsutil import write_text_atomic
+from cgpt.core.fsutil import write_text_atomic
 from cgpt.scaling.card_law import ReferenceLaw
 from cgpt.scaling.next_member import AccuracyComparison, MemberForecast
 from cgpt.scaling.power_law import PowerLawFit

@@ -10,9 +10,9 @@ import importlib
 from collections.abc import Callable
 from pathlib import Path
 
-from cgpt.project import Project
-from cgpt.runtime import run_main
-from cgpt.sections import Sections
+from cgpt.core.project import Project
+from cgpt.core.runtime import run_main
+from cgpt.core.sections import Sections
 
 STAGES = ("sources", "download", "clean", "tokenize", "train", "evaluate", "export")
 

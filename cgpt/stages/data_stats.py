@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cgpt.fsutil import sha256_file, write_json_atomic
+from cgpt.core.fsutil import sha256_file, write_json_atomic
+from cgpt.core.project import Project
 from cgpt.keys import safe_keys
-from cgpt.project import Project
 from cgpt.tracking.runs import publish_stage_stats
 
 # the file each data stage writes last, listing (with sha256s) everything it produced

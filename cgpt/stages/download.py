@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from cgpt.core.project import Project
+from cgpt.core.sections import Sections
 from cgpt.data.download.params import DownloadParams
 from cgpt.data.download.raw import download
-from cgpt.project import Project
-from cgpt.sections import Sections
 from cgpt.stages.data_stats import publish_data_stats
 from cgpt.tracking.params import TrackingParams
 

@@ -23,17 +23,17 @@ from typing import Any
 import pandas as pd
 import torch
 
+from cgpt.core.errors import DataError
+from cgpt.core.fsutil import atomic_dir, write_json_atomic, write_text_atomic
+from cgpt.core.project import Project
+from cgpt.core.sections import Sections
 from cgpt.data.tokens import open_split, read_subsets
-from cgpt.errors import DataError
 from cgpt.eval.params import EvaluateParams
 from cgpt.eval.table import downstream_rows, format_table, results_frame, subset_table, table_notes
 from cgpt.faults import fault_point
-from cgpt.fsutil import atomic_dir, write_json_atomic, write_text_atomic
 from cgpt.keys import safe_keys
 from cgpt.model.gpt import GPT
 from cgpt.model.params import ModelParams
-from cgpt.project import Project
-from cgpt.sections import Sections
 from cgpt.tracking.params import TrackingParams
 from cgpt.tracking.runs import RUN_FILE, finishing, numeric_items, open_model_run
 from cgpt.train.checkpoint import load_model_dir

@@ -8,20 +8,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from cgpt.core.errors import DataError
+from cgpt.core.fsutil import atomic_dir, read_json_if_valid, write_json_atomic, write_text_atomic
+from cgpt.core.project import Project
 from cgpt.data.clean.params import CleanParams
 from cgpt.data.download.params import DownloadParams
 from cgpt.data.tokenize.params import TokensSpec
 from cgpt.data.tokens import open_split, read_index
-from cgpt.errors import DataError
 from cgpt.export.hf import EXPORT_DTYPES, write_hf_files
 from cgpt.export.model_card import CardFacts, model_card
 from cgpt.export.params import ExportParams
 from cgpt.export.verify import max_logit_difference, sample_text
 from cgpt.faults import fault_point
-from cgpt.fsutil import atomic_dir, read_json_if_valid, write_json_atomic, write_text_atomic
 from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig
-from cgpt.project import Project
 from cgpt.stages.data_stats import file_digest
 from cgpt.tracking.params import TrackingParams
 from cgpt.tracking.runs import RUN_FILE, finishing, open_model_run, provenance_tags

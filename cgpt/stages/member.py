@@ -14,14 +14,14 @@ from functools import cache
 
 from pydantic import create_model
 
+from cgpt.core.errors import ConfigError
+from cgpt.core.project import Project
+from cgpt.core.sections import Sections
 from cgpt.data.tokenize.params import TokensSpec
 from cgpt.data.tokens import vocab_size_for
-from cgpt.errors import ConfigError
 from cgpt.family.members import member_params, resolve_member
 from cgpt.family.params import FamilyParams
 from cgpt.family.points import write_point
-from cgpt.project import Project
-from cgpt.sections import Sections
 from cgpt.stages import stage_function, stage_params
 from cgpt.tracking.family import child_tags, open_family_run
 from cgpt.tracking.params import TrackingParams

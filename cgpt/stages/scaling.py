@@ -8,13 +8,13 @@ conditional on params)."""
 
 from __future__ import annotations
 
+from cgpt.core.project import Project
+from cgpt.core.sections import Sections
 from cgpt.data.tokenize.params import TokensSpec
 from cgpt.data.tokens import vocab_size_for
 from cgpt.family.law import compute, write_empty, write_outputs
 from cgpt.family.members import family_members
 from cgpt.family.params import FamilyParams
-from cgpt.project import Project
-from cgpt.sections import Sections
 from cgpt.tracking.family import open_family_run, record_family
 from cgpt.tracking.params import TrackingParams
 from cgpt.tracking.runs import finishing

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from cgpt.config import Params, load_params
+from cgpt.core.fsutil import write_json_atomic
+from cgpt.core.project import Project
 from cgpt.data.download.fingerprint import sources_fingerprint
 from cgpt.data.download.raw import cache_dir_for
 from cgpt.data.download.sources import HashCache
-from cgpt.fsutil import write_json_atomic
-from cgpt.project import Project
 
 SOURCES_FILE = "sources.json"
 

@@ -25,11 +25,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from cgpt.core.fsutil import read_json_if_valid, write_json_atomic
+from cgpt.core.project import Project
+from cgpt.core.runtime import graceful_stop, run_main
 from cgpt.data.tokenize.params import TokensSpec
 from cgpt.data.tokens import read_index
-from cgpt.fsutil import read_json_if_valid, write_json_atomic
-from cgpt.project import Project
-from cgpt.runtime import graceful_stop, run_main
 from cgpt.stages.data_stats import file_digest
 from cgpt.tracking.params import TrackingParams
 from cgpt.tracking.runs import (

@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cgpt.core.fsutil import read_json_if_valid
+from cgpt.core.project import Project
 from cgpt.family.members import family_key
-from cgpt.fsutil import read_json_if_valid
-from cgpt.project import Project
 from cgpt.tracking.runs import PARENT_TAG, RUN_FILE, Tracker, open_keyed_run
 
 if TYPE_CHECKING:  # the whole file's schema, or any stage's view of it with the sections read here

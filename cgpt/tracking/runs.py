@@ -30,8 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cgpt.errors import CgptError
-from cgpt.fsutil import read_json, write_json_atomic
+from cgpt.core.errors import CgptError
+from cgpt.core.fsutil import read_json, write_json_atomic
 from cgpt.tracking.params import TrackingParams
 
 RUN_FILE = "mlflow_run.json"

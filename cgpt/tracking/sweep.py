@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from cgpt.config import Params
+from cgpt.core.fsutil import write_json_atomic
+from cgpt.core.project import Project
 from cgpt.family.sweep.params_file import CHOSEN_KEYS
 from cgpt.family.sweep.plan import Trial, base_width, sweep_key, tokens_digest
-from cgpt.fsutil import write_json_atomic
-from cgpt.project import Project
 from cgpt.tracking.runs import (
     KIND_TAG,
     PARENT_TAG,

@@ -35,11 +35,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from cgpt.core.errors import CgptError, ConfigError, TrainingError
+from cgpt.core.runtime import available_cores
 from cgpt.devices import resolve_device
-from cgpt.errors import CgptError, ConfigError, TrainingError
 from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig
-from cgpt.runtime import available_cores
 from cgpt.train.validation import window_starts
 
 T = TypeVar("T")

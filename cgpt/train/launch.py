@@ -12,7 +12,7 @@ runs, and the params it reads, are the module's business.
 
 What the launcher adds to torch's agent:
 
-* **One line for the job.** A rank reports its failure in the agent's error file (cgpt.runtime)
+* **One line for the job.** A rank reports its failure in the agent's error file (cgpt.core.runtime)
   instead of printing it; the launcher picks the root cause (a user mistake before a rank
   killed by a signal, before a crash, before a Ctrl-C, before ranks that only lost their peer)
   and prints ``error: <line>`` with the exit status of a single-process run.
@@ -41,8 +41,8 @@ from typing import Any
 
 import torch
 
-from cgpt.errors import ConfigError, TrainingError
-from cgpt.runtime import RANK_ERRORS_ENV
+from cgpt.core.errors import ConfigError, TrainingError
+from cgpt.core.runtime import RANK_ERRORS_ENV
 from cgpt.train.distributed import in_launched_rank
 from cgpt.train.params import DistributedParams, check_batches_divide_world
 

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from cgpt.core.errors import TrainingError
 from cgpt.data.tokens import open_split
-from cgpt.errors import TrainingError
 from cgpt.faults import fault_point
 from cgpt.model.gpt import GPT
 from cgpt.tracking.runs import CurveLogger, Tracker, disabled

@@ -14,9 +14,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cgpt.core.sections import Sections
 from cgpt.model.params import ModelParams, build_model_config
 from cgpt.presets import PRESETS, ModelConfig, Preset, TrainRecipe
-from cgpt.sections import Sections
 from cgpt.train.schedule import batch_sizes
 
 

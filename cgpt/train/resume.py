@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from cgpt.errors import CgptError
+from cgpt.core.errors import CgptError
 from cgpt.model.gpt import GPT
 from cgpt.train.checkpoint import (
     DamagedCheckpoint,

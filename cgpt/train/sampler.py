@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cgpt.errors import DataError
+from cgpt.core.errors import DataError
 
 
 class ChunkSampler:

@@ -14,9 +14,9 @@ from typing import Any, Protocol
 
 import torch
 
+from cgpt.core.errors import TrainingError
 from cgpt.data.tokens import read_index
 from cgpt.devices import resolve_device
-from cgpt.errors import TrainingError
 from cgpt.presets import ModelConfig, TrainRecipe
 from cgpt.train.checkpoint import model_config_to_dict
 from cgpt.train.distributed import DistContext

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from cgpt.core.errors import DataError
 from cgpt.data.tokens import SubsetRuns
-from cgpt.errors import DataError
 from cgpt.model.gpt import GPT
 
 

@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from cgpt.config import load_params, parse_params
-from cgpt.errors import ConfigError
+from cgpt.core.errors import ConfigError
 from cgpt.presets import get_preset
 
 
@@ -82,7 +82,7 @@ def test_shape_override_sets_ffn_to_4d():
 
 def test_a_key_that_does_nothing_is_an_error():
     from cgpt.config import parse_params
-    from cgpt.errors import ConfigError
+    from cgpt.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="vocab_size = 8192: only used with kind: train"):
         parse_params({"tokenize": {"tokenizer": {"kind": "pretrained", "path": "gpt2/", "vocab_size": 8192}}})

@@ -24,6 +24,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from cgpt.core.errors import DataError
+from cgpt.core.fsutil import atomic_dir, write_json_atomic
+from cgpt.core.runtime import resolve_workers
 from cgpt.data.clean.dedup import Deduper, DocSignature, doc_signature
 from cgpt.data.clean.fix_text import clean_text
 from cgpt.data.clean.params import CleanParams, ShardParams
@@ -31,9 +34,6 @@ from cgpt.data.clean.parts import MANIFEST, MANIFEST_VERSION, PartWriter, params
 from cgpt.data.clean.stats import SourceStats, nonzero_drops, stats_json
 from cgpt.data.download.raw import RawFileEntry, raw_manifest_sha256, read_raw_manifest
 from cgpt.data.formats import iter_records
-from cgpt.errors import DataError
-from cgpt.fsutil import atomic_dir, write_json_atomic
-from cgpt.runtime import resolve_workers
 
 CHUNK_DOCS = 256
 CHUNK_CHARS = 4_000_000

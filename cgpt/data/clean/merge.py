@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cgpt.core.errors import DataError
+from cgpt.core.fsutil import atomic_dir, write_json_atomic
 from cgpt.data.clean.dedup import Deduper
 from cgpt.data.clean.params import DedupParams
 from cgpt.data.clean.parts import (
@@ -22,8 +24,6 @@ from cgpt.data.clean.parts import (
     read_part_lines,
 )
 from cgpt.data.clean.stats import SourceStats, nonzero_drops, stats_json
-from cgpt.errors import DataError
-from cgpt.fsutil import atomic_dir, write_json_atomic
 
 
 def _read_shard_manifests(shard_dirs: list[Path]) -> list[dict[str, Any]]:

@@ -23,11 +23,11 @@ from typing import Any, BinaryIO
 import numpy as np
 import zstandard
 
+from cgpt.core.errors import DataError
+from cgpt.core.fsutil import read_json
 from cgpt.data.clean.dedup import DocSignature
 from cgpt.data.clean.params import CleanParams
-from cgpt.errors import DataError
 from cgpt.faults import fault_point
-from cgpt.fsutil import read_json
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1

@@ -26,8 +26,8 @@ from typing import Any
 import requests
 import urllib3
 
-from cgpt.errors import DataError
-from cgpt.fsutil import read_json_if_valid, sha256_file
+from cgpt.core.errors import DataError
+from cgpt.core.fsutil import read_json_if_valid, sha256_file
 
 log = logging.getLogger(__name__)
 

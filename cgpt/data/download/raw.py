@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cgpt.core.errors import DataError
+from cgpt.core.fsutil import atomic_dir, read_json, write_json_atomic
 from cgpt.data.download.params import DownloadParams
 from cgpt.data.download.sources import (
     HashCache,
@@ -33,9 +35,7 @@ from cgpt.data.download.sources import (
     materialize_shakespeare,
     materialize_url,
 )
-from cgpt.errors import DataError
 from cgpt.faults import fault_point
-from cgpt.fsutil import atomic_dir, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TypedDict
 
+from cgpt.core.errors import DataError
+from cgpt.core.fsutil import read_json_if_valid, sha256_file
 from cgpt.data.download.http import FetchResult, fetch_file
 from cgpt.data.download.params import DownloadParams, SourceParams
 from cgpt.data.formats import format_for_name, open_jsonl_writer
-from cgpt.errors import DataError
-from cgpt.fsutil import read_json_if_valid, sha256_file
 from cgpt.pipfetch import pip_download
 
 log = logging.getLogger(__name__)

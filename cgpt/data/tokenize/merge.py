@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from cgpt.core.errors import DataError
+from cgpt.core.fsutil import atomic_dir, read_json, write_json_atomic
 from cgpt.data.tokenize.pack import check_split_sizes
 from cgpt.data.tokens import SPLITS, SubsetRuns, TokenFileWriter, TokenStream, token_index, write_subsets
-from cgpt.errors import DataError
-from cgpt.fsutil import atomic_dir, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 _CHUNK_TOKENS = 1 << 22  # 4 M tokens (32 MB as int64) per read

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from cgpt.core.errors import DataError
+from cgpt.core.fsutil import atomic_dir, write_json_atomic, write_text_atomic
 from cgpt.data.clean.parts import clean_manifest_sha256, iter_clean_documents, read_clean_manifest
 from cgpt.data.tokenize.params import SplitParams, TokenizeParams
 from cgpt.data.tokenize.split import document_units
@@ -43,9 +45,7 @@ from cgpt.data.tokenize.tokenizer import (
     train_tokenizer,
 )
 from cgpt.data.tokens import SPLITS, SubsetRuns, TokenFileWriter, dtype_for_vocab, token_index, write_subsets
-from cgpt.errors import DataError
 from cgpt.faults import fault_point
-from cgpt.fsutil import atomic_dir, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 _QUEUE_BATCHES = 4

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from cgpt.errors import DataError
-from cgpt.fsutil import read_json_if_valid
+from cgpt.core.errors import DataError
+from cgpt.core.fsutil import read_json_if_valid
 
 EOS_TOKEN = "<|endoftext|>"
 _HTTP_TIMEOUT_S = 60

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cgpt.fsutil import write_json_atomic
+from cgpt.core.fsutil import write_json_atomic
 
 
 def default_cache_dir() -> Path:

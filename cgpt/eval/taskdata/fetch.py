@@ -12,7 +12,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from cgpt.errors import DataError
+from cgpt.core.errors import DataError
 from cgpt.eval.taskdata.cache import default_cache_dir, is_cached, write_split
 from cgpt.eval.taskdata.files import TaskData
 from cgpt.eval.taskdata.publisher import SOURCES, SplitSource, fetch_split, provenance

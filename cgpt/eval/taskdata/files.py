@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cgpt.errors import DataError
+from cgpt.core.errors import DataError
 from cgpt.eval.tasks import Doc, Task
 
 

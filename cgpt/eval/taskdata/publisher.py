@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cgpt.core.errors import DataError
+from cgpt.core.fsutil import sha256_file
 from cgpt.data.download.http import done_path, fetch_file
-from cgpt.errors import DataError
 from cgpt.eval.taskdata.files import render_jsonl
-from cgpt.fsutil import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cgpt.errors import DataError
+from cgpt.core.errors import DataError
 from cgpt.eval.taskdata.files import render_jsonl
 from cgpt.pipfetch import pip_download
 

@@ -9,8 +9,8 @@ from typing import Any
 from yaml import safe_load as yaml_safe_load
 
 from cgpt.config import parse_params
-from cgpt.errors import ConfigError
-from cgpt.fsutil import write_text_atomic
+from cgpt.core.errors import ConfigError
+from cgpt.core.fsutil import write_text_atomic
 
 #: the keys the sweep writes into params.yaml (``family.mup.<key>``), in this order
 CHOSEN_KEYS = ("lr", "init_std", "output_mult")

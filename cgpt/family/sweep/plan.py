@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cgpt.config import Params
-from cgpt.errors import ConfigError, DataError
+from cgpt.core.errors import ConfigError, DataError
 from cgpt.family.params import FamilyParams, MemberSpec, member_sections
 
 

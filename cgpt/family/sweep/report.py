@@ -16,11 +16,11 @@ from typing import Any
 
 import pandas as pd
 
-from cgpt.errors import TrainingError
+from cgpt.core.errors import TrainingError
+from cgpt.core.fsutil import write_json_atomic
+from cgpt.core.project import Project
 from cgpt.family.params import FamilyParams
 from cgpt.family.sweep.trials import TrialResult, json_float
-from cgpt.fsutil import write_json_atomic
-from cgpt.project import Project
 from cgpt.scaling.plots import plot_mup_transfer
 from cgpt.scaling.tables import write_table
 

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from cgpt.config import Params
-from cgpt.errors import TrainingError
+from cgpt.core.errors import TrainingError
+from cgpt.core.fsutil import read_json_if_valid, write_json_atomic
+from cgpt.core.project import Project
 from cgpt.family.sweep.plan import Trial, tokens_digest, trial_key, trial_params
-from cgpt.fsutil import read_json_if_valid, write_json_atomic
-from cgpt.project import Project
 from cgpt.tracking.runs import RUN_FILE, finishing
 from cgpt.tracking.sweep import adopt_trial, open_trial_run
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from cgpt.errors import CgptError, TrainingError
-from cgpt.fsutil import sha256_file
+from cgpt.core.errors import CgptError, TrainingError
+from cgpt.core.fsutil import sha256_file
 from cgpt.presets import ModelConfig
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from cgpt.errors import CgptError
-from cgpt.fsutil import atomic_dir, read_json
+from cgpt.core.errors import CgptError
+from cgpt.core.fsutil import atomic_dir, read_json
 from cgpt.presets import ModelConfig
 from cgpt.train.checkpoint.files import model_config_from_dict, model_config_to_dict
 

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cgpt.errors import CgptError, TrainingError
+from cgpt.core.errors import CgptError, TrainingError
 from cgpt.faults import fault_point
 from cgpt.presets import ModelConfig
 from cgpt.train.checkpoint.files import (

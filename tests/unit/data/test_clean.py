@@ -12,12 +12,12 @@ import zstandard
 from corpus_helpers import random_text, synthetic_raw, write_raw
 from pydantic import ValidationError
 
+from cgpt.core.errors import DataError
 from cgpt.data.clean.cleaner import clean
 from cgpt.data.clean.merge import merge_clean_shards
 from cgpt.data.clean.params import CleanParams
 from cgpt.data.clean.parts import iter_clean_documents, read_clean_manifest
 from cgpt.data.tokenize.params import TokenizeParams
-from cgpt.errors import DataError
 
 
 def dir_bytes(d: Path) -> dict[str, bytes]:

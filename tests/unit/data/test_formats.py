@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from cgpt.core.errors import DataError
 from cgpt.data.formats import FORMATS, detect_format, iter_records, open_jsonl_writer
-from cgpt.errors import DataError
 
 RECS = [
     {"text": "first document", "meta": {"pile_set_name": "Pile-CC"}},

@@ -10,11 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from cgpt.core.errors import DataError
+from cgpt.core.fsutil import read_json
 from cgpt.data.download.http import done_path, fetch_file, part_path
 from cgpt.data.download.params import DownloadParams
 from cgpt.data.download.raw import download
-from cgpt.errors import DataError
-from cgpt.fsutil import read_json
 
 PAYLOAD = random.Random(0).randbytes(300_000)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()

@@ -15,6 +15,8 @@ import zstandard
 from paths import REPO
 from pydantic import ValidationError
 
+from cgpt.core.errors import DataError
+from cgpt.core.fsutil import read_json, sha256_file
 from cgpt.data.download.params import DownloadParams
 from cgpt.data.download.raw import download
 from cgpt.data.download.sources import (
@@ -25,8 +27,6 @@ from cgpt.data.download.sources import (
     strip_gutenberg,
 )
 from cgpt.data.formats import iter_records
-from cgpt.errors import DataError
-from cgpt.fsutil import read_json, sha256_file
 
 
 def jsonl(path: Path, recs: list[dict], zst: bool = False) -> Path:
@@ -173,7 +173,7 @@ def test_params_validation_errors(tmp_path, monkeypatch):
 def test_params_error_is_one_line_through_the_config(tmp_path, monkeypatch):
     """cgpt.config turns the first pydantic error into one line naming the key."""
     from cgpt.config import parse_params
-    from cgpt.errors import ConfigError
+    from cgpt.core.errors import ConfigError
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError) as ei:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from corpus_helpers import WORDS, random_text, synthetic_raw, write_raw
 
+from cgpt.core.errors import DataError
 from cgpt.data.clean.cleaner import clean
 from cgpt.data.clean.params import CleanParams
 from cgpt.data.tokenize.pack import tokenize_corpus
@@ -17,7 +18,6 @@ from cgpt.data.tokenize.params import SplitParams, TokenizeParams
 from cgpt.data.tokenize.split import assign_split, document_units, split_pieces
 from cgpt.data.tokenize.tokenizer import load_tokenizer, train_tokenizer
 from cgpt.data.tokens import HEADER_BYTES, MAGIC, TokenFileWriter, dtype_for_vocab, open_split, read_header, read_index
-from cgpt.errors import DataError
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import yaml
 from corpus_helpers import random_text, write_raw
 from pydantic import ValidationError
 
+from cgpt.core.errors import DataError
 from cgpt.data.clean.cleaner import clean
 from cgpt.data.clean.params import CleanParams
 from cgpt.data.clean.parts import read_clean_manifest
@@ -27,7 +28,6 @@ from cgpt.data.tokenize.merge import merge_token_shards
 from cgpt.data.tokenize.pack import selected_parts, tokenize_corpus, train_shared_tokenizer
 from cgpt.data.tokenize.params import TokenizeParams
 from cgpt.data.tokens import read_index
-from cgpt.errors import DataError
 from flows.data_shards import sharded_tokenize_flow
 
 # small shard_tokens: merged files cross shard-run boundaries; official val and test files

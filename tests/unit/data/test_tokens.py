@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cgpt.core.errors import DataError
 from cgpt.data.tokens import HEADER_BYTES, TokenFileWriter, open_split, pack_header, read_index
-from cgpt.errors import DataError
 
 
 def make_tokens(d: Path, tokens: np.ndarray, shard_tokens: int, vocab: int = 1000) -> Path:

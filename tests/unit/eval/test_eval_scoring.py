@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from paths import EVAL_FIXTURES
 
+from cgpt.core.errors import CgptError
 from cgpt.data.tokenize.tokenizer import save_tokenizer, tokenizer_sha256, train_tokenizer
-from cgpt.errors import CgptError
 from cgpt.eval.downstream import evaluate_tasks
 from cgpt.eval.models import CgptScorer, HFScorer, cgpt_eval_model, load_eval_model
 from cgpt.eval.scoring import TokenRequest, build_rows, score_requests

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from paths import EVAL_FIXTURES
 
+from cgpt.core.errors import DataError
 from cgpt.data.tokenize.tokenizer import load_tokenizer
-from cgpt.errors import DataError
 from cgpt.eval.downstream import build_requests
 from cgpt.eval.encoding import TokenizersEncoder, encode_pairs, split_trailing_space
 from cgpt.eval.fewshot import FewshotSampler

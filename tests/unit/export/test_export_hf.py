@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from cgpt.errors import CgptError
+from cgpt.core.errors import CgptError
 from cgpt.export.hf import export_hf, hf_config, import_hf, import_hf_to_checkpoint, to_hf_state_dict
 from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig, get_preset

@@ -13,11 +13,11 @@ import yaml
 from paths import REPO
 
 from cgpt.config import Params, load_params
-from cgpt.errors import ConfigError
+from cgpt.core.errors import ConfigError
+from cgpt.core.project import Project
 from cgpt.family.law import compute, write_empty, write_outputs
 from cgpt.family.members import FamilyMember, family_key, family_members, member_params
 from cgpt.family.points import point_path
-from cgpt.project import Project
 from cgpt.stages.scaling import run as run_scaling
 
 VOCAB = 512
@@ -172,7 +172,7 @@ def test_a_member_above_its_smaller_sibling_is_flagged(tmp_path):
 
 
 class _Project:
-    """The bits of cgpt.project.Project the scaling stage reads."""
+    """The bits of cgpt.core.project.Project the scaling stage reads."""
 
     def __init__(self, root: Path, params: Params) -> None:
         self.root, self._params, self.tokens = root, params, root / "data" / "tokens"

@@ -15,13 +15,13 @@ from e2e_project import TINY_PARAMS, new_project
 from paths import REPO
 
 from cgpt.config import load_params, parse_params
-from cgpt.errors import ConfigError
+from cgpt.core.errors import ConfigError
+from cgpt.core.project import Project
 from cgpt.family.params import FamilyParams
 from cgpt.family.sweep.params_file import write_chosen_params
 from cgpt.family.sweep.plan import plan_search, plan_transfer
 from cgpt.family.sweep.report import choose
 from cgpt.family.sweep.trials import TrialResult, run_trial
-from cgpt.project import Project
 from cgpt.stages import stage_function
 
 SWEEP_FAMILY = {

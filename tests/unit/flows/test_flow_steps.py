@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from cgpt.errors import CgptError
+from cgpt.core.errors import CgptError
 from flows.steps import enter_project
 
 

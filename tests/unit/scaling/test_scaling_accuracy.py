@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from cgpt.errors import ScalingError
+from cgpt.core.errors import ScalingError
 from cgpt.scaling import (
     CHANCE_ACCURACY,
     Member,

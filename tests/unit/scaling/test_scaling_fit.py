@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from cgpt.errors import CgptError, ScalingError
+from cgpt.core.errors import CgptError, ScalingError
 from cgpt.scaling import MIN_POINTS_SATURATING, PowerLawFit, choose_form, fit_power_law
 
 # A law like the card's: L = 47·C^-0.0733 + 0.5, over the family's compute range (2.6e18 .. 2.3e22).

@@ -29,7 +29,7 @@ from e2e_project import REPO, copy_project, dvc, files_bytes, read_params, write
 from test_train_loop import pattern, setup, write_tokens
 
 from cgpt.config import parse_params
-from cgpt.errors import ConfigError, TrainingError
+from cgpt.core.errors import ConfigError, TrainingError
 from cgpt.train.checkpoint import list_checkpoints, load_model_dir, read_checkpoint_state, verify_checkpoint
 from cgpt.train.launch import job_failure
 from cgpt.train.loop import train

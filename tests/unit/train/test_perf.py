@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cgpt.errors import TrainingError
+from cgpt.core.errors import TrainingError
 from cgpt.presets import PRESETS
 from cgpt.train import perf
 from cgpt.train.perf import GIB, PEAKS, cpu_matmul_probe, estimate_memory, lookup_peak, mfu, peak_flops

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cgpt.errors import DataError
+from cgpt.core.errors import DataError
 from cgpt.train.sampler import ChunkSampler
 
 

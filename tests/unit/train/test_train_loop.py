@@ -119,7 +119,7 @@ def test_continues_from_an_imported_hugging_face_folder(tmp_path):
 def test_imported_model_of_another_shape_is_a_clear_error(tmp_path):
     import pytest
 
-    from cgpt.errors import CgptError
+    from cgpt.core.errors import CgptError
     from cgpt.export.hf import export_hf, import_hf_to_checkpoint
     from cgpt.model.gpt import GPT
 

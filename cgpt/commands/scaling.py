@@ -2,7 +2,7 @@
 coefficients with residuals next to the published ones, forecast a held-out member (``--leave-out``)
 or new computes (``--predict``), and write tables, plots and JSON with ``--out DIR``.
 
-:func:`cgpt.scaling.arguments.add_arguments` and :func:`run` are all ``cgpt.cli`` needs; the logic
+:func:`cgpt.commands.scaling_options.add_arguments` and :func:`run` are all ``cgpt.cli`` needs; the logic
 lives in the library (:mod:`cgpt.scaling.card_law`, :mod:`cgpt.scaling.next_member`), so the family
 flow and the command compute the same numbers.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from cgpt.errors import ScalingError
-from cgpt.fsutil import write_json_atomic
+from cgpt.core.errors import ScalingError
+from cgpt.core.fsutil import write_json_atomic
 from cgpt.scaling.card_law import CardFit, CardSelection, LeaveOut, ReferenceLaw, fit_card, leave_out
 from cgpt.scaling.next_member import Member, MemberForecast, forecast_member
 from cgpt.scaling.power_law import PowerLawFit, fit_power_law

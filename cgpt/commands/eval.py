@@ -72,7 +72,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> None:
-    from cgpt.errors import CgptError
+    from cgpt.core.errors import CgptError
     from cgpt.eval.downstream import evaluate_tasks
     from cgpt.eval.models import load_eval_model
     from cgpt.eval.table import card_preset_for, card_rows, format_table, results_table, table_notes, write_table

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
-from cgpt.errors import CgptError
+from cgpt.core.errors import CgptError
 
 # Set by cgpt's launcher for the ranks it starts: a rank then reports a failure only through the
 # error file torch's elastic agent gives it, and the launcher prints the one line for the job.

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cgpt.errors import CgptError, DataError
+from cgpt.core.errors import CgptError, DataError
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

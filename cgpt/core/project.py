@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from cgpt.errors import ConfigError
-from cgpt.sections import PARAMS_FILE, Sections, load_sections
+from cgpt.core.errors import ConfigError
+from cgpt.core.sections import PARAMS_FILE, Sections, load_sections
 
 __all__ = ["PARAMS_FILE", "Project"]
 

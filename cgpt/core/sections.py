@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.fields import FieldInfo
 
-from cgpt.errors import ConfigError
+from cgpt.core.errors import ConfigError
 
 PARAMS_FILE = "params.yaml"
 
