@@ -69,10 +69,13 @@ def _check(args: argparse.Namespace) -> None:
     """Validate params.yaml and show the run it describes, with every preset default resolved."""
     from cgpt.config import load_params
     from cgpt.resolved import describe_run
+    from cgpt.stages.sources import check_stage_params
     from cgpt.summary import format_summary
 
     path = Path(args.params)
     params = load_params(path)
+    if path.name == "params.yaml":
+        check_stage_params(path.resolve().parent)  # the keys dvc.yaml reads must be spelt out
     print(f"{path}: ok")
     print(format_summary(describe_run(params, path.resolve().parent)))
 

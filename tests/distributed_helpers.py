@@ -1,4 +1,4 @@
-"""Helpers of tests/test_distributed.py: ranks as spawned processes on gloo, and a stage-level mini project.
+"""Helpers of tests/unit/train/test_distributed.py: ranks as spawned processes on gloo, and a stage-level mini project.
 
 Kept outside the test module so the spawned ranks import it without pytest's collection.
 """

@@ -38,7 +38,7 @@ OBJECTS = ["the crown", "his love", "the storm", "her father", "the night", "old
 
 TINY_PARAMS: dict[str, Any] = {
     "download": {"sources": [{"name": "templates", "kind": "local", "paths": ["corpus/templates.jsonl"]}]},
-    "clean": {"workers": 1},
+    "clean": {"fix_text": True, "normalization": "NFC", "dedup": {"exact": False, "near": False}, "workers": 1},
     "tokenize": {
         "tokenizer": {"vocab_size": 512},
         "split": {"val": 0.1, "test": 0.1, "chunk_chars": 1000},

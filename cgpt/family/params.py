@@ -50,7 +50,8 @@ RECIPE_TRAIN_KEYS = (
 )
 MODEL_KEYS = tuple(ModelParams.model_fields)
 TRAIN_KEYS = tuple(k for k in TrainParams.model_fields if k not in DERIVED_TRAIN_KEYS)
-NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+#: no "." in a member's name: dvc.yaml reads family.members.<name> as a params key, and DVC splits keys at dots
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]*"
 
 
 class _Strict(BaseModel):
@@ -215,7 +216,8 @@ class FamilyParams(_Strict):
         for name in v:
             if not re.fullmatch(NAME_PATTERN, str(name)):
                 raise ValueError(
-                    f"member name {name!r}: expected letters, digits, '_', '.', '-' (it names the folder runs/<name>)"
+                    f"member name {name!r}: expected letters, digits, '_', '-' (it names the folder runs/<name>; "
+                    "no '.': DVC reads family.members.<name> as a params key and splits it at dots)"
                 )
         return v
 

@@ -11,7 +11,7 @@ residual scale, with Student-t quantiles:
   freedom accounts for that (t_{0.975} is 12.7 at 1 dof, 4.3 at 2, 2.8 at 4) instead of pretending
   s is known. For the pure power law in nats the interval is exact up to the linearisation of
   ``exp``; for the saturating law it is a first-order approximation whose coverage on synthetic
-  data is checked by ``tests/test_scaling_intervals.py`` (a seeded Monte-Carlo run).
+  data is checked by ``tests/unit/scaling/test_scaling_intervals.py`` (a seeded Monte-Carlo run).
 * The nominal level defaults to 95%. What the interval does *not* cover: a law of the wrong form
   (the curve bending in a way no member so far showed) and a run whose compute convention differs
   from the fitted points' (see ``docs/scaling.md``, FLOPs). A member outside the interval means

@@ -12,12 +12,17 @@ first by every ``dvc repro``, stops everything on a typo anywhere before any wor
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from cgpt.config import Params, load_params
+from cgpt.core.errors import ConfigError
 from cgpt.core.fsutil import write_json_atomic
 from cgpt.core.project import Project
+from cgpt.core.sections import PARAMS_FILE, read_params_file
 from cgpt.data.download.fingerprint import sources_fingerprint
 from cgpt.data.download.raw import cache_dir_for
 from cgpt.data.download.sources import HashCache
@@ -50,8 +55,47 @@ def eval_data_fingerprint(params: Params, root: Path, hashes: HashCache) -> dict
     }  # fmt: skip
 
 
+def _lookup(data: Any, key: str) -> tuple[bool, Any]:
+    for part in key.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return False, None
+        data = data[part]
+    return True, data
+
+
+def check_stage_params(root: Path) -> None:
+    """One line for the first key dvc.yaml names as a stage's param that params.yaml leaves out.
+
+    cgpt gives every key a default, but DVC refuses to run a stage whose declared params are not in
+    the file (``Parameters '...' are missing``, for every later stage): say which key, which stage,
+    and the value to write, before any work."""
+    dvc_yaml = root / "dvc.yaml"
+    if not dvc_yaml.is_file():
+        return
+    raw = read_params_file(root / PARAMS_FILE) or {}
+    defaults = Params().model_dump(mode="json")
+    members = (raw.get("family") or {}).get("members") or {}
+    for name, stage in (yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}).get("stages", {}).items():
+        keys = [str(k) for k in (stage.get("do") or stage).get("params", []) if isinstance(k, str)]
+        for key in keys:
+            for resolved in [key.replace("${key}", m) for m in members] if "${key}" in key else [key]:
+                if _lookup(raw, resolved)[0]:
+                    continue
+                found, default = _lookup(defaults, resolved)
+                last = resolved.split(".")[-1]
+                hint = ""
+                if found:
+                    value = "{}" if isinstance(default, dict) else json.dumps(default)
+                    hint = f", e.g. `{last}: {value}` (cgpt's default{'s' if isinstance(default, dict) else ''})"
+                raise ConfigError(
+                    f"{root / PARAMS_FILE}: {resolved} is missing, and dvc.yaml's {name} stage reads it as a "
+                    f"param (DVC refuses a missing one): write it out{hint}"
+                )
+
+
 def run(project: Project) -> dict[str, Any]:
     params = load_params(project.params_file)
+    check_stage_params(project.root)
     hashes = HashCache(cache_dir_for(params.download, project.raw) / "local-sha256.json")
     try:
         fingerprint = sources_fingerprint(params.download, project.root, hashes)

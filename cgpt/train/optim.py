@@ -64,7 +64,7 @@ class CerebrasAdamW(torch.optim.Optimizer):
     fused AdamW kernel, one launch per group. That kernel puts epsilon after the bias correction,
     ``m_hat / (sqrt(v_hat) + eps')``; with ``eps' = eps / sqrt(1 - b2^t)`` this is exactly the Model
     Zoo's ``m / (sqrt(v) + eps) * sqrt(1 - b2^t) / (1 - b1^t)`` (multiply numerator and
-    denominator by ``sqrt(1 - b2^t)``), so both paths agree to fp32 rounding (tests/test_optim.py).
+    denominator by ``sqrt(1 - b2^t)``), so both paths agree to fp32 rounding (tests/unit/train/test_optim.py).
     Both work on FSDP's DTensor parameters (the ops are elementwise, shard by shard).
     """
 

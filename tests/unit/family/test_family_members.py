@@ -197,10 +197,19 @@ def test_the_cerebras_family_example_is_the_cards_seven_at_20_tokens_per_paramet
     params = load_params(REPO / "examples" / "cerebras-family" / "params.yaml")
     members = family_members(params, 50257)  # GPT-2's vocabulary
     assert [m.name for m in members] == [
-        f"cerebras-{s}" for s in ("111m", "256m", "590m", "1.3b", "2.7b", "6.7b", "13b")
+        f"cerebras-{s}"
+        for s in ("111m", "256m", "590m", "1p3b", "2p7b", "6p7b", "13b")  # no dots: DVC keys
     ]
     assert members[-1].n_params == 12_853_386_240
     assert [m.recipe.batch_size for m in members] == [120, 264, 264, 528, 528, 1040, 720]
     for m in members:
         assert m.tokens / m.n_params == pytest.approx(20, rel=1e-3)
     assert params.family.fit.metric == "test"  # the card's law: Pile test cross-entropy
+
+
+def test_a_member_name_with_a_dot_is_refused_in_one_line(tmp_path):
+    """DVC reads family.members.<name> as a params key and splits it at dots: `cerebras-1.3b` would be
+    'missing' for DVC; cgpt refuses it first, saying why."""
+    with pytest.raises(ConfigError) as err:
+        params_with(tmp_path, {"members": {"cerebras-1.3b": {"preset": "cerebras-1.3b"}}})
+    assert "no '.'" in str(err.value) and "\n" not in str(err.value)

@@ -5,6 +5,7 @@ it), and the params sections its ``StageParams`` validates (both ways too)."""
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -100,8 +101,10 @@ def test_no_code_dep_block_is_repeated_whole():
         seen[key] = name
 
 
-#: sections a stage validates but that cannot change its outputs, so they are not DVC params:
-#: evaluate reads train.threads (speed only) beside train.run_name (declared as a key)
+#: sections a stage reads that cannot change its outputs, so they are not DVC params (a change
+#: re-runs nothing): ``tracking`` says where the MLflow record goes, not what is computed; a member's
+#: evaluation reads the ``train`` section only for its thread count (speed)
+NOT_OUTPUTS = {"tracking"}
 SPEED_ONLY = {"member-evaluate": {"train"}}
 
 
@@ -125,7 +128,31 @@ def test_params_are_the_sections_the_stage_reads(name):
     declared = {str(p).split(".")[0] for p in stage.get("params", [])}
     read = set(stage_view(name, stage["cmd"]).model_fields)
     assert declared <= read, f"{name}: dvc.yaml declares params it never reads: {sorted(declared - read)}"
-    missing = read - declared - SPEED_ONLY.get(name, set())
+    missing = read - declared - NOT_OUTPUTS - SPEED_ONLY.get(name, set())
     if name == "sources":  # validates the whole file; always runs, so its params change nothing
         missing = set()
     assert not missing, f"{name}: reads params.yaml sections dvc.yaml does not declare: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("params_file", ["params.yaml", "examples/cerebras-family/params.yaml"])
+def test_the_shipped_params_spell_out_every_key_dvc_yaml_reads(tmp_path, params_file):
+    from cgpt.stages.sources import check_stage_params
+
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copy(REPO / params_file, tmp_path / "params.yaml")
+    check_stage_params(tmp_path)
+
+
+def test_a_key_dvc_yaml_reads_but_params_yaml_leaves_out_is_one_line(tmp_path):
+    from cgpt.core.errors import ConfigError
+    from cgpt.stages.sources import check_stage_params
+
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    del raw["clean"]["fix_text"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as err:
+        check_stage_params(tmp_path)
+    line = str(err.value)
+    assert "clean.fix_text is missing" in line and "export stage" in line and "`fix_text: true`" in line
+    assert "\n" not in line

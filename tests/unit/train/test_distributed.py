@@ -1,7 +1,7 @@
 """Distributed training: the same math at any world size, checkpoints across world sizes, launching.
 
 The multi-process tests run gloo ranks on the CPU, one thread each, with the tiny model of
-tests/test_train_loop.py (1 layer, d 32, seq 16, batch 4 in micro-batches of 1, 12 steps).
+tests/unit/train/test_train_loop.py (1 layer, d 32, seq 16, batch 4 in micro-batches of 1, 12 steps).
 
 Tolerance (fp32, gloo, measured on this setup): the loss of every logged step agrees with one
 process to within 1e-7 (asserted <= 1e-5), and the final weights to within 3.3e-5 (asserted
