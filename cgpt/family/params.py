@@ -29,25 +29,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from cgpt.core.sections import optional_fields
 from cgpt.model.params import ModelParams
 from cgpt.presets import PRESETS
-from cgpt.train.params import TrainParams
+from cgpt.train.params import RECIPE_KEYS, TrainParams
 
 #: train keys a member may not set: its folder/run name is the member's name, its length follows tokens_per_param
 DERIVED_TRAIN_KEYS = ("run_name", "max_steps")
 #: train keys that make up the recipe: a member takes them from ``defaults``/itself, never from the
 #: project's ``train:`` (which configures the single model); every other train key (seed, precision,
 #: device, threads, intervals...) passes through from the project's ``train:``
-RECIPE_TRAIN_KEYS = (
-    "batch_size",
-    "micro_batch_size",
-    "seq_len",
-    "lr",
-    "end_lr_ratio",
-    "warmup_steps",
-    "decay",
-    "weight_decay",
-    "grad_clip",
-    "adam_eps",
-)
+#: (the micro-batch too: it follows the member's shape)
+RECIPE_TRAIN_KEYS = (*(k for k in RECIPE_KEYS if k not in DERIVED_TRAIN_KEYS), "micro_batch_size")
 MODEL_KEYS = tuple(ModelParams.model_fields)
 TRAIN_KEYS = tuple(k for k in TrainParams.model_fields if k not in DERIVED_TRAIN_KEYS)
 #: no "." in a member's name: dvc.yaml reads family.members.<name> as a params key, and DVC splits keys at dots

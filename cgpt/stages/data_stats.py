@@ -9,13 +9,37 @@ data (Pile subsets) are made safe as keys (:mod:`cgpt.keys`).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cgpt.core.fsutil import sha256_file, write_json_atomic
 from cgpt.core.project import Project
+from cgpt.core.sections import Sections
 from cgpt.keys import safe_keys
+from cgpt.tracking.params import TrackingParams
 from cgpt.tracking.runs import publish_stage_stats
+
+
+class DataStageParams(Sections):
+    """What every data stage reads of params.yaml besides its own section: where its statistics are
+    recorded (``tracking:``). Each stage's ``StageParams`` adds its section."""
+
+    tracking: TrackingParams = TrackingParams()
+
+
+def run_data_stage(
+    project: Project, view: type[DataStageParams], stage: str, work: Callable[[Any], dict[str, Any]]
+) -> dict[str, Any]:
+    """A data stage: its sections of params.yaml, ``work(section)`` timed, its statistics written
+    (``metrics/<stage>.json``) and published (MLflow)."""
+    params = project.load(view)
+    started = time.time()
+    stats = work(getattr(params, stage))
+    publish_data_stats(project, params, stage, stats, started=started)
+    return stats
+
 
 # the file each data stage writes last, listing (with sha256s) everything it produced
 STAGE_OUTPUT_RECORD = {"download": "raw/manifest.json", "clean": "clean/manifest.json", "tokenize": "tokens/index.json"}

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from cgpt.core.project import Project
-from cgpt.core.sections import Sections
 from cgpt.data.download.params import DownloadParams
 from cgpt.data.download.raw import download
-from cgpt.stages.data_stats import publish_data_stats
-from cgpt.tracking.params import TrackingParams
+from cgpt.stages.data_stats import DataStageParams, run_data_stage
 
 
-class StageParams(Sections):
-    """What the download stage reads of params.yaml."""
+class StageParams(DataStageParams):
+    """What the download stage reads of params.yaml: its section (and ``tracking:``)."""
 
     download: DownloadParams = DownloadParams()
-    tracking: TrackingParams = TrackingParams()
 
 
 def run(project: Project) -> dict[str, Any]:
-    params = project.load(StageParams)
-    started = time.time()
-    stats = download(params.download, project.raw)
-    publish_data_stats(project, params, "download", stats, started=started)
-    return stats
+    return run_data_stage(project, StageParams, "download", lambda section: download(section, project.raw))

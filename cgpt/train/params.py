@@ -129,19 +129,10 @@ class TrainParams(BaseModel):
         return v
 
 
+#: the ``train:`` keys of the optimisation: the learning-rate schedule and AdamW's settings
+SCHEDULE_KEYS = ("lr", "end_lr_ratio", "warmup_steps", "decay", "weight_decay", "grad_clip", "adam_eps")
 #: the ``train:`` keys that override the preset's recipe (everything else is a loop setting)
-RECIPE_KEYS = (
-    "max_steps",
-    "batch_size",
-    "seq_len",
-    "lr",
-    "end_lr_ratio",
-    "warmup_steps",
-    "decay",
-    "weight_decay",
-    "grad_clip",
-    "adam_eps",
-)
+RECIPE_KEYS = ("max_steps", "batch_size", "seq_len", *SCHEDULE_KEYS)
 
 
 def resolve_recipe(preset: str, train: TrainParams) -> TrainRecipe:

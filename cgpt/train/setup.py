@@ -20,7 +20,7 @@ from cgpt.devices import resolve_device
 from cgpt.presets import ModelConfig, TrainRecipe
 from cgpt.train.checkpoint import model_config_to_dict
 from cgpt.train.distributed import DistContext
-from cgpt.train.params import TrainParams
+from cgpt.train.params import SCHEDULE_KEYS, TrainParams
 from cgpt.train.perf import GIB, device_memory, estimate_memory
 
 log = logging.getLogger("cgpt.train")
@@ -75,19 +75,7 @@ class RunSetup:
             "batch_size": self.recipe.batch_size,
             "optimization": {
                 "preset": self.preset,
-                **t.model_dump(
-                    include={
-                        "lr",
-                        "end_lr_ratio",
-                        "warmup_steps",
-                        "decay",
-                        "weight_decay",
-                        "grad_clip",
-                        "adam_eps",
-                        "optimizer",
-                        "precision",
-                    }
-                ),
+                **t.model_dump(include={*SCHEDULE_KEYS, "optimizer", "precision"}),
             },  # fmt: skip
         }
 

@@ -38,20 +38,7 @@ from torch import nn
 from cgpt.core.errors import CgptError, TrainingError
 from cgpt.faults import fault_point
 from cgpt.presets import ModelConfig
-from cgpt.train.checkpoint.files import (
-    COMPLETE,
-    HISTORY,
-    SPEED,
-    DamagedCheckpoint,
-    capture_rng,
-    file_record,
-    fsync_dir,
-    jsonl,
-    model_config_to_dict,
-    prune_checkpoints,
-    step_dir_name,
-    write_failure,
-)
+from cgpt.train.checkpoint import files as ckfiles
 from cgpt.train.checkpoint.plain import Checkpoint
 from cgpt.train.distributed import DistContext
 
@@ -85,7 +72,7 @@ def save_sharded_checkpoint(
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    final = ckpt_dir / step_dir_name(step)
+    final = ckpt_dir / ckfiles.step_dir_name(step)
     tmp = ckpt_dir / (final.name + ".tmp")
 
     def prepare() -> None:
@@ -94,7 +81,7 @@ def save_sharded_checkpoint(
             shutil.rmtree(tmp, ignore_errors=True)
             (tmp / DCP_DIR).mkdir(parents=True)
         except OSError as exc:
-            raise write_failure(ckpt_dir, exc) from None
+            raise ckfiles.write_failure(ckpt_dir, exc) from None
 
     ctx.run_on_main(prepare)
     failure, mine = None, {}
@@ -106,9 +93,9 @@ def save_sharded_checkpoint(
         names = [f"__{ctx.rank}_"] + ([".metadata"] if ctx.is_main else [])
         for f in sorted((tmp / DCP_DIR).iterdir()):
             if f.is_file() and (f.name.startswith(names[0]) or f.name in names[1:]):
-                mine[f"{DCP_DIR}/{f.name}"] = file_record(f)
+                mine[f"{DCP_DIR}/{f.name}"] = ckfiles.file_record(f)
     except Exception as exc:  # OSError, DCP's CheckpointException: "cannot write"
-        failure = str(write_failure(ckpt_dir, exc))
+        failure = str(ckfiles.write_failure(ckpt_dir, exc))
     gathered = ctx.gather((failure, mine))
     failures = [f for f, _ in gathered if f]
     if failures:
@@ -119,34 +106,36 @@ def save_sharded_checkpoint(
 
     def finish() -> None:
         try:
-            torch.save(capture_rng(), tmp / "rng.pt")
-            (tmp / HISTORY).write_text(jsonl(history), encoding="utf-8")
-            (tmp / SPEED).write_text(jsonl(speed), encoding="utf-8")
+            torch.save(ckfiles.capture_rng(), tmp / "rng.pt")
+            (tmp / ckfiles.HISTORY).write_text(ckfiles.jsonl(history), encoding="utf-8")
+            (tmp / ckfiles.SPEED).write_text(ckfiles.jsonl(speed), encoding="utf-8")
             fault_point("checkpoint.file")
             state = {
                 "step": step,
-                "model_config": model_config_to_dict(model_config),
+                "model_config": ckfiles.model_config_to_dict(model_config),
                 **extra,
                 "format": FORMAT,
             }
             (tmp / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
             small = [f for f in sorted(tmp.iterdir()) if f.is_file()]
-            files = {**shards, **{f.name: file_record(f) for f in small}}
-            (tmp / COMPLETE).write_text(json.dumps({"files": files}, indent=2, sort_keys=True), encoding="utf-8")
+            files = {**shards, **{f.name: ckfiles.file_record(f) for f in small}}
+            (tmp / ckfiles.COMPLETE).write_text(
+                json.dumps({"files": files}, indent=2, sort_keys=True), encoding="utf-8"
+            )
             for f in tmp.iterdir():
                 if f.is_file():
                     with open(f, "rb") as fh:
                         os.fsync(fh.fileno())
-            fsync_dir(tmp / DCP_DIR)
+            ckfiles.fsync_dir(tmp / DCP_DIR)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            fsync_dir(ckpt_dir)
+            ckfiles.fsync_dir(ckpt_dir)
             fault_point("checkpoint.renamed")
         except Exception as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise write_failure(ckpt_dir, exc) from None
-        prune_checkpoints(ckpt_dir, keep_last)
+            raise ckfiles.write_failure(ckpt_dir, exc) from None
+        ckfiles.prune_checkpoints(ckpt_dir, keep_last)
 
     ctx.run_on_main(finish)
     return final
@@ -175,7 +164,7 @@ def load_sharded(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer 
     except CgptError:
         raise
     except Exception as exc:  # a missing shard, a changed shape, a torn file: the checkpoint cannot be used
-        raise DamagedCheckpoint(f"{path}: cannot be read ({type(exc).__name__}: {str(exc)[:160]})") from None
+        raise ckfiles.DamagedCheckpoint(f"{path}: cannot be read ({type(exc).__name__}: {str(exc)[:160]})") from None
 
 
 def clean_fqn(name: str) -> str:
@@ -211,6 +200,6 @@ def load_full_into_sharded(ckpt: Checkpoint, model: nn.Module, optimizer: torch.
             state = fqn_optimizer_state(ckpt.optimizer_state, model, optimizer)
             set_optimizer_state_dict(model, optimizer, state, options=options)
     except Exception as exc:
-        raise DamagedCheckpoint(
+        raise ckfiles.DamagedCheckpoint(
             f"{ckpt.path}: cannot be loaded into this model ({type(exc).__name__}: {str(exc)[:160]})"
         ) from None
