@@ -5,6 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+# setuptools first: its distutils shim must be in place before anything imports the standard library's
+# distutils (lm-eval's dependencies do), or torch.compile's C++ builder, later in the same session,
+# fails setuptools' own check ("AssertionError: .../distutils/core.py")
+import setuptools  # noqa: F401  isort: skip
 from paths import GPT2_TOKENIZER
 
 
