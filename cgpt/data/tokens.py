@@ -272,10 +272,12 @@ def open_split(tokens_dir: Path, split: str) -> TokenStream:
 def vocab_size_for(tokenizer: Any, tokens_dir: Path | None = None) -> tuple[int, str]:
     """The vocabulary a model is sized with, and where it comes from: ``data/tokens``' once it exists,
     else the configured one (``tokenize.tokenizer``: the size of a trained BPE, at most; GPT-2's
-    50257 for a pretrained tokenizer, the recipe's). ``tokenizer``: a ``TokenizerParams``."""
+    50257 for ``kind: gpt2`` and for a pretrained tokenizer, the recipe's). ``tokenizer``: a ``TokenizerParams``."""
     index = read_json_if_valid(Path(tokens_dir) / "index.json") if tokens_dir is not None else None
     if isinstance(index, dict) and isinstance(index.get("vocab_size"), int):
         return index["vocab_size"], "from data/tokens"  # a damaged index: the tokenize stage reports it
     if tokenizer.kind == "train":
         return tokenizer.vocab_size, "at most, trained"
+    if tokenizer.kind == "gpt2":
+        return GPT2_VOCAB_SIZE, "GPT-2's"
     return GPT2_VOCAB_SIZE, "GPT-2's, for a pretrained tokenizer"

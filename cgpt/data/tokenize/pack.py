@@ -1,7 +1,8 @@
 """The tokenize stage's work: data/clean/ -> data/tokens/ (tokenizer.json, token shards, index.json).
 
-* Tokenizer: trained on the train split of the cleaned corpus (``kind: train``) or loaded
-  (``kind: pretrained``, e.g. the GPT-2 files = the Cerebras-GPT tokenizer).
+* Tokenizer: trained on the train split of the cleaned corpus (``kind: train``), GPT-2's
+  (``kind: gpt2``, the Cerebras-GPT tokenizer, :mod:`cgpt.data.tokenize.gpt2`) or loaded from a
+  folder, file or URL (``kind: pretrained``).
 * Split: :mod:`cgpt.data.tokenize.split` (a seeded hash of ~4 kB pieces; official splits kept);
   each run of consecutive pieces of one document in one split is one "document" of that split.
 * Packing: every document is encoded and followed by ``<|endoftext|>`` (no BOS; a literal
@@ -34,7 +35,8 @@ import numpy as np
 from cgpt.core.errors import DataError
 from cgpt.core.fsutil import atomic_dir, write_json_atomic, write_text_atomic
 from cgpt.data.clean.parts import clean_manifest_sha256, iter_clean_documents, read_clean_manifest
-from cgpt.data.tokenize.params import SplitParams, TokenizeParams
+from cgpt.data.tokenize.gpt2 import load_gpt2_tokenizer
+from cgpt.data.tokenize.params import SplitParams, TokenizeParams, TokenizerParams
 from cgpt.data.tokenize.split import document_units
 from cgpt.data.tokenize.tokenizer import (
     eos_token_id,
@@ -145,14 +147,23 @@ def _train_on_corpus(params: TokenizeParams, clean_dir: Path, manifest: dict[str
     return train_tokenizer(train_texts(), tp.vocab_size, tp.min_frequency)
 
 
+def load_configured_tokenizer(tp: TokenizerParams, clean_dir: Path):
+    """The tokenizer of ``kind: gpt2`` or ``kind: pretrained``. GPT-2's files are looked for (and
+    fetched into) the project's download cache beside ``clean_dir`` (``data/.download-cache``) among
+    the folders :func:`cgpt.data.tokenize.gpt2.cache_dirs` names."""
+    if tp.kind == "gpt2":
+        return load_gpt2_tokenizer(Path(clean_dir).parent / ".download-cache")
+    return load_tokenizer(tp.path)
+
+
 def _get_tokenizer(
     params: TokenizeParams, clean_dir: Path, manifest: dict[str, Any], tokenizer_file: Path | None = None
 ):
     tp = params.tokenizer
     if tokenizer_file is not None:
         return load_tokenizer(tokenizer_file)
-    if tp.kind == "pretrained":
-        return load_tokenizer(tp.path)
+    if tp.kind != "train":
+        return load_configured_tokenizer(tp, clean_dir)
     if params.shard.count > 1:
         raise DataError(
             f"tokenize shard {params.shard.index} of {params.shard.count}: tokenizer.kind=train needs the shared "
@@ -167,14 +178,15 @@ def _get_tokenizer(
 def train_shared_tokenizer(params: TokenizeParams, clean_dir: Path, path: Path) -> dict[str, Any]:
     """Make the one tokenizer every tokenize shard loads, once, before the fan-out: ``kind: train``
     trains on the train split of the whole corpus (exactly what an unsharded run trains),
-    ``kind: pretrained`` loads ``tokenizer.path``. Writes ``path`` (a tokenizer.json, atomically)
-    and returns ``{"path", "tokenizer_sha256", "seconds"}``."""
+    ``kind: gpt2`` / ``kind: pretrained`` loads GPT-2's files / ``tokenizer.path``. Writes ``path``
+    (a tokenizer.json, atomically) and returns ``{"path", "tokenizer_sha256", "seconds"}``."""
     clean_dir, path = Path(clean_dir), Path(path)
     manifest = read_clean_manifest(clean_dir)
     _set_threads(params.workers)
     t0 = time.perf_counter()
     tp = params.tokenizer
-    tok = load_tokenizer(tp.path) if tp.kind == "pretrained" else _train_on_corpus(params, clean_dir, manifest)
+    trained = tp.kind == "train"
+    tok = _train_on_corpus(params, clean_dir, manifest) if trained else load_configured_tokenizer(tp, clean_dir)
     write_text_atomic(path, tokenizer_json(tok))
     return {"path": str(path), "tokenizer_sha256": tokenizer_sha256(tok), "seconds": round(time.perf_counter() - t0, 3)}
 

