@@ -95,6 +95,8 @@ def card_facts(project: Project, params: StageParams, cfg: ModelConfig, sample: 
     tokenizer = (
         f"a byte-level BPE trained on the corpus, vocabulary {cfg.vocab_size:,}"
         if tp.kind == "train"
+        else "GPT-2's byte-level BPE (OpenAI's vocab.json + merges.txt), vocabulary 50,257"
+        if tp.kind == "gpt2"
         else f"byte-level BPE loaded from {Path(tp.path or '').name or tp.path}"
     )
     c = params.clean
