@@ -109,8 +109,9 @@ def test_each_edit_stales_exactly_the_stages_that_read_it(committed):
         ("params.yaml", "family.fit.level"): {"scaling"},
         # training: the loop re-runs the single model's and every member's training, nothing else
         ("cgpt/train/loop.py", "comment"): {"train"} | _group("member-train"),
-        # a single-model recipe key: the members read the train section's loop keys (and resume, untouched)
-        ("params.yaml", "train.max_steps"): {"train", "export", "scaling"} | _group("member-train"),
+        # a single-model recipe key: the members' training and export read the train section (its loop
+        # keys pass through to them; a member with its checkpoints complete resumes at its last step)
+        ("params.yaml", "train.max_steps"): {"train", "export"} | _group("member-train") | _group("member-export"),
         # the data: a clean module re-runs clean (tokenize follows only if data/clean changes)
         ("cgpt/data/clean/cleaner.py", "comment"): {"clean"},
         ("params.yaml", "clean.min_chars"): {"clean"},

@@ -191,7 +191,7 @@ def trial_params(params: Params, trial: Trial, threads: int | None = None) -> Pa
         }
     )
     sections = {k: getattr(params, k) for k in type(params).model_fields}
-    sections.update(model=model, train=train, family=FamilyParams())
+    sections.update(model=model, train=train, family=type(params.family)())  # a trial has no family
     return Params.model_validate(sections)
 
 

@@ -103,9 +103,10 @@ def test_no_code_dep_block_is_repeated_whole():
 
 #: sections a stage reads that cannot change its outputs, so they are not DVC params (a change
 #: re-runs nothing): ``tracking`` says where the MLflow record goes, not what is computed; a member's
-#: evaluation reads the ``train`` section only for its thread count (speed)
+#: evaluation reads the ``train`` section only for its thread count (speed), the scaling stage only
+#: for the members' loop keys, which name the family's MLflow parent run but change no point or fit
 NOT_OUTPUTS = {"tracking"}
-SPEED_ONLY = {"member-evaluate": {"train"}}
+SPEED_ONLY = {"member-evaluate": {"train"}, "scaling": {"train"}}
 
 
 def stage_view(name: str, cmd: str):
