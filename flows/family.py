@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,14 +55,10 @@ from cgpt.family.points import read_point  # noqa: E402
 from cgpt.scaling.next_member import Member  # noqa: E402
 from cgpt.tracking.family import open_family_run, record_forecast, record_outcome  # noqa: E402
 from cgpt.tracking.runs import Tracker, finishing  # noqa: E402
+from flows.experiment_report import artifact_key  # noqa: E402
 from flows.pipeline import dvc, stages_run, stream  # noqa: E402
 
 Through = Literal["evaluate", "export"]
-
-
-def artifact_key(text: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
 
 
 @task(task_run_name="dvc repro {target}", cache_policy=NO_CACHE)

@@ -52,6 +52,7 @@ from cgpt.stages.data_stats import publish_data_stats  # noqa: E402
 from cgpt.summary import summary_markdown, summary_rows  # noqa: E402
 from cgpt.tracking.runs import tracking_uri  # noqa: E402
 from flows.data_shards import sharded_clean_flow, sharded_tokenize_flow  # noqa: E402
+from flows.experiment_report import baseline_commit, exp_diff, experiment_artifact_key, report_markdown  # noqa: E402
 
 RETRIED_STAGES = {"download": 3}
 
@@ -130,7 +131,8 @@ def run_experiment(
     allow_missing: bool = False,
 ) -> dict[str, Any]:
     """``dvc exp run --temp -S ...``: the pipeline as one DVC experiment in a temporary copy of the
-    project, its log streamed; returns the experiment's name and the stages it ran.
+    project, its log streamed; returns the experiment's name, its baseline commit (``HEAD``, where
+    DVC starts it from) and the stages it ran.
 
     The copy holds what git tracks (plus DVC outputs of the baseline commit), so the persisted,
     uncached checkpoints of earlier runs are not there: training starts from step 0, as it should
@@ -143,11 +145,12 @@ def run_experiment(
     args += (["--name", exp_name] if exp_name else []) + (["--force"] if force else []) + _missing_flag(allow_missing)
     args += list(stages or [])
     env = {"MLFLOW_TRACKING_URI": tracking_uri(Path(project))}
+    baseline = baseline_commit(Path(project))
     lines = stream(dvc(Path(project), *args, env=env), "dvc exp run")
     names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Ran experiment(s):")]
     if not names:  # DVC 3.67 exits 0 without recording the experiment in a shallow git clone
         raise RuntimeError("dvc exp run recorded no experiment (in a shallow clone, run `git fetch --unshallow` first)")
-    return {"name": names[-1], "ran": stages_run(lines)}
+    return {"name": names[-1], "baseline": baseline, "ran": stages_run(lines)}
 
 
 def stage_is_stale(project: Path, stage: str) -> bool:
@@ -212,16 +215,11 @@ def summary_table(project: str) -> str:
 
 
 @task
-def experiment_markdown(project: str, exp_name: str) -> str:
-    """The experiment against the workspace: the params and metrics that differ."""
-    out = subprocess.run(
-        [sys.executable, "-m", "dvc", "exp", "diff", exp_name, "--md"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout
+def experiment_markdown(project: str, exp_name: str, baseline: str) -> str:
+    """The experiment against its baseline commit: the metrics (experiment − baseline, better or
+    worse, headline cross-entropy first) and the params that differ."""
+    diff = exp_diff(Path(project), baseline, exp_name)
+    return report_markdown(diff, exp_name, baseline[:7])
 
 
 def check_options(set_params: list[str] | None, clean_shards: int, tokenize_shards: int) -> None:
@@ -261,8 +259,9 @@ def pipeline(
     if set_params:
         exp = run_experiment(str(root), list(set_params), exp_name, names, force, allow_missing)
         outcome = {s: "ran" if s in exp["ran"] else "up to date" for s in names}
-        table = experiment_markdown(str(root), exp["name"])
-        title, section = f"cgpt experiment {exp['name']}", f"## {exp['name']} against the workspace\n\n{table}"
+        table = experiment_markdown(str(root), exp["name"], exp["baseline"])
+        title, section = f"cgpt experiment {exp['name']}", table
+        key, about = experiment_artifact_key(exp["name"]), f"The experiment {exp['name']} against its baseline commit"
     else:
         exp, outcome = None, {}
         for stage in names:
@@ -276,11 +275,10 @@ def pipeline(
             outcome[stage] = runner(stage, str(root), force, allow_missing)
         table = summary_table(str(root))
         title, section = "cgpt pipeline", f"## The run\n\n{table}\n\nEvery number: `dvc metrics show`."
+        key, about = "cgpt-metrics", "Stage outcomes and the run's summary"
     summary = "\n".join(f"| {s} | {o} |" for s, o in outcome.items())
     create_markdown_artifact(
-        key="cgpt-metrics",
-        markdown=f"# {title}\n\n| stage | result |\n|---|---|\n{summary}\n\n{section}",
-        description="Stage outcomes and the run's summary (an experiment: `dvc exp diff` against the workspace)",
+        key=key, markdown=f"# {title}\n\n| stage | result |\n|---|---|\n{summary}\n\n{section}", description=about
     )
     result: dict[str, Any] = {"stages": outcome, "summary_markdown": table}
     if exp is not None:
