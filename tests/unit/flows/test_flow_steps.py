@@ -59,6 +59,7 @@ def test_the_error_reaches_the_run_log_in_the_consoles_format(tmp_path, monkeypa
     import prefect
     import yaml
     from prefect.logging.formatters import PrefectFormatter
+    from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 
     config = yaml.safe_load((Path(prefect.__file__).parent / "logging/logging.yml").read_text())
     standard = config["formatters"]["standard"]  # the console's formatter
@@ -68,12 +69,11 @@ def test_the_error_reaches_the_run_log_in_the_consoles_format(tmp_path, monkeypa
     handler.emit = records.append
     logger = logging.getLogger("prefect.flow_runs")
     logger.addHandler(handler)
-    monkeypatch.setenv("PREFECT_LOGGING_TO_API_ENABLED", "false")
     monkeypatch.delenv("CGPT_PROJECT", raising=False)
     run_id = str(uuid.uuid4())
     monkeypatch.setenv("PREFECT__FLOW_RUN_ID", run_id)
-    try:
-        with pytest.raises(CgptError):
+    try:  # no API: the record stays here (no temporary server started for it)
+        with temporary_settings({PREFECT_LOGGING_TO_API_ENABLED: False}), pytest.raises(CgptError):
             enter_project()
     finally:
         logger.removeHandler(handler)
