@@ -2,8 +2,9 @@
 
 Each task asks DVC to reproduce exactly one stage (``dvc repro --single-item <stage>``), so stages
 that are up to date are skipped and ``dvc.lock`` stays the truth whether you ran ``dvc repro`` or
-this flow. The stage's output is streamed into the Prefect log, downloads retry, and the flow ends
-with a markdown artifact holding the run's summary (``cgpt summary``).
+this flow. The stage's output is streamed into the Prefect log (a progress bar as its final line,
+not its every update), a stage DVC skipped ends in the state ``Up to date``, downloads retry, and
+the flow ends with a markdown artifact holding the run's summary (``cgpt summary``).
 
     python flows/pipeline.py                       # run once in this project (Prefect's ephemeral local server)
     python flows/pipeline.py -S train.lr=0.001 -S train.max_steps=400 --exp-name lr-1e-3   # one DVC experiment
@@ -17,7 +18,9 @@ baked into a deployment.
 
 With ``set_params`` (``-S``) the whole pipeline runs as one DVC experiment, ``dvc exp run --temp
 -S key=value ...``, in a temporary copy of the project: the workspace (params.yaml, outputs,
-checkpoints) is left as it is, and the experiment shows up in ``dvc exp show``. The overrides are
+checkpoints) is left as it is, and the experiment shows up in ``dvc exp show``. Its flow run is
+named ``experiment <exp-name>`` and its artifact, ``cgpt-experiment-<exp-name>``, compares it with
+its baseline commit (flows/experiment_report.py). The overrides are
 validated with params.yaml before DVC starts, so a typo stops the flow with cgpt's one line.
 
 With ``clean_shards > 1`` (``tokenize_shards > 1``) a stale clean (tokenize) stage is fanned out
@@ -29,9 +32,9 @@ records it in dvc.lock as if ``dvc repro clean`` (``tokenize``) had produced it.
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -43,6 +46,7 @@ import yaml
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline machines: no telemetry calls
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
+from prefect.states import Completed, State  # noqa: E402
 
 from cgpt.config import dvc_overrides, load_params  # noqa: E402
 from cgpt.core.errors import CgptError, ConfigError  # noqa: E402
@@ -51,6 +55,7 @@ from cgpt.core.runtime import fail  # noqa: E402
 from cgpt.stages.data_stats import publish_data_stats  # noqa: E402
 from cgpt.summary import summary_markdown, summary_rows  # noqa: E402
 from cgpt.tracking.runs import tracking_uri  # noqa: E402
+from flows.console import ConsoleLines  # noqa: E402
 from flows.data_shards import sharded_clean_flow, sharded_tokenize_flow  # noqa: E402
 from flows.experiment_report import baseline_commit, exp_diff, experiment_artifact_key, report_markdown  # noqa: E402
 
@@ -69,10 +74,10 @@ def stage_names(project: Path) -> list[str]:
     return [name for name in spec["stages"] if name not in FAMILY_STAGES]
 
 
-def dvc(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def dvc(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """``dvc <args>`` in ``project`` with this interpreter's folder first on PATH, so the ``python``
     of dvc.yaml's commands is the one running the flow (a worker's flow-run process need not have
-    the venv activated)."""
+    the venv activated). Its output is bytes, read as it comes (:func:`stream`)."""
     full = {**os.environ, "TQDM_MININTERVAL": "5", "PYTHONUNBUFFERED": "1", **(env or {})}
     full["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full.get('PATH', '')}"
     return subprocess.Popen(
@@ -81,22 +86,27 @@ def dvc(project: Path, *args: str, env: dict[str, str] | None = None) -> subproc
         env=full,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
-        bufsize=1,
+        bufsize=0,
     )
 
 
-def stream(proc: subprocess.Popen[str], what: str) -> list[str]:
-    """Log ``proc``'s output line by line (progress bars' carriage returns split too); the lines,
-    or RuntimeError when it fails."""
+def stream(proc: subprocess.Popen[bytes], what: str) -> list[str]:
+    """Log ``proc``'s output line by line, progress bars as their final line (and a heartbeat of a
+    long one, :mod:`flows.console`), not every carriage-return update; the lines, or RuntimeError
+    when it fails."""
     logger = get_run_logger()
-    lines = []
+    console, decode = ConsoleLines(), codecs.getincrementaldecoder("utf-8")(errors="replace").decode
+    lines: list[str] = []
+
+    def log(new: list[str]) -> None:
+        for line in new:
+            logger.info(line)
+            lines.append(line)
+
     assert proc.stdout is not None
-    for raw in proc.stdout:
-        for line in re.split(r"[\r\n]+", raw):
-            if line.strip():
-                logger.info(line.rstrip())
-                lines.append(line.rstrip())
+    while chunk := proc.stdout.read(65536):
+        log(console.feed(decode(chunk)))
+    log(console.feed(decode(b"", final=True)) + console.close())
     if proc.wait() != 0:
         raise RuntimeError(f"{what} failed with exit status {proc.returncode} (see the log above)")
     return lines
@@ -113,12 +123,21 @@ def _missing_flag(allow_missing: bool) -> list[str]:
     return ["--allow-missing"] if allow_missing else []
 
 
+def repro_state(lines: list[str]) -> State:
+    """A ``dvc repro`` task's end state from DVC's log: ``Completed`` with the result ``"ran"`` when
+    DVC ran a stage, else ``Completed`` named ``Up to date`` (result ``"up to date"``), so the runs
+    list tells a skipped stage from one that ran."""
+    ran = stages_run(lines)
+    if ran:
+        return Completed(message=f"DVC ran {', '.join(ran)}", data="ran")
+    return Completed(name="Up to date", message="DVC skipped it: up to date", data="up to date")
+
+
 @task(task_run_name="dvc repro {stage}")
-def reproduce_stage(stage: str, project: str, force: bool = False, allow_missing: bool = False) -> str:
-    """Run one DVC stage, streaming its log; returns 'ran' or 'up to date'."""
+def reproduce_stage(stage: str, project: str, force: bool = False, allow_missing: bool = False) -> State:
+    """Run one DVC stage, streaming its log; its state's result is 'ran' or 'up to date'."""
     args = ["repro", "--single-item", stage] + (["--force"] if force else []) + _missing_flag(allow_missing)
-    lines = stream(dvc(Path(project), *args), f"dvc repro {stage}")
-    return "ran" if stages_run(lines) else "up to date"
+    return repro_state(stream(dvc(Path(project), *args), f"dvc repro {stage}"))
 
 
 @task(task_run_name="dvc exp run {set_params}")
@@ -232,7 +251,21 @@ def check_options(set_params: list[str] | None, clean_shards: int, tokenize_shar
         )
 
 
-@flow(name="cgpt-pipeline", log_prints=True)
+def pipeline_run_name(parameters: dict[str, Any], current: str) -> str:
+    """An experiment's flow run is named after it (``experiment lr-1e-3``, or after its overrides
+    when DVC is to pick the name); any other run keeps Prefect's ``current`` name."""
+    if not parameters.get("set_params"):
+        return current
+    return f"experiment {parameters.get('exp_name') or ' '.join(parameters['set_params'])}"
+
+
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    return pipeline_run_name(flow_run.parameters, flow_run.name or "cgpt-pipeline")
+
+
+@flow(name="cgpt-pipeline", flow_run_name=_run_name, log_prints=True)
 def pipeline(
     project: str = ".",
     stages: list[str] | None = None,
@@ -272,7 +305,7 @@ def pipeline(
                 outcome[stage] = sharded_tokenize(root, tokenize_shards, shard_runner, dask_address)
                 continue
             runner = reproduce_stage.with_options(retries=RETRIED_STAGES.get(stage, 0), retry_delay_seconds=10)
-            outcome[stage] = runner(stage, str(root), force, allow_missing)
+            outcome[stage] = runner(stage, str(root), force, allow_missing, return_state=True).result()
         table = summary_table(str(root))
         title, section = "cgpt pipeline", f"## The run\n\n{table}\n\nEvery number: `dvc metrics show`."
         key, about = "cgpt-metrics", "Stage outcomes and the run's summary"
