@@ -1,5 +1,8 @@
 """The ``cgpt`` command: one subcommand per pipeline stage, plus generate, presets, import-hf, check, summary, scaling,
-eval.
+eval (alias score).
+
+``cgpt evaluate`` is the pipeline's evaluate stage on the project's own model; ``cgpt eval`` scores
+any model folder on the card's tasks (:mod:`cgpt.commands.eval`).
 
 Stage subcommands call the same functions ``dvc repro`` runs (:mod:`cgpt.stages`) on the project
 given by ``--project`` (default: the current directory), without DVC's bookkeeping (use
@@ -99,11 +102,30 @@ def _eval(args: argparse.Namespace) -> None:
     run_eval(args)
 
 
+#: a stage whose name alone does not say enough (``evaluate`` beside ``eval``)
+STAGE_HELP = {"evaluate": "run the evaluate stage on the project's model (what dvc repro runs); any model folder: eval"}
+STAGE_DESCRIPTION = {
+    "evaluate": "Run the pipeline's evaluate stage on the project's own model (runs/<train.run_name>/model): "
+    "cross-entropy over the val/test splits and the card's 7 tasks, with params.yaml's evaluate: keys "
+    "(limit: auto scores every document for a cerebras-* preset, the first 200 otherwise), writing the "
+    "stage's outputs (runs/<name>/eval_*.json, runs/<name>/eval/). To score any other model folder "
+    "(an export, a downloaded Cerebras-GPT) on the card's tasks: cgpt eval (alias cgpt score)."
+}
+STAGE_NOTE = (
+    "The same function `dvc repro` runs, on the project given by --project, without DVC's bookkeeping "
+    "(use `dvc repro` for reproducible runs)."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cgpt", description="Cerebras-GPT recipe pipeline")
     sub = ap.add_subparsers(dest="command", required=True)
     for stage in STAGES:
-        sp = sub.add_parser(stage, help=f"run the {stage} stage (what dvc repro runs, without DVC's bookkeeping)")
+        sp = sub.add_parser(
+            stage,
+            help=STAGE_HELP.get(stage, f"run the {stage} stage (what dvc repro runs, without DVC's bookkeeping)"),
+            description=f"{STAGE_DESCRIPTION.get(stage, f'Run the {stage} stage.')} {STAGE_NOTE}",
+        )
         sp.add_argument("--project", default=".", help="project root (default: current directory)")
     g = sub.add_parser("generate", help="generate text with an exported Hugging Face folder")
     g.add_argument("prompt")

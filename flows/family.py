@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,22 +55,18 @@ from cgpt.family.points import read_point  # noqa: E402
 from cgpt.scaling.next_member import Member  # noqa: E402
 from cgpt.tracking.family import open_family_run, record_forecast, record_outcome  # noqa: E402
 from cgpt.tracking.runs import Tracker, finishing  # noqa: E402
-from flows.pipeline import dvc, stages_run, stream  # noqa: E402
+from flows.experiment_report import artifact_key  # noqa: E402
+from flows.pipeline import dvc, repro_state, stream  # noqa: E402
 
 Through = Literal["evaluate", "export"]
 
 
-def artifact_key(text: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
-
-
 @task(task_run_name="dvc repro {target}", cache_policy=NO_CACHE)
-def reproduce(target: str, project: str, force: bool = False) -> str:
-    """``dvc repro <target>`` (a stage and whatever it needs), streamed; 'ran' or 'up to date'."""
+def reproduce(target: str, project: str, force: bool = False) -> State:
+    """``dvc repro <target>`` (a stage and whatever it needs), streamed; a state named ``Up to date``
+    when DVC ran nothing (its result: 'ran' or 'up to date')."""
     args = ["repro", target] + (["--force"] if force else [])
-    lines = stream(dvc(Path(project), *args), f"dvc repro {target}")
-    return "ran" if stages_run(lines) else "up to date"
+    return repro_state(stream(dvc(Path(project), *args), f"dvc repro {target}"))
 
 
 @task(task_run_name="forecast {member.name}", cache_policy=NO_CACHE)

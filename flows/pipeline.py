@@ -2,8 +2,9 @@
 
 Each task asks DVC to reproduce exactly one stage (``dvc repro --single-item <stage>``), so stages
 that are up to date are skipped and ``dvc.lock`` stays the truth whether you ran ``dvc repro`` or
-this flow. The stage's output is streamed into the Prefect log, downloads retry, and the flow ends
-with a markdown artifact holding the run's summary (``cgpt summary``).
+this flow. The stage's output is streamed into the Prefect log (a progress bar as its final line,
+not its every update), a stage DVC skipped ends in the state ``Up to date``, downloads retry, and
+the flow ends with a markdown artifact holding the run's summary (``cgpt summary``).
 
     python flows/pipeline.py                       # run once in this project (Prefect's ephemeral local server)
     python flows/pipeline.py -S train.lr=0.001 -S train.max_steps=400 --exp-name lr-1e-3   # one DVC experiment
@@ -17,7 +18,9 @@ baked into a deployment.
 
 With ``set_params`` (``-S``) the whole pipeline runs as one DVC experiment, ``dvc exp run --temp
 -S key=value ...``, in a temporary copy of the project: the workspace (params.yaml, outputs,
-checkpoints) is left as it is, and the experiment shows up in ``dvc exp show``. The overrides are
+checkpoints) is left as it is, and the experiment shows up in ``dvc exp show``. Its flow run is
+named ``experiment <exp-name>`` and its artifact, ``cgpt-experiment-<exp-name>``, compares it with
+its baseline commit (flows/experiment_report.py). The overrides are
 validated with params.yaml before DVC starts, so a typo stops the flow with cgpt's one line.
 
 With ``clean_shards > 1`` (``tokenize_shards > 1``) a stale clean (tokenize) stage is fanned out
@@ -29,9 +32,9 @@ records it in dvc.lock as if ``dvc repro clean`` (``tokenize``) had produced it.
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -43,6 +46,7 @@ import yaml
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline machines: no telemetry calls
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
+from prefect.states import Completed, State  # noqa: E402
 
 from cgpt.config import dvc_overrides, load_params  # noqa: E402
 from cgpt.core.errors import CgptError, ConfigError  # noqa: E402
@@ -51,7 +55,9 @@ from cgpt.core.runtime import fail  # noqa: E402
 from cgpt.stages.data_stats import publish_data_stats  # noqa: E402
 from cgpt.summary import summary_markdown, summary_rows  # noqa: E402
 from cgpt.tracking.runs import tracking_uri  # noqa: E402
+from flows.console import ConsoleLines  # noqa: E402
 from flows.data_shards import sharded_clean_flow, sharded_tokenize_flow  # noqa: E402
+from flows.experiment_report import baseline_commit, exp_diff, experiment_artifact_key, report_markdown  # noqa: E402
 
 RETRIED_STAGES = {"download": 3}
 
@@ -68,10 +74,10 @@ def stage_names(project: Path) -> list[str]:
     return [name for name in spec["stages"] if name not in FAMILY_STAGES]
 
 
-def dvc(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def dvc(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """``dvc <args>`` in ``project`` with this interpreter's folder first on PATH, so the ``python``
     of dvc.yaml's commands is the one running the flow (a worker's flow-run process need not have
-    the venv activated)."""
+    the venv activated). Its output is bytes, read as it comes (:func:`stream`)."""
     full = {**os.environ, "TQDM_MININTERVAL": "5", "PYTHONUNBUFFERED": "1", **(env or {})}
     full["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full.get('PATH', '')}"
     return subprocess.Popen(
@@ -80,22 +86,27 @@ def dvc(project: Path, *args: str, env: dict[str, str] | None = None) -> subproc
         env=full,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
-        bufsize=1,
+        bufsize=0,
     )
 
 
-def stream(proc: subprocess.Popen[str], what: str) -> list[str]:
-    """Log ``proc``'s output line by line (progress bars' carriage returns split too); the lines,
-    or RuntimeError when it fails."""
+def stream(proc: subprocess.Popen[bytes], what: str) -> list[str]:
+    """Log ``proc``'s output line by line, progress bars as their final line (and a heartbeat of a
+    long one, :mod:`flows.console`), not every carriage-return update; the lines, or RuntimeError
+    when it fails."""
     logger = get_run_logger()
-    lines = []
+    console, decode = ConsoleLines(), codecs.getincrementaldecoder("utf-8")(errors="replace").decode
+    lines: list[str] = []
+
+    def log(new: list[str]) -> None:
+        for line in new:
+            logger.info(line)
+            lines.append(line)
+
     assert proc.stdout is not None
-    for raw in proc.stdout:
-        for line in re.split(r"[\r\n]+", raw):
-            if line.strip():
-                logger.info(line.rstrip())
-                lines.append(line.rstrip())
+    while chunk := proc.stdout.read(65536):
+        log(console.feed(decode(chunk)))
+    log(console.feed(decode(b"", final=True)) + console.close())
     if proc.wait() != 0:
         raise RuntimeError(f"{what} failed with exit status {proc.returncode} (see the log above)")
     return lines
@@ -112,12 +123,21 @@ def _missing_flag(allow_missing: bool) -> list[str]:
     return ["--allow-missing"] if allow_missing else []
 
 
+def repro_state(lines: list[str]) -> State:
+    """A ``dvc repro`` task's end state from DVC's log: ``Completed`` with the result ``"ran"`` when
+    DVC ran a stage, else ``Completed`` named ``Up to date`` (result ``"up to date"``), so the runs
+    list tells a skipped stage from one that ran."""
+    ran = stages_run(lines)
+    if ran:
+        return Completed(message=f"DVC ran {', '.join(ran)}", data="ran")
+    return Completed(name="Up to date", message="DVC skipped it: up to date", data="up to date")
+
+
 @task(task_run_name="dvc repro {stage}")
-def reproduce_stage(stage: str, project: str, force: bool = False, allow_missing: bool = False) -> str:
-    """Run one DVC stage, streaming its log; returns 'ran' or 'up to date'."""
+def reproduce_stage(stage: str, project: str, force: bool = False, allow_missing: bool = False) -> State:
+    """Run one DVC stage, streaming its log; its state's result is 'ran' or 'up to date'."""
     args = ["repro", "--single-item", stage] + (["--force"] if force else []) + _missing_flag(allow_missing)
-    lines = stream(dvc(Path(project), *args), f"dvc repro {stage}")
-    return "ran" if stages_run(lines) else "up to date"
+    return repro_state(stream(dvc(Path(project), *args), f"dvc repro {stage}"))
 
 
 @task(task_run_name="dvc exp run {set_params}")
@@ -130,7 +150,8 @@ def run_experiment(
     allow_missing: bool = False,
 ) -> dict[str, Any]:
     """``dvc exp run --temp -S ...``: the pipeline as one DVC experiment in a temporary copy of the
-    project, its log streamed; returns the experiment's name and the stages it ran.
+    project, its log streamed; returns the experiment's name, its baseline commit (``HEAD``, where
+    DVC starts it from) and the stages it ran.
 
     The copy holds what git tracks (plus DVC outputs of the baseline commit), so the persisted,
     uncached checkpoints of earlier runs are not there: training starts from step 0, as it should
@@ -143,11 +164,12 @@ def run_experiment(
     args += (["--name", exp_name] if exp_name else []) + (["--force"] if force else []) + _missing_flag(allow_missing)
     args += list(stages or [])
     env = {"MLFLOW_TRACKING_URI": tracking_uri(Path(project))}
+    baseline = baseline_commit(Path(project))
     lines = stream(dvc(Path(project), *args, env=env), "dvc exp run")
     names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Ran experiment(s):")]
     if not names:  # DVC 3.67 exits 0 without recording the experiment in a shallow git clone
         raise RuntimeError("dvc exp run recorded no experiment (in a shallow clone, run `git fetch --unshallow` first)")
-    return {"name": names[-1], "ran": stages_run(lines)}
+    return {"name": names[-1], "baseline": baseline, "ran": stages_run(lines)}
 
 
 def stage_is_stale(project: Path, stage: str) -> bool:
@@ -212,16 +234,11 @@ def summary_table(project: str) -> str:
 
 
 @task
-def experiment_markdown(project: str, exp_name: str) -> str:
-    """The experiment against the workspace: the params and metrics that differ."""
-    out = subprocess.run(
-        [sys.executable, "-m", "dvc", "exp", "diff", exp_name, "--md"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout
+def experiment_markdown(project: str, exp_name: str, baseline: str) -> str:
+    """The experiment against its baseline commit: the metrics (experiment − baseline, better or
+    worse, headline cross-entropy first) and the params that differ."""
+    diff = exp_diff(Path(project), baseline, exp_name)
+    return report_markdown(diff, exp_name, baseline[:7])
 
 
 def check_options(set_params: list[str] | None, clean_shards: int, tokenize_shards: int) -> None:
@@ -234,7 +251,21 @@ def check_options(set_params: list[str] | None, clean_shards: int, tokenize_shar
         )
 
 
-@flow(name="cgpt-pipeline", log_prints=True)
+def pipeline_run_name(parameters: dict[str, Any], current: str) -> str:
+    """An experiment's flow run is named after it (``experiment lr-1e-3``, or after its overrides
+    when DVC is to pick the name); any other run keeps Prefect's ``current`` name."""
+    if not parameters.get("set_params"):
+        return current
+    return f"experiment {parameters.get('exp_name') or ' '.join(parameters['set_params'])}"
+
+
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    return pipeline_run_name(flow_run.parameters, flow_run.name or "cgpt-pipeline")
+
+
+@flow(name="cgpt-pipeline", flow_run_name=_run_name, log_prints=True)
 def pipeline(
     project: str = ".",
     stages: list[str] | None = None,
@@ -261,8 +292,9 @@ def pipeline(
     if set_params:
         exp = run_experiment(str(root), list(set_params), exp_name, names, force, allow_missing)
         outcome = {s: "ran" if s in exp["ran"] else "up to date" for s in names}
-        table = experiment_markdown(str(root), exp["name"])
-        title, section = f"cgpt experiment {exp['name']}", f"## {exp['name']} against the workspace\n\n{table}"
+        table = experiment_markdown(str(root), exp["name"], exp["baseline"])
+        title, section = f"cgpt experiment {exp['name']}", table
+        key, about = experiment_artifact_key(exp["name"]), f"The experiment {exp['name']} against its baseline commit"
     else:
         exp, outcome = None, {}
         for stage in names:
@@ -273,14 +305,13 @@ def pipeline(
                 outcome[stage] = sharded_tokenize(root, tokenize_shards, shard_runner, dask_address)
                 continue
             runner = reproduce_stage.with_options(retries=RETRIED_STAGES.get(stage, 0), retry_delay_seconds=10)
-            outcome[stage] = runner(stage, str(root), force, allow_missing)
+            outcome[stage] = runner(stage, str(root), force, allow_missing, return_state=True).result()
         table = summary_table(str(root))
         title, section = "cgpt pipeline", f"## The run\n\n{table}\n\nEvery number: `dvc metrics show`."
+        key, about = "cgpt-metrics", "Stage outcomes and the run's summary"
     summary = "\n".join(f"| {s} | {o} |" for s, o in outcome.items())
     create_markdown_artifact(
-        key="cgpt-metrics",
-        markdown=f"# {title}\n\n| stage | result |\n|---|---|\n{summary}\n\n{section}",
-        description="Stage outcomes and the run's summary (an experiment: `dvc exp diff` against the workspace)",
+        key=key, markdown=f"# {title}\n\n| stage | result |\n|---|---|\n{summary}\n\n{section}", description=about
     )
     result: dict[str, Any] = {"stages": outcome, "summary_markdown": table}
     if exp is not None:

