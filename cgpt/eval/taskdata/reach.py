@@ -106,11 +106,11 @@ def _endpoint(url: str) -> tuple[str, int, str]:
     return parts.hostname or "", port, (f"proxy {parts.hostname}:{port}" if proxy else "")
 
 
-def probe(url: str, timeout_s: float, connect: Callable[..., Any] = socket.create_connection) -> str | None:
+def probe(url: str, timeout_s: float) -> str | None:
     """None when a TCP connection to ``url``'s host (or its proxy) opens within ``timeout_s``, else the error line."""
     host, port, via = _endpoint(url)
     try:
-        connect((host, port), timeout=timeout_s).close()
+        socket.create_connection((host, port), timeout=timeout_s).close()
     except OSError as exc:  # gaierror, ConnectionRefusedError, TimeoutError, ...
         kind = type(exc).__name__
         text = str(exc).replace("\n", " ")[:160] or "timed out"
@@ -163,7 +163,7 @@ class SourceMemory:
         """The host's failure within the TTL: this process's, else (unless retrying) an earlier run's."""
         now = self.clock()
         mine = _FAILED.get((self.scope, host))
-        if mine is not None and now - mine.at < self.ttl_s:
+        if mine is not None and now - mine.at < self.ttl_s and not (self.retry and mine.earlier_run):
             return mine
         if self.retry:
             return None
