@@ -79,6 +79,7 @@ def available_tasks(ev: EvaluateParams) -> tuple[list[str], dict[str, str]]:
 
     With ``missing_tasks: error`` the first unavailable task stops the stage (one line)."""
     from cgpt.eval.downstream import prepare_data
+    from cgpt.eval.taskdata import NoSourceError
 
     ok, missing = [], {}
     for task in ev.tasks:
@@ -89,8 +90,9 @@ def available_tasks(ev: EvaluateParams) -> tuple[list[str], dict[str, str]]:
         except DataError as exc:
             if ev.missing_tasks == "error":
                 raise
-            missing[task] = str(exc)
-            print(f"warning: {task} skipped, its data is unavailable: {exc}", file=sys.stderr)
+            missing[task] = str(exc)  # the whole explanation goes to the results' notes, once
+            why = exc.summary if isinstance(exc, NoSourceError) else exc
+            print(f"warning: {task} skipped, its data is unavailable: {why}", file=sys.stderr)
     return ok, missing
 
 
