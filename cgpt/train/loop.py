@@ -143,7 +143,7 @@ def train(
 ) -> TrainResult:
     """Train (or resume) the run in ``run_dir``; returns the model, the history rows and the summary.
 
-    MLflow gets each curve point exactly once, even across kills: :class:`cgpt.tracking.CurveLogger`
+    MLflow gets each curve point exactly once, even across kills: :class:`cgpt.tracking.runs.CurveLogger`
     skips what the run already holds and sends what it lost from the checkpoint's history.
     ``stop_requested`` is polled after every step (Ctrl-C / SIGTERM): the run then writes a
     checkpoint at that step and raises :class:`KeyboardInterrupt`.
