@@ -30,11 +30,10 @@ from cgpt.data.tokenize.params import TokenizeParams
 from cgpt.eval.params import EvaluateOverrides, EvaluateParams
 from cgpt.export.params import ExportParams
 from cgpt.family.params import FamilyParams, member_sections
-from cgpt.model.params import build_model_config
 from cgpt.tracking.params import TrackingParams
 from cgpt.train.params import TrainingSections
 
-__all__ = ["PARAMS_FILE", "Params", "apply_overrides", "build_model_config", "dvc_overrides", "load_params"]
+__all__ = ["PARAMS_FILE", "Params", "apply_overrides", "dvc_overrides", "load_params", "parse_params"]
 
 
 class FamilySection(FamilyParams):

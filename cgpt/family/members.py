@@ -100,7 +100,9 @@ def _sections(params: ParamsView, name: str) -> tuple[Any, Any]:
         raise ConfigError(f"params.yaml: {exc}") from None
 
 
-def member_params(params: ParamsView, name: str, vocab_size: int, root: Path | None = None, view: type[V] = None) -> V:
+def member_params(
+    params: ParamsView, name: str, vocab_size: int, root: Path | None = None, view: type[V] | None = None
+) -> V:
     """Member ``name``'s params, as ``view`` (default: ``params``' own type) sees params.yaml: what the
     train, evaluate and export stages run it with.
 
