@@ -101,7 +101,7 @@ def run_config(params: StageParams, setup: RunSetup, data_digest: str) -> dict[s
         "data": {
             "tokens_digest": data_digest,
             "tokenizer_sha256": setup.tokenizer_sha256,
-            "tokenizer": tok.kind if tok.kind in ("train", "gpt2") else f"pretrained:{tok.path}",
+            "tokenizer": tok.kind if tok.kind in ("train", "gpt2", "bytes") else f"pretrained:{tok.path}",
         },
     }
 
