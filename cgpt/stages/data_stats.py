@@ -41,8 +41,13 @@ def run_data_stage(
     return stats
 
 
-# the file each data stage writes last, listing (with sha256s) everything it produced
-STAGE_OUTPUT_RECORD = {"download": "raw/manifest.json", "clean": "clean/manifest.json", "tokenize": "tokens/index.json"}
+def output_record(project: Project, stage: str) -> Path:
+    """The file each data stage writes last, listing (with sha256s) everything it produced."""
+    return {
+        "download": project.raw / "manifest.json",
+        "clean": project.clean / "manifest.json",
+        "tokenize": project.tokens / "index.json",
+    }[stage]
 
 
 def publish_data_stats(project: Project, params: Any, stage: str, stats: dict[str, Any], *, started: float) -> None:
@@ -54,7 +59,7 @@ def publish_data_stats(project: Project, params: Any, stage: str, stats: dict[st
     write_json_atomic(project.metrics / f"{stage}.json", facts)
     write_json_atomic(project.metrics / f"{stage}.timing.json", timing)
     section = getattr(params, stage).model_dump(mode="json")
-    digest = file_digest(project.data / STAGE_OUTPUT_RECORD[stage])
+    digest = file_digest(output_record(project, stage))
     publish_stage_stats(
         project.root, params.tracking, stage, section, {**facts, "timing": timing}, started=started, digest=digest
     )
