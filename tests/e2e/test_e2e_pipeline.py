@@ -244,8 +244,8 @@ def test_dvc_views_fit_a_200_column_terminal(project):
     columns whose metric columns are named by their keys alone; `dvc plots show` labels every axis."""
     run(["git", "add", "-A"], cwd=project)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], cwd=project)
-    for lr in ("0.001", "0.006"):
-        dvc("exp", "run", "-S", f"train.lr={lr}", "-n", f"lr-{lr}", cwd=project)
+    for lr, name in (("0.001", "lr-1e-3"), ("0.006", "lr-6e-3")):
+        dvc("exp", "run", "-S", f"train.lr={lr}", "-n", name, cwd=project)
     flags = ["--only-changed", "--drop", "Created|.*/", "--no-pager"]
     table = dvc("exp", "show", *flags, cwd=project, extra_env={"COLUMNS": "200"}).stdout
     assert max(len(line) for line in table.splitlines()) <= 200, table
@@ -253,7 +253,9 @@ def test_dvc_views_fit_a_200_column_terminal(project):
     columns = [c.strip() for c in header.strip("|").split("|")]
     assert {"train.lr", "val_xent", "train_loss"} <= set(columns), columns
     assert not [c for c in columns if ":" in c or "/" in c], columns  # no <path>:<key>, no dependency hashes
-    assert "lr-0.006" in table and "lr-0.001" in table and "…" not in table
+    assert "lr-6e-3" in table and "lr-1e-3" in table and "…" not in table
+    status = dvc("status", cwd=project).stdout.splitlines()
+    assert status == ["sources:", "\talways changed"], status  # nothing else to say on a project that ran
     dvc("plots", "show", cwd=project)
     html = (project / "dvc_plots/index.html").read_text()
     for title in ("loss (nats/token)", "learning rate", "tokens/s", "step"):
