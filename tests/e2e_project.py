@@ -144,9 +144,9 @@ def copy_project(src: Path, dst: Path) -> Path:
     return dst
 
 
-def metrics(root: Path) -> dict[str, Any]:
-    """``dvc metrics show --json`` as {file: content}."""
-    out = json.loads(dvc("metrics", "show", "--json", cwd=root).stdout)
+def metrics(root: Path, *targets: str) -> dict[str, Any]:
+    """``dvc metrics show --json [targets]`` as {file: content} (targets: any JSON files, declared or not)."""
+    out = json.loads(dvc("metrics", "show", "--json", *targets, cwd=root).stdout)
     merged: dict[str, Any] = {}
     for files in out.values():
         for path, content in files["data"].items():

@@ -5,9 +5,12 @@
 * Downstream: the card's seven tasks at each shot count of ``evaluate.num_fewshot``, scored
   exactly like lm-evaluation-harness 0.4.13 (:mod:`cgpt.eval.downstream`).
 
-Outputs (``runs/<name>/``): ``eval_metrics.json`` (val/test cross-entropy, a DVC metric),
-``eval_{0,5}shot_{acc,acc_norm}.json`` (one row per shot count and metric, a column per task: DVC
-metrics, so ``dvc metrics show`` prints the card's table), and the folder ``eval/``: ``upstream.json``
+Outputs (``runs/<name>/``): ``eval_metrics.json`` (the DVC metric: ``val_xent``, ``test_xent`` and the
+7-task average accuracy per shot count, ``avg_acc_0shot``, ``avg_acc_5shot``: few, distinct keys, so
+``dvc exp show`` stays one narrow table), ``eval_{0,5}shot_{acc,acc_norm}.json`` (one row per shot count
+and metric, a column per task: not declared DVC metrics, since their keys repeat across the four files
+and ``dvc exp show`` would spell each as ``<path>:<key>``; ``dvc metrics show runs/<name>/eval_*shot*.json``
+prints them as the card's table), and the folder ``eval/``: ``upstream.json``
 (per split and subset), ``results.{csv,md}`` (the card's table, with the card's values beside ours
 on a Cerebras-GPT shape), ``results.json`` and ``samples/`` (every document's loglikelihoods).
 Timings go apart, to ``eval_timing.json``.
@@ -125,12 +128,24 @@ def downstream(project: Project, params: StageParams, model: GPT) -> tuple[Any, 
     return results, missing
 
 
+def headline_accuracy(rows: dict[str, dict[str, float]]) -> dict[str, float]:
+    """``{"avg_acc_0shot": ..., "avg_acc_5shot": ...}``: the 7-task average ``acc`` per shot count, for
+    ``eval_metrics.json``. One key per number, none repeating another metrics file's key, so ``dvc exp
+    show`` names each column by its key alone (a key present in two files becomes ``<path>:<key>``); a
+    shot count with a skipped task has no average, so no key."""
+    return {
+        f"avg_acc_{name.removesuffix('_acc')}": row["avg"]
+        for name, row in rows.items()
+        if name.endswith("shot_acc") and "avg" in row
+    }
+
+
 def write_outputs(
     run_dir: Path, up: dict[str, Any], results: Any, df: pd.DataFrame, notes: list[str]
 ) -> dict[str, Any]:
     """Everything evaluate writes (atomically per file; ``eval/`` as one folder)."""
-    headline = {f"{split}_xent": up[split]["loss"] for split in up}
     rows = downstream_rows(results)
+    headline = {f"{split}_xent": up[split]["loss"] for split in up} | headline_accuracy(rows)
     with atomic_dir(run_dir / "eval") as tmp:
         write_json_atomic(tmp / "upstream.json", safe_keys(up))
         write_text_atomic(tmp / "results.csv", df.to_csv())
