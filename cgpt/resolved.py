@@ -98,4 +98,25 @@ def describe_run(params: Params, root: Path) -> list[tuple[str, str]]:
         ("evaluate", f"splits {', '.join(params.evaluate.splits)}"),
         ("export", export),
         ("tracking", tracking),
+        ("family", _family_line(params, root)),
     ]
+
+
+def _family_line(params: Params, root: Path) -> str:
+    """The family in one line: its members, the compute they span, its tokenizer, how to run it."""
+    from cgpt.family.members import family_members
+    from cgpt.family.params import family_tokens_spec
+
+    if not params.family.members:
+        return "none (family.members: {})"
+    spec = family_tokens_spec(params)
+    vocab, _ = vocab_size_for(spec.tokenizer, Project(root).family_tokens)
+    members = family_members(params, vocab, root)
+    span = members[-1].compute / members[0].compute
+    names = f"{members[0].name} … {members[-1].name}" if len(members) > 2 else ", ".join(m.name for m in members)
+    tokenizer = "the single model's" if params.family.tokenizer is None else f"kind {spec.tokenizer.kind}"
+    return (
+        f"{len(members)} members ({names}), {human_count(members[0].n_params)} to "
+        f"{human_count(members[-1].n_params)} params, {span:.0f}x compute; tokenizer {tokenizer}; "
+        "family/dvc.yaml (make family)"
+    )
