@@ -103,3 +103,15 @@ def test_a_second_writer_of_a_run_folder_fails_in_one_line_naming_the_first(buil
     _, err = first.communicate()
     assert first.returncode == 0, err[-3000:]  # the first writer was not disturbed
     assert files_bytes(project, "runs/default/model", "runs/default/plots/train.csv") == expected
+
+
+def test_a_failed_validation_keeps_data_sources_json(built_project, tmp_path):
+    """The sources stage validates the whole params.yaml; when that fails, its outputs (declared
+    `persist: true` in dvc.yaml) keep their bytes: DVC no longer deletes them before the stage runs."""
+    project = copy_project(built_project, tmp_path / "p")
+    before = files_bytes(project, "data/sources.json", "data/eval_sources.json")
+    params = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(params.replace("train:\n", "train:\n  max_step: 60\n", 1))
+    proc = dvc("repro", cwd=project, check=False)
+    assert proc.returncode != 0 and "unknown key train.max_step" in error_lines(proc)[0], proc.stderr[-2000:]
+    assert files_bytes(project, "data/sources.json", "data/eval_sources.json") == before
