@@ -27,6 +27,7 @@ programs. Without ``fcntl`` (Windows) :func:`writing` holds nothing.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import socket
@@ -47,6 +48,8 @@ except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
 
 LOCK_DIR = ".cgpt-locks"
+
+log = logging.getLogger("cgpt.locks")
 
 # lock file -> [fd, depth] for the locks this process holds (re-entrancy)
 _held: dict[str, list[int]] = {}
@@ -153,6 +156,7 @@ def holder(path: Path) -> dict[str, Any] | None:
 
 
 def _acquire(path: Path) -> str:
+    """Take ``path``'s lock (or count one more use of it); its key, "" when it cannot be locked."""
     lock = lock_file_for(path)
     key = str(lock)
     with _guard:
@@ -172,6 +176,10 @@ def _acquire(path: Path) -> str:
                 record = _read_record(fd)
             os.close(fd)
             raise LockHeld(held_message(path, record), record) from None
+        except OSError as exc:  # a filesystem without locks (some FUSE mounts): go on, and say so
+            os.close(fd)
+            log.warning("%s: cannot be locked (%s); going on without cgpt's lock on %s", lock, exc, _shown(path))
+            return ""
         except BaseException:
             os.close(fd)
             raise
@@ -183,6 +191,8 @@ def _acquire(path: Path) -> str:
 
 
 def _release(key: str) -> None:
+    if not key:  # not held (see _acquire)
+        return
     with _guard:
         entry = _held.get(key)
         if entry is None:

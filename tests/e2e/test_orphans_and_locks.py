@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from e2e_project import copy_project, dvc, env, files_bytes, new_project
@@ -83,6 +84,7 @@ def test_a_second_writer_of_a_run_folder_fails_in_one_line_naming_the_first(buil
     )  # fmt: skip
     while (held := holder(project / "runs/default")) is None:
         assert first.poll() is None, first.communicate()
+        time.sleep(0.05)
     os.kill(first.pid, signal.SIGSTOP)
     try:
         assert held["pid"] == first.pid
