@@ -35,7 +35,7 @@ class StageParams(Sections):
 
 def run(project: Project) -> dict[str, object]:
     """Holds the lock of ``family/`` (:mod:`cgpt.core.locks`) while it works."""
-    with writing(project.family):
+    with writing(project.root / "family"):  # Project.family
         return _run(project)
 
 
