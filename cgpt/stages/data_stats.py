@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cgpt.core.fsutil import sha256_file, write_json_atomic
+from cgpt.core.locks import writing
 from cgpt.core.project import Project
 from cgpt.core.sections import Sections
 from cgpt.keys import safe_keys
@@ -30,14 +31,23 @@ class DataStageParams(Sections):
 
 
 def run_data_stage(
-    project: Project, view: type[DataStageParams], stage: str, work: Callable[[Any], dict[str, Any]]
+    project: Project,
+    view: type[DataStageParams],
+    stage: str,
+    work: Callable[[Any], dict[str, Any]],
+    writes: Callable[[Any], list[Path]] | None = None,
 ) -> dict[str, Any]:
     """A data stage: its sections of params.yaml, ``work(section)`` timed, its statistics written
-    (``metrics/<stage>.json``) and published (MLflow)."""
+    (``metrics/<stage>.json``) and published (MLflow) — all while holding the locks of what it
+    writes (:mod:`cgpt.core.locks`): its output folder (``data/<raw|clean|tokens>``, from
+    :data:`STAGE_OUTPUT_RECORD`) and whatever else ``writes(section)`` names."""
     params = project.load(view)
-    started = time.time()
-    stats = work(getattr(params, stage))
-    publish_data_stats(project, params, stage, stats, started=started)
+    section = getattr(params, stage)
+    output = (project.data / STAGE_OUTPUT_RECORD[stage]).parent
+    with writing(output, *(writes(section) if writes else [])):
+        started = time.time()
+        stats = work(section)
+        publish_data_stats(project, params, stage, stats, started=started)
     return stats
 
 

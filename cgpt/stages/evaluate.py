@@ -25,6 +25,7 @@ import torch
 
 from cgpt.core.errors import DataError
 from cgpt.core.fsutil import atomic_dir, write_json_atomic, write_text_atomic
+from cgpt.core.locks import writing
 from cgpt.core.project import Project
 from cgpt.core.sections import Sections
 from cgpt.data.tokens import open_split, read_subsets
@@ -144,8 +145,14 @@ def write_outputs(
 
 
 def run(project: Project, params: StageParams | None = None) -> dict[str, Any]:
-    """``params``: the project's params.yaml unless given (a family member's derived params)."""
+    """``params``: the project's params.yaml unless given (a family member's derived params). Holds
+    the run folder's lock (:mod:`cgpt.core.locks`) while it works."""
     params = params or project.load(StageParams)
+    with writing(project.run_dir(params.train.run_name)):
+        return _run(project, params)
+
+
+def _run(project: Project, params: StageParams) -> dict[str, Any]:
     run_dir = project.run_dir(params.train.run_name)
     cfg, state, info = load_model_dir(run_dir / "model")
     model = GPT(cfg)

@@ -10,6 +10,7 @@ import torch
 
 from cgpt.core.errors import DataError
 from cgpt.core.fsutil import atomic_dir, read_json_if_valid, write_json_atomic, write_text_atomic
+from cgpt.core.locks import writing
 from cgpt.core.project import Project
 from cgpt.data.clean.params import CleanParams
 from cgpt.data.download.params import DownloadParams
@@ -131,8 +132,14 @@ def card_facts(project: Project, params: StageParams, cfg: ModelConfig, sample: 
 
 
 def run(project: Project, params: StageParams | None = None) -> dict[str, Any]:
-    """``params``: the project's params.yaml unless given (a family member's derived params)."""
+    """``params``: the project's params.yaml unless given (a family member's derived params). Holds
+    the run folder's lock (:mod:`cgpt.core.locks`) while it works."""
     params = params or project.load(StageParams)
+    with writing(project.run_dir(params.train.run_name)):
+        return _run(project, params)
+
+
+def _run(project: Project, params: StageParams) -> dict[str, Any]:
     run_dir, tokens = project.run_dir(params.train.run_name), project.tokens
     cfg, state, info = load_model_dir(run_dir / "model")
     index = read_index(tokens)

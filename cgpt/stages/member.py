@@ -15,6 +15,7 @@ from functools import cache
 from pydantic import create_model
 
 from cgpt.core.errors import ConfigError
+from cgpt.core.locks import writing
 from cgpt.core.project import Project
 from cgpt.core.sections import Sections
 from cgpt.data.tokenize.params import TokensSpec
@@ -51,12 +52,14 @@ def run(project: Project, stage: str, name: str) -> object:
     vocab_size, _ = vocab_size_for(params.tokenize.tokenizer, project.tokens)
     own = member_params(params, name, vocab_size, project.root, view=stage_params(stage))
     fn = stage_function(stage)
-    if stage == "train":
-        parent = open_family_run(project.root, params)
-        with finishing(parent):
-            tags = child_tags(parent, params, name)
-        return fn(project, own, tags=tags)
-    result = fn(project, own)
-    if stage == "evaluate":
-        write_point(project.root, resolve_member(params, name, vocab_size, project.root), project.run_dir(name))
-    return result
+    # the member's run folder and its point below (the single-model stage re-takes the lock: re-entrant)
+    with writing(project.run_dir(name)):
+        if stage == "train":
+            parent = open_family_run(project.root, params)
+            with finishing(parent):
+                tags = child_tags(parent, params, name)
+            return fn(project, own, tags=tags)
+        result = fn(project, own)
+        if stage == "evaluate":
+            write_point(project.root, resolve_member(params, name, vocab_size, project.root), project.run_dir(name))
+        return result

@@ -8,6 +8,7 @@ conditional on params)."""
 
 from __future__ import annotations
 
+from cgpt.core.locks import writing
 from cgpt.core.project import Project
 from cgpt.core.sections import Sections
 from cgpt.data.tokenize.params import TokensSpec
@@ -33,6 +34,12 @@ class StageParams(Sections):
 
 
 def run(project: Project) -> dict[str, object]:
+    """Holds the lock of ``family/`` (:mod:`cgpt.core.locks`) while it works."""
+    with writing(project.root / "family"):  # Project.family
+        return _run(project)
+
+
+def _run(project: Project) -> dict[str, object]:
     params = project.load(StageParams)
     members = family_members(params, vocab_size_for(params.tokenize.tokenizer, project.tokens)[0], project.root)
     if len(members) < 2:  # no family (members: {}): the stage stays, so dvc.yaml need not change

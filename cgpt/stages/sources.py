@@ -21,6 +21,7 @@ import yaml
 from cgpt.config import Params, load_params
 from cgpt.core.errors import ConfigError
 from cgpt.core.fsutil import write_json_atomic
+from cgpt.core.locks import writing
 from cgpt.core.project import Project
 from cgpt.core.sections import PARAMS_FILE, read_params_file
 from cgpt.data.download.fingerprint import sources_fingerprint
@@ -96,6 +97,11 @@ def check_stage_params(root: Path) -> None:
 
 
 def run(project: Project) -> dict[str, Any]:
+    with writing(project.data / SOURCES_FILE):
+        return _run(project)
+
+
+def _run(project: Project) -> dict[str, Any]:
     params = load_params(project.params_file)
     check_stage_params(project.root)
     hashes = HashCache(cache_dir_for(params.download, project.raw) / "local-sha256.json")

@@ -19,13 +19,16 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from cgpt.core.fsutil import read_json_if_valid, write_json_atomic
+from cgpt.core.locks import writing
 from cgpt.core.project import Project
 from cgpt.core.runtime import graceful_stop, run_main
 from cgpt.data.tokenize.params import TokensSpec
@@ -44,7 +47,7 @@ from cgpt.tracking.runs import (
 )
 from cgpt.train.checkpoint import model_config_to_dict, save_model_dir
 from cgpt.train.distributed import SINGLE, DistContext, in_launched_rank, start_rank
-from cgpt.train.launch import die_with_launcher, launch, needs_launch
+from cgpt.train.launch import LAUNCHER_ENV, die_with_launcher, launch, needs_launch
 from cgpt.train.loop import TrainResult, train
 from cgpt.train.metering import run_speed
 from cgpt.train.params import TrainingSections
@@ -116,8 +119,24 @@ def run(
     """Train (one process, or this rank's share); in the stage process of a ddp/fsdp run, launch
     the ranks instead and return None when they are done. ``params``: the project's params.yaml
     unless given (a family member's derived params); ``tags``: extra MLflow tags for the run (a
-    family member's: its parent run), set by rank 0, or after a launch on the run the ranks recorded."""
+    family member's: its parent run), set by rank 0, or after a launch on the run the ranks recorded.
+
+    The run folder's lock (:mod:`cgpt.core.locks`) is held by the process that speaks for the job:
+    this one, or the launcher while its ranks train (they hold none), or rank 0 under torchrun."""
     params = params or project.load(StageParams)
+    with run_lock(project, params):
+        return _run(project, params, tags)
+
+
+def run_lock(project: Project, params: StageParams) -> AbstractContextManager[None]:
+    """The lock of ``runs/<run_name>/`` for this process: none in a rank that cgpt's launcher started
+    (the launcher holds it) or in a rank other than 0 (torchrun, srun)."""
+    if in_launched_rank() and (os.environ.get(LAUNCHER_ENV) or os.environ.get("RANK", "0") != "0"):
+        return nullcontext()
+    return writing(project.run_dir(params.train.run_name))
+
+
+def _run(project: Project, params: StageParams, tags: dict[str, str] | None) -> TrainResult | None:
     dp = params.train.distributed
     if needs_launch(dp):
         setup = setup_from_params(params, project.tokens)  # data and device checked before any rank starts

@@ -207,6 +207,8 @@ def train(
     def checkpoint(step: int) -> None:
         nonlocal last_checkpoint
         extra = {**state_extra, "tokens_seen": tokens_seen(recipe, step)}
+        if window.steps:  # a stop between logged steps: the next curve row averages over these too
+            extra["loss_window"] = {"loss": window.loss, "steps": window.steps}
         if ctx.sharded:
             save_sharded_checkpoint(
                 ckpt_dir,
@@ -255,6 +257,8 @@ def train(
         total=total_steps, initial=start_step, desc="train", unit="step", disable=not progress, dynamic_ncols=True
     )
     window = Window(flops_per_token, peak)
+    if resumed.loss_window:  # stopped between two logged steps: their loss so far, so the next row is exact
+        window.loss, window.steps = float(resumed.loss_window["loss"]), int(resumed.loss_window["steps"])
     last_loss = last_val = float("nan")
     for step in range(start_step, total_steps):
         step_start = time.perf_counter()

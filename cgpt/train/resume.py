@@ -119,11 +119,13 @@ def _legacy_history(ckpt_dir: Path, upto_step: int) -> tuple[list[dict[str, Any]
 
 @dataclass
 class Resumed:
-    """Where a run resumes: the step, and the curve and speed rows up to it."""
+    """Where a run resumes: the step, the curve and speed rows up to it, and the loss of the steps
+    since the last logged one (a checkpoint between two logged steps, by Ctrl-C or SIGTERM)."""
 
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     speed: list[dict[str, Any]] = field(default_factory=list)
+    loss_window: dict[str, Any] | None = None
 
 
 def resume_from_checkpoints(
@@ -164,7 +166,8 @@ def resume_from_checkpoints(
             history, speed = _legacy_history(ckpt_dir, ckpt.step)
         if ctx.is_main:
             log.info("resuming from %s (step %d of %d)", ckpt.path, ckpt.step, total_steps)
-        return Resumed(ckpt.step, history, speed)
+        window = ckpt.state.get("loss_window")
+        return Resumed(ckpt.step, history, speed, window if isinstance(window, dict) else None)
     return Resumed()
 
 

@@ -244,6 +244,20 @@ def test_a_user_mistake_in_the_ranks_is_one_line_with_the_exit_status(tmp_path):
     assert "Traceback" not in err and " E" not in err.replace("error:", "")  # no agent log lines either
 
 
+@pytest.mark.slow
+def test_kill_9_of_rank_0_reports_on_a_line_of_its_own_not_after_its_progress_bar(tmp_path):
+    project = _mini(tmp_path / "p", strategy="ddp", nproc_per_node=2)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cgpt.cli", "train", "--project", str(project)], cwd=REPO, capture_output=True,
+        text=True, env={**env, "CGPT_FAULT": "rank0:train.step@3"},
+    )  # fmt: skip
+    lines = proc.stderr.split("\n")  # not splitlines(): a bar redrawn with \r must not count as a line end
+    errors = [line for line in lines if "error:" in line]
+    assert proc.returncode != 0 and len(errors) == 1, proc.stderr[-3000:]
+    assert errors[0].startswith("error: rank 0 of 2 (pid ") and "SIGKILL" in errors[0], proc.stderr[-3000:]
+
+
 # ---- the real pipeline ------------------------------------------------------------------------
 
 

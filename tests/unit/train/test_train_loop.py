@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from cgpt.data.tokens import HEADER_BYTES, pack_header
@@ -78,6 +79,23 @@ def test_resume_is_exact(tmp_path):
     for k, v in full.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
     assert [r["step"] for r in full.history if "loss" in r] == [3, 6, 9, 12]
+
+
+def test_a_stop_between_logged_steps_resumes_to_the_same_curve(tmp_path):
+    """Ctrl-C / SIGTERM (or an orphaned stage stopping itself) checkpoints at any step, e.g. 4 of a
+    log interval of 3: the loss of step 4 is in the checkpoint, so the row at step 6 is the mean of
+    steps 4-6 as in an uninterrupted run (not of 5-6 alone), byte for byte."""
+    tokens = write_tokens(tmp_path / "tok", {"train": pattern(5_000, 1), "val": pattern(500, 1)})
+    full = train(setup(), tokens, tmp_path / "a", progress=False)
+    steps = iter(range(1, 100))
+    with pytest.raises(KeyboardInterrupt, match="stopped after step 4"):
+        train(setup(), tokens, tmp_path / "b", progress=False, stop_requested=lambda: next(steps) >= 4)
+    assert [c.name for c in list_checkpoints(tmp_path / "b" / "checkpoints")] == ["step-00000004"]
+    resumed = train(setup(), tokens, tmp_path / "b", progress=False)
+    assert resumed.resumed_from_step == 4
+    assert resumed.history == full.history
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
 
 
 def test_finished_run_is_not_retrained(tmp_path):
