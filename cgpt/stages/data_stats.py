@@ -20,6 +20,7 @@ from cgpt.core.sections import Sections
 from cgpt.keys import safe_keys
 from cgpt.tracking.params import TrackingParams
 from cgpt.tracking.runs import publish_stage_stats
+from cgpt.tracking.store import check_tracking
 
 
 class DataStageParams(Sections):
@@ -35,6 +36,7 @@ def run_data_stage(
     """A data stage: its sections of params.yaml, ``work(section)`` timed, its statistics written
     (``metrics/<stage>.json``) and published (MLflow)."""
     params = project.load(view)
+    check_tracking(project.root, params.tracking)  # an unreachable store: one line before any work
     started = time.time()
     stats = work(getattr(params, stage))
     publish_data_stats(project, params, stage, stats, started=started)

@@ -36,6 +36,7 @@ from cgpt.model.gpt import GPT
 from cgpt.model.params import ModelParams
 from cgpt.tracking.params import TrackingParams
 from cgpt.tracking.runs import RUN_FILE, finishing, numeric_items, open_model_run
+from cgpt.tracking.store import check_tracking
 from cgpt.train.checkpoint import load_model_dir
 from cgpt.train.params import TrainParams
 from cgpt.train.validation import cross_entropy
@@ -146,6 +147,7 @@ def write_outputs(
 def run(project: Project, params: StageParams | None = None) -> dict[str, Any]:
     """``params``: the project's params.yaml unless given (a family member's derived params)."""
     params = params or project.load(StageParams)
+    check_tracking(project.root, params.tracking)
     run_dir = project.run_dir(params.train.run_name)
     cfg, state, info = load_model_dir(run_dir / "model")
     model = GPT(cfg)

@@ -25,6 +25,7 @@ from cgpt.presets import ModelConfig
 from cgpt.stages.data_stats import file_digest
 from cgpt.tracking.params import TrackingParams
 from cgpt.tracking.runs import RUN_FILE, finishing, open_model_run, provenance_tags
+from cgpt.tracking.store import check_tracking
 from cgpt.train.checkpoint import load_model_dir
 from cgpt.train.params import TrainingSections
 from cgpt.train.schedule import tokens_seen
@@ -133,6 +134,7 @@ def card_facts(project: Project, params: StageParams, cfg: ModelConfig, sample: 
 def run(project: Project, params: StageParams | None = None) -> dict[str, Any]:
     """``params``: the project's params.yaml unless given (a family member's derived params)."""
     params = params or project.load(StageParams)
+    check_tracking(project.root, params.tracking)
     run_dir, tokens = project.run_dir(params.train.run_name), project.tokens
     cfg, state, info = load_model_dir(run_dir / "model")
     index = read_index(tokens)
@@ -180,6 +182,6 @@ def run(project: Project, params: StageParams | None = None) -> dict[str, Any]:
             metrics={**model_metrics, **{f"export/{k}": float(v) for k, v in metrics.items()}},
             tags={"cgpt.preset": params.model.preset, "cgpt.run_name": params.train.run_name,
                   "cgpt.data.tokens": file_digest(tokens / "index.json"),
-                  **{k: v for k, v in provenance_tags(project.root).items() if "git" in k}},
+                  **{k: v for k, v in provenance_tags(project.root).items() if "git" in k or k.startswith("dvc.")}},
         )  # fmt: skip
     return metrics
