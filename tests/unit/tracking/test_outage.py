@@ -1,0 +1,86 @@
+"""A store that goes away while a run logs: nothing stops, nothing is lost, nothing is doubled."""
+
+import pytest
+from mlflow.tracking import MlflowClient
+from requests.exceptions import ConnectionError as RequestsConnectionError
+
+from cgpt.tracking import runs
+from cgpt.tracking.params import TrackingParams
+from cgpt.tracking.runs import CurveLogger, Tracker, open_model_run, tracking_uri
+
+
+class Flaky:
+    """A real MLflow client on a real store whose every call fails like a dead server while ``down``."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self._client = client
+        self.down = False
+        self.tracking_uri = client.tracking_uri
+
+    def __getattr__(self, name):
+        real = getattr(self._client, name)
+
+        def call(*args, **kwargs):
+            if self.down:
+                raise RequestsConnectionError("Connection refused")
+            return real(*args, **kwargs)
+
+        return call
+
+
+@pytest.fixture
+def flaky_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "RETRY_FIRST", 0.0)  # retry at the next flush, not 5 s later
+    t = open_model_run(tmp_path, TrackingParams(experiment="e"), "r", tmp_path / "m.json", key="k")
+    flaky = Flaky(MlflowClient(tracking_uri(tmp_path)))
+    return Tracker(flaky, t.run_id, flush_every=3), flaky
+
+
+def test_points_logged_while_the_store_is_away_are_sent_once_when_it_is_back(flaky_run, capsys):
+    tracker, flaky = flaky_run
+    curves = CurveLogger(tracker, ["loss"])
+    for step in range(1, 31):
+        flaky.down = 10 < step <= 20
+        curves.log(step, {"loss": 1.0 / step})
+    curves.flush()
+    tracker.set_tags({"after": "outage"})
+    tracker.finish()
+    history = flaky._client.get_metric_history(tracker.run_id, "loss")
+    assert sorted(m.step for m in history) == list(range(1, 31))  # complete, each step once
+    run = flaky._client.get_run(tracker.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["after"] == "outage"
+    err = capsys.readouterr().err
+    assert err.count("is unreachable") == 1 and "Traceback" not in err
+
+
+def test_a_store_still_away_at_the_end_costs_one_line_not_an_exception(flaky_run, capsys):
+    tracker, flaky = flaky_run
+    tracker.log_metrics({"loss": 1.0}, step=1)
+    flaky.down = True
+    tracker.log_metrics({"loss": 0.5}, step=2)
+    tracker.finish()  # no exception
+    err = capsys.readouterr().err
+    assert "still unreachable" in err and "Traceback" not in err
+
+
+def test_curve_logger_holds_points_while_the_store_cannot_say_what_it_has(flaky_run):
+    tracker, flaky = flaky_run
+    CurveLogger(tracker, ["loss"]).log(1, {"loss": 2.0})
+    tracker.flush()
+    flaky.down = True
+    curves = CurveLogger(tracker, ["loss"])  # a resume during an outage: what the run holds is unknown
+    assert curves.last is None
+    curves.log(1, {"loss": 2.0})  # replayed from the checkpoint: already in the store
+    curves.log(2, {"loss": 1.0})
+    flaky.down = False
+    curves.flush()
+    tracker.finish()
+    assert sorted(m.step for m in flaky._client.get_metric_history(tracker.run_id, "loss")) == [1, 2]
+
+
+def test_a_refused_request_is_an_error_not_an_outage(flaky_run):
+    from mlflow.exceptions import MlflowException
+
+    tracker, _ = flaky_run
+    with pytest.raises(MlflowException):
+        tracker._call("setting a bad tag", lambda: tracker.client.set_tag("no-such-run", "a", "b"))
