@@ -1,5 +1,7 @@
 """A store that goes away while a run logs: nothing stops, nothing is lost, nothing is doubled."""
 
+from pathlib import Path
+
 import pytest
 from mlflow.tracking import MlflowClient
 from requests.exceptions import ConnectionError as RequestsConnectionError
@@ -84,3 +86,49 @@ def test_a_refused_request_is_an_error_not_an_outage(flaky_run):
     tracker, _ = flaky_run
     with pytest.raises(MlflowException):
         tracker._call("setting a bad tag", lambda: tracker.client.set_tag("no-such-run", "a", "b"))
+
+
+@pytest.mark.slow
+def test_a_real_server_killed_and_restarted_during_training_gets_the_whole_curve(tmp_path, monkeypatch, capsys):
+    """A real `mlflow server` on 127.0.0.1, SIGKILLed after step 21 and restarted after step 42 of a
+    real training loop: training never stops, and the run holds every logged step exactly once."""
+    import importlib.util
+
+    from mlflow_server import MlflowServer
+
+    from cgpt.train.loop import train
+
+    spec = importlib.util.spec_from_file_location(
+        "loop_helpers", Path(__file__).parents[1] / "train" / "test_train_loop.py"
+    )
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)  # the loop tests' tiny model and token folder
+    pattern, setup, write_tokens = helpers.pattern, helpers.setup, helpers.write_tokens
+
+    monkeypatch.setattr(runs, "RETRY_FIRST", 0.0)
+    server = MlflowServer(tmp_path / "server").start()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    try:
+        tracker = open_model_run(tmp_path, TrackingParams(experiment="e"), "r", tmp_path / "m.json", key="k")
+        real_log = tracker.log_metrics
+
+        def log_metrics(metrics, step=None):
+            real_log(metrics, step)
+            if step == 21 and "loss" in metrics:  # the loop logs every 3rd step
+                tracker.flush()
+                server.kill()
+            if step == 42 and "loss" in metrics:
+                server.start()
+
+        tracker.log_metrics = log_metrics
+        tokens = write_tokens(tmp_path / "tok", {"train": pattern(20_000, 0), "val": pattern(1_000, 0)})
+        out = train(setup(steps=60), tokens, tmp_path / "run", tracker=tracker, progress=False)
+        tracker.finish()
+        client = MlflowClient(server.uri)
+        steps = [m.step for m in client.get_metric_history(tracker.run_id, "loss")]
+        assert sorted(steps) == [r["step"] for r in out.history if "loss" in r]  # complete, each step once
+        assert client.get_run(tracker.run_id).info.status == "FINISHED"
+        err = capsys.readouterr().err
+        assert err.count("is unreachable") == 1 and "is back" in err and "Traceback" not in err
+    finally:
+        server.kill()
