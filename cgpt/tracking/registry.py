@@ -24,9 +24,12 @@ import hashlib
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cgpt.faults import fault_point
+
+if TYPE_CHECKING:
+    from cgpt.tracking.runs import Tracker
 
 WEIGHTS_TAG = "cgpt.weights_sha256"
 EXP_NAME_TAG = "dvc.exp_name"
@@ -124,6 +127,25 @@ def register_version(client: Any, name: str, model_id: str, digest: str, tags: d
         if EXP_NAME_TAG not in version.tags:
             client.set_model_version_tag(name, version.version, EXP_NAME_TAG, exp_name)
     return version
+
+
+def log_hf_model(
+    tracker: Tracker,
+    folder: Path,
+    card: str,
+    *,
+    registered_model: str | None,
+    metrics: dict[str, float],
+    tags: dict[str, str],
+) -> str | None:
+    """:func:`log_and_register` into ``tracker``'s run (nothing when tracking is off). Returns the
+    logged model's id. Model logging needs the store: one still away fails the stage (one line)."""
+    if not tracker.enabled:
+        return None
+    tracker.ready_for_model()
+    return log_and_register(
+        tracker.client, tracker.run_id, folder, card, registered_model=registered_model, metrics=metrics, tags=tags
+    )
 
 
 def log_and_register(

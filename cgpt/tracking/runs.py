@@ -358,32 +358,17 @@ class Tracker:
 
         self._call("recording the weights", send)
 
-    def log_hf_model(
-        self,
-        folder: Path,
-        card: str,
-        *,
-        registered_model: str | None,
-        metrics: dict[str, float],
-        tags: dict[str, str],
-    ) -> str | None:
-        """Log an exported Hugging Face folder as this run's logged model and register it, once per
-        distinct weights (:func:`cgpt.tracking.registry.log_and_register`). Returns the model id.
-        Model logging needs the store: a store away at this point fails the stage (one line)."""
+    def ready_for_model(self) -> None:
+        """Send what is kept; a store still away then is one line (model logging needs it)."""
         if not self.enabled:
-            return None
-        self._send_kept()
+            return
+        self._retry_at = 0.0
+        self.flush()
         if self._kept or self._away is not None:
             raise CgptError(
                 f"MLflow store {self.client.tracking_uri} is unreachable ({self._away}): the model is not "
                 "logged; rerun the export stage when it is back"
             )
-        from cgpt.tracking.registry import log_and_register
-
-        self.flush()
-        return log_and_register(
-            self.client, self.run_id, folder, card, registered_model=registered_model, metrics=metrics, tags=tags
-        )
 
     def log_table(self, data: Any, artifact_file: str) -> None:
         """A pandas DataFrame as an MLflow table artifact (the UI shows it as a table)."""
@@ -474,7 +459,7 @@ def client_for(root: Path) -> Any:
     resolve_store(root, quiet=bool(os.environ.get(LAUNCHED_RANK_ENV)))
     uri = tracking_uri(root)
     before = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)  # for MLflow's fluent API in this process (log_hf_model)
+    mlflow.set_tracking_uri(uri)  # for MLflow's fluent API in this process (model logging: cgpt.tracking.registry)
     # MLflow 3 also exports the URI as MLFLOW_TRACKING_URI, which tracking_uri() would then take for
     # every later project in this process (a flow working on two projects, tests): put it back
     if before is None:
