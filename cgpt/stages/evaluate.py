@@ -35,7 +35,7 @@ from cgpt.keys import safe_keys
 from cgpt.model.gpt import GPT
 from cgpt.model.params import ModelParams
 from cgpt.tracking.params import TrackingParams
-from cgpt.tracking.runs import RUN_FILE, finishing, numeric_items, open_model_run
+from cgpt.tracking.runs import RUN_FILE, finishing, numeric_items, open_model_run, send_missing_curve
 from cgpt.tracking.store import check_tracking
 from cgpt.train.checkpoint import load_model_dir
 from cgpt.train.params import TrainParams
@@ -172,6 +172,7 @@ def run(project: Project, params: StageParams | None = None) -> dict[str, Any]:
     }
     tracker = open_model_run(project.root, params.tracking, params.train.run_name, run_dir / RUN_FILE)
     with finishing(tracker):
+        send_missing_curve(tracker, run_dir / "plots")  # what a store away at the end of training lacks
         step = int(info["step"])
         tracker.log_metrics({f"eval/{k}": v for k, v in numeric_items(safe_keys(up)).items()}, step=step)
         if results is not None:

@@ -25,7 +25,7 @@ from cgpt.presets import ModelConfig
 from cgpt.stages.data_stats import file_digest
 from cgpt.tracking.params import TrackingParams
 from cgpt.tracking.registry import log_hf_model
-from cgpt.tracking.runs import RUN_FILE, finishing, open_model_run, provenance_tags
+from cgpt.tracking.runs import RUN_FILE, finishing, open_model_run, provenance_tags, send_missing_curve
 from cgpt.tracking.store import check_tracking
 from cgpt.train.checkpoint import load_model_dir
 from cgpt.train.params import TrainingSections
@@ -171,6 +171,7 @@ def run(project: Project, params: StageParams | None = None) -> dict[str, Any]:
     write_text_atomic(run_dir / "sample.txt", text + "\n")
     tracker = open_model_run(project.root, params.tracking, params.train.run_name, run_dir / RUN_FILE)
     with finishing(tracker):
+        send_missing_curve(tracker, run_dir / "plots")  # what a store away at the end of training lacks
         tracker.log_metrics({f"export/{k}": float(v) for k, v in metrics.items()}, step=int(info["step"]))
         tracker.log_text(text, "sample.txt")
         # the eval numbers the card shows, as the registered version's metrics

@@ -123,8 +123,9 @@ class Tracker:
     is not stored twice: MLflow drops identical points), one warning line says so, and the kept
     requests are sent in order once the store answers again (tried after 5 s, then at doubling
     intervals up to 5 min, a cheap probe first). What is still kept when the run finishes is named
-    in one line; the training curve is in the checkpoints and the next stage that opens the run
-    (evaluate, export, or a rerun of train) sends what it lacks.
+    in one line; the training curve is in the checkpoints and the plot files, and the next stage
+    that opens the run (evaluate, export: :func:`send_missing_curve`; a rerun of train) sends what
+    it lacks.
     """
 
     def __init__(
@@ -446,6 +447,33 @@ class CurveLogger:
         if self._held:
             self._release()
         self.tracker.flush()
+
+
+def send_missing_curve(tracker: Tracker, plots_dir: Path) -> int:
+    """Send the training curve points the run lacks, from the train stage's plot files
+    (``plots/{train,val,speed}.csv``, written when training finished): what a store that was away
+    at the end of training never got. Points the run holds are not sent again. Returns how many
+    steps were replayed (0 with tracking off or no plots)."""
+    import csv
+
+    if not tracker.enabled:
+        return 0
+    rows: dict[int, dict[str, float]] = {}
+    for name in ("train.csv", "val.csv", "speed.csv"):
+        path = plots_dir / name
+        if not path.is_file():
+            continue
+        with open(path, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                values = {k: float(v) for k, v in row.items() if k != "step" and v not in ("", None)}
+                rows.setdefault(int(row["step"]), {}).update(values)
+    if not rows:
+        return 0
+    curves = CurveLogger(tracker, sorted({k for values in rows.values() for k in values}))
+    for step in sorted(rows):
+        curves.log(step, rows[step])
+    curves.flush()
+    return len(rows)
 
 
 def client_for(root: Path) -> Any:

@@ -132,3 +132,23 @@ def test_a_real_server_killed_and_restarted_during_training_gets_the_whole_curve
         assert err.count("is unreachable") == 1 and "is back" in err and "Traceback" not in err
     finally:
         server.kill()
+
+
+def test_the_next_stage_sends_the_curve_points_a_run_lacks(tmp_path):
+    """The store was away when training ended: evaluate/export fill the run from the plot files."""
+    from cgpt.tracking.runs import send_missing_curve
+
+    t = open_model_run(tmp_path, TrackingParams(experiment="e"), "r", tmp_path / "m.json", key="k")
+    CurveLogger(t, ["loss", "lr"]).log(3, {"loss": 2.0, "lr": 0.1})
+    t.flush()  # step 3 reached the store; steps 6 and 9 did not
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "train.csv").write_text("step,loss,lr,grad_norm\n3,2.0,0.1,1.0\n6,1.5,0.05,0.5\n9,1.25,0.01,0.25\n")
+    (plots / "val.csv").write_text("step,val_loss\n9,1.5\n")
+    assert send_missing_curve(t, plots) == 3
+    send_missing_curve(t, plots)  # twice: nothing doubled
+    t.finish()
+    client = t.client
+    assert [(m.step, m.value) for m in client.get_metric_history(t.run_id, "loss")] == [(3, 2.0), (6, 1.5), (9, 1.25)]
+    assert [m.step for m in client.get_metric_history(t.run_id, "grad_norm")] == [3, 6, 9]
+    assert [m.step for m in client.get_metric_history(t.run_id, "val_loss")] == [9]
