@@ -225,7 +225,15 @@ class Tracker:
         if self._away is not None:
             log.info("MLflow store %s is back: sent %d kept request(s)", self.client.tracking_uri, sent)
             warn(f"MLflow store {self.client.tracking_uri} is back; what was kept has been sent")
+            self._restart_system_metrics()
         self._away, self._retry_wait = None, RETRY_FIRST
+
+    def _restart_system_metrics(self) -> None:
+        """MLflow's system-metrics thread stops for good at its first failed request: start it again."""
+        thread = getattr(self._system, "_process", None)
+        if self._system is not None and (thread is None or not thread.is_alive()):
+            self._system = None
+            self.start_system_metrics(resume=True)
 
     def _send_buffer(self) -> None:
         while self._buffer:
@@ -709,13 +717,18 @@ def data_runs_for(root: Path, tracking: TrackingParams, digest: str) -> list[str
     """Ids of the data-stage runs (newest first) that produced output with this digest."""
     if not tracking.enabled:
         return []
-    client = client_for(root)
-    exp = client.get_experiment_by_name(f"{tracking.experiment}-data")
-    if exp is None:
+    try:
+        client = client_for(root)
+        exp = client.get_experiment_by_name(f"{tracking.experiment}-data")
+        if exp is None:
+            return []
+        runs = client.search_runs(
+            [exp.experiment_id], f"tags.`{DATA_DIGEST_TAG}` = '{digest}'", order_by=["start_time DESC"]
+        )
+    except Exception as exc:  # a link for the UI: never a reason to stop
+        if not store_went_away(exc):
+            raise
         return []
-    runs = client.search_runs(
-        [exp.experiment_id], f"tags.`{DATA_DIGEST_TAG}` = '{digest}'", order_by=["start_time DESC"]
-    )
     return [r.info.run_id for r in runs]
 
 
