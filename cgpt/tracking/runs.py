@@ -2,9 +2,13 @@
 
 * Store: ``MLFLOW_TRACKING_URI`` if set, else MLflow 3's sqlite file ``<project>/mlflow.db`` with
   artifacts in ``<project>/mlartifacts`` — exactly what ``mlflow ui --backend-store-uri
-  sqlite:///mlflow.db`` shows.
-* One run per trained model (experiment ``tracking.experiment``, run name = ``train.run_name``):
-  train opens it (:func:`open_model_run`) and records its id in ``mlflow_run.json`` beside the
+  sqlite:///mlflow.db`` shows; the project's own store also when the one set is unreachable and
+  ``tracking.on_unavailable`` is ``fallback`` (:mod:`cgpt.tracking.store`).
+* A store that goes away while a run logs costs a warning line, never the work: :class:`Tracker`
+  keeps what it could not send and sends it when the store is back.
+* One run per training configuration (experiment ``tracking.experiment``, run name =
+  ``train.run_name``, tag ``cgpt.config_key``): train opens it (:func:`open_model_run`, which finds
+  an earlier configuration's run again by its key) and records its id in ``mlflow_run.json`` beside the
   checkpoints and the model; evaluate and export log into the same run, so the run holds the
   curves, the evaluation and the exported folder.
 * Data stages log their statistics as one run each in ``<experiment>-data``, timed from the start
