@@ -41,6 +41,7 @@ from cgpt.tracking.runs import (
     finishing,
     open_model_run,
     provenance_tags,
+    warn,
 )
 from cgpt.tracking.store import check_tracking
 from cgpt.train.checkpoint import model_config_to_dict, save_model_dir
@@ -245,9 +246,10 @@ def _tag_launched_run(project: Project, params: StageParams, tags: dict[str, str
         return
     info = read_json_if_valid(project.run_dir(params.train.run_name) / RUN_FILE)
     if isinstance(info, dict) and info.get("run_id"):
-        client = client_for(project.root)
-        for key, value in tags.items():
-            client.set_tag(info["run_id"], key, value)
+        tracker = Tracker(client_for(project.root), info["run_id"])
+        tracker.set_tags(tags)  # a store away now: one line, and the tags are not set (the training stands)
+        if tracker.unsent:
+            warn(f"the run's tags {sorted(tags)} were not set; rerun the stage when the store is back")
 
 
 def _write_results(
