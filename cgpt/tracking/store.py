@@ -23,6 +23,7 @@ No MLflow import here: the probe is the standard library's HTTP client.
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 import time
 import urllib.error
@@ -93,6 +94,8 @@ def probe(uri: str, timeout: float = PROBE_TIMEOUT) -> str | None:
             return None if exc.code < 500 else f"HTTP {exc.code} {exc.reason}"
         except urllib.error.URLError as exc:
             reason = exc.reason
+            if isinstance(reason, ssl.SSLError):
+                return None  # a server answered; TLS settings (MLFLOW_TRACKING_INSECURE_TLS, ...) are MLflow's
             return str(getattr(reason, "strerror", None) or reason).lower()
         except (TimeoutError, OSError) as exc:
             return f"no answer within {timeout:.0f} s" if isinstance(exc, TimeoutError) else str(exc)
