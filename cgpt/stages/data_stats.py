@@ -21,6 +21,7 @@ from cgpt.core.sections import Sections
 from cgpt.keys import safe_keys
 from cgpt.tracking.params import TrackingParams
 from cgpt.tracking.runs import publish_stage_stats
+from cgpt.tracking.store import check_tracking
 
 
 class DataStageParams(Sections):
@@ -45,6 +46,7 @@ def run_data_stage(
     section = getattr(params, stage)
     output = (project.data / STAGE_OUTPUT_RECORD[stage]).parent
     with writing(output, *(writes(section) if writes else [])):
+        check_tracking(project.root, params.tracking)  # an unreachable store: one line before any work
         started = time.time()
         stats = work(section)
         publish_data_stats(project, params, stage, stats, started=started)

@@ -36,7 +36,8 @@ from cgpt.keys import safe_keys
 from cgpt.model.gpt import GPT
 from cgpt.model.params import ModelParams
 from cgpt.tracking.params import TrackingParams
-from cgpt.tracking.runs import RUN_FILE, finishing, numeric_items, open_model_run
+from cgpt.tracking.runs import RUN_FILE, finishing, numeric_items, open_model_run, send_missing_curve
+from cgpt.tracking.store import check_tracking
 from cgpt.train.checkpoint import load_model_dir
 from cgpt.train.params import TrainParams
 from cgpt.train.validation import cross_entropy
@@ -153,6 +154,7 @@ def run(project: Project, params: StageParams | None = None) -> dict[str, Any]:
 
 
 def _run(project: Project, params: StageParams) -> dict[str, Any]:
+    check_tracking(project.root, params.tracking)
     run_dir = project.run_dir(params.train.run_name)
     cfg, state, info = load_model_dir(run_dir / "model")
     model = GPT(cfg)
@@ -177,6 +179,7 @@ def _run(project: Project, params: StageParams) -> dict[str, Any]:
     }
     tracker = open_model_run(project.root, params.tracking, params.train.run_name, run_dir / RUN_FILE)
     with finishing(tracker):
+        send_missing_curve(tracker, run_dir / "plots")  # what a store away at the end of training lacks
         step = int(info["step"])
         tracker.log_metrics({f"eval/{k}": v for k, v in numeric_items(safe_keys(up)).items()}, step=step)
         if results is not None:

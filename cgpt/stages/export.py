@@ -25,7 +25,9 @@ from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig
 from cgpt.stages.data_stats import file_digest
 from cgpt.tracking.params import TrackingParams
-from cgpt.tracking.runs import RUN_FILE, finishing, open_model_run, provenance_tags
+from cgpt.tracking.registry import log_hf_model
+from cgpt.tracking.runs import RUN_FILE, finishing, open_model_run, provenance_tags, send_missing_curve
+from cgpt.tracking.store import check_tracking
 from cgpt.train.checkpoint import load_model_dir
 from cgpt.train.params import TrainingSections
 from cgpt.train.schedule import tokens_seen
@@ -140,6 +142,7 @@ def run(project: Project, params: StageParams | None = None) -> dict[str, Any]:
 
 
 def _run(project: Project, params: StageParams) -> dict[str, Any]:
+    check_tracking(project.root, params.tracking)
     run_dir, tokens = project.run_dir(params.train.run_name), project.tokens
     cfg, state, info = load_model_dir(run_dir / "model")
     index = read_index(tokens)
@@ -175,18 +178,20 @@ def _run(project: Project, params: StageParams) -> dict[str, Any]:
     write_text_atomic(run_dir / "sample.txt", text + "\n")
     tracker = open_model_run(project.root, params.tracking, params.train.run_name, run_dir / RUN_FILE)
     with finishing(tracker):
+        send_missing_curve(tracker, run_dir / "plots")  # what a store away at the end of training lacks
         tracker.log_metrics({f"export/{k}": float(v) for k, v in metrics.items()}, step=int(info["step"]))
         tracker.log_text(text, "sample.txt")
         # the eval numbers the card shows, as the registered version's metrics
         model_metrics = {f"eval/{split}_xent": float(m["loss"]) for split, m in facts.upstream.items() if "loss" in m}
         model_metrics |= {f"eval/{shots}shot_acc.avg": avg for shots, avg in facts.downstream_average.items()}
-        tracker.log_hf_model(
+        log_hf_model(
+            tracker,
             hf_dir,
             card,
             registered_model=params.tracking.registered_model,
             metrics={**model_metrics, **{f"export/{k}": float(v) for k, v in metrics.items()}},
             tags={"cgpt.preset": params.model.preset, "cgpt.run_name": params.train.run_name,
                   "cgpt.data.tokens": file_digest(tokens / "index.json"),
-                  **{k: v for k, v in provenance_tags(project.root).items() if "git" in k}},
+                  **{k: v for k, v in provenance_tags(project.root).items() if "git" in k or k.startswith("dvc.")}},
         )  # fmt: skip
     return metrics

@@ -27,6 +27,7 @@ from cgpt.stages import stage_function, stage_params
 from cgpt.tracking.family import child_tags, open_family_run
 from cgpt.tracking.params import TrackingParams
 from cgpt.tracking.runs import finishing
+from cgpt.tracking.store import check_tracking
 
 MEMBER_STAGES = ("train", "evaluate", "export")
 
@@ -46,6 +47,7 @@ def run(project: Project, stage: str, name: str) -> object:
     if stage not in MEMBER_STAGES:
         raise ConfigError(f"unknown member stage {stage!r}; expected one of {', '.join(MEMBER_STAGES)}")
     params = project.load(member_view(stage))
+    check_tracking(project.root, params.tracking)
     if name not in params.family.members:
         known = ", ".join(params.family.members) or "none"
         raise ConfigError(f"params.yaml: family.members has no member {name!r} (members: {known})")

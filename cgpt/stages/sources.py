@@ -27,6 +27,7 @@ from cgpt.core.sections import PARAMS_FILE, read_params_file
 from cgpt.data.download.fingerprint import sources_fingerprint
 from cgpt.data.download.raw import cache_dir_for
 from cgpt.data.download.sources import HashCache
+from cgpt.tracking.store import check_tracking
 
 SOURCES_FILE = "sources.json"
 
@@ -104,6 +105,8 @@ def run(project: Project) -> dict[str, Any]:
 def _run(project: Project) -> dict[str, Any]:
     params = load_params(project.params_file)
     check_stage_params(project.root)
+    # the first stage of every `dvc repro`: an unreachable MLflow store is said here, once, before any work
+    check_tracking(project.root, params.tracking)
     hashes = HashCache(cache_dir_for(params.download, project.raw) / "local-sha256.json")
     try:
         fingerprint = sources_fingerprint(params.download, project.root, hashes)

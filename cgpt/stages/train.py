@@ -27,7 +27,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from cgpt.core.fsutil import read_json_if_valid, write_json_atomic
+from cgpt.core.fsutil import read_json_if_valid, sha256_file, write_json_atomic
 from cgpt.core.locks import writing
 from cgpt.core.project import Project
 from cgpt.core.runtime import graceful_stop, run_main
@@ -44,7 +44,9 @@ from cgpt.tracking.runs import (
     finishing,
     open_model_run,
     provenance_tags,
+    warn,
 )
+from cgpt.tracking.store import check_tracking
 from cgpt.train.checkpoint import model_config_to_dict, save_model_dir
 from cgpt.train.distributed import SINGLE, DistContext, in_launched_rank, start_rank
 from cgpt.train.launch import LAUNCHER_ENV, die_with_launcher, launch, needs_launch
@@ -88,9 +90,19 @@ def write_plot_csv(
     tmp.replace(path)
 
 
+#: ``train:`` keys that cannot change the weights: how often the loop logs, validates and
+#: checkpoints, what it keeps, where and in how many pieces it computes (the same math; a run
+#: resumes across any of them). They are recorded on the run, but are not what the run is.
+LOOP_KEYS = frozenset(
+    {"run_name", "distributed", "log_interval", "eval_interval", "eval_tokens", "checkpoint_interval",
+     "keep_checkpoints", "device", "threads", "compile", "activation_checkpointing", "micro_batch_size"}
+)  # fmt: skip
+
+
 def run_config(params: StageParams, setup: RunSetup, data_digest: str) -> dict[str, Any]:
-    """The resolved training configuration: what the MLflow run records, and what names it
-    (a change to any of it — a model or train value, or new data — is a new MLflow run)."""
+    """The resolved training configuration, exactly what determines the weights: the MLflow run's
+    identity (:func:`config_key`). A change to any of it (a model or recipe value, the seed, the
+    precision, new data) is another run; a change to a loop setting (:data:`LOOP_KEYS`) is not."""
     recipe = dataclasses.asdict(setup.recipe)
     recipe["total_steps"] = setup.recipe.optimizer_steps()
     recipe["total_tokens"] = tokens_seen(setup.recipe, recipe["total_steps"])
@@ -100,7 +112,7 @@ def run_config(params: StageParams, setup: RunSetup, data_digest: str) -> dict[s
         "recipe": recipe,
         # the parallel layout is not part of what a run is: the same math at any world size, and a
         # run killed at 2 ranks and resumed at 1 stays one MLflow run (one point per step)
-        "train": params.train.model_dump(exclude={"run_name", "distributed"}, exclude_none=True),
+        "train": params.train.model_dump(exclude=set(LOOP_KEYS), exclude_none=True),
         "data": {
             "tokens_digest": data_digest,
             "tokenizer_sha256": setup.tokenizer_sha256,
@@ -137,6 +149,8 @@ def run_lock(project: Project, params: StageParams) -> AbstractContextManager[No
 
 
 def _run(project: Project, params: StageParams, tags: dict[str, str] | None) -> TrainResult | None:
+    if not in_launched_rank():  # the launcher (or a single process) checks; a rank reuses its verdict
+        check_tracking(project.root, params.tracking)
     dp = params.train.distributed
     if needs_launch(dp):
         setup = setup_from_params(params, project.tokens)  # data and device checked before any rank starts
@@ -211,7 +225,11 @@ def _open_tracker(
     tracker = open_model_run(
         project.root, params.tracking, params.train.run_name, ckpt_dir / RUN_FILE, key=config_key(config)
     )
-    tracker.log_params({**config, "distributed": {"strategy": ctx.strategy, "world_size": ctx.world_size}})
+    loop = params.train.model_dump(include=set(LOOP_KEYS) - {"run_name", "distributed"}, exclude_none=True)
+    # loop settings as first recorded (MLflow params never change; a later value is no new run)
+    tracker.log_params(
+        {**config, "loop": loop, "distributed": {"strategy": ctx.strategy, "world_size": ctx.world_size}}
+    )
     index = read_index(project.tokens)
     data_runs = [
         run_id
@@ -247,9 +265,10 @@ def _tag_launched_run(project: Project, params: StageParams, tags: dict[str, str
         return
     info = read_json_if_valid(project.run_dir(params.train.run_name) / RUN_FILE)
     if isinstance(info, dict) and info.get("run_id"):
-        client = client_for(project.root)
-        for key, value in tags.items():
-            client.set_tag(info["run_id"], key, value)
+        tracker = Tracker(client_for(project.root), info["run_id"])
+        tracker.set_tags(tags)  # a store away now: one line, and the tags are not set (the training stands)
+        if tracker.unsent:
+            warn(f"the run's tags {sorted(tags)} were not set; rerun the stage when the store is back")
 
 
 def _write_results(
@@ -266,6 +285,7 @@ def _write_results(
         "tokenizer_sha256": setup.tokenizer_sha256,
     }
     save_model_dir(run_dir / "model", result.state_dict(), setup.model_config, meta)
+    tracker.record_weights(sha256_file(run_dir / "model" / "model.safetensors"))
     if (ckpt_dir / RUN_FILE).exists():
         shutil.copy(ckpt_dir / RUN_FILE, run_dir / RUN_FILE)
     metrics = result.summary.to_json()

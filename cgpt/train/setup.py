@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import torch
 
 from cgpt.core.errors import TrainingError
+from cgpt.core.fsutil import sha256_file
 from cgpt.data.tokens import read_index
 from cgpt.devices import resolve_device
 from cgpt.presets import ModelConfig, TrainRecipe
@@ -59,17 +60,20 @@ class RunSetup:
     tokenizer_sha256: str
     preset: str = ""
     device: str = "cpu"
+    tokens_digest: str = ""  # the token data's version (its index.json): other data, other weights
 
     def fingerprint(self) -> dict[str, Any]:
         """What a checkpoint must share with this run to be resumed by it: the model, the data, and
         every setting of the optimization except its length. So raising ``train.max_steps``
         continues from the last checkpoint (the schedule is recomputed for the new length), while a
-        changed learning rate, warm-up, decay, seed, batch or precision starts over (the old
-        checkpoints are set aside) instead of quietly returning a model trained otherwise."""
+        changed learning rate, warm-up, decay, seed, batch, precision or token data starts over (the
+        old checkpoints are set aside, and taken back when the configuration returns) instead of
+        quietly returning a model trained otherwise."""
         t = self.train
         return {
             "model_config": model_config_to_dict(self.model_config),
             "tokenizer_sha256": self.tokenizer_sha256,
+            **({"tokens_digest": self.tokens_digest} if self.tokens_digest else {}),
             "seed": t.seed,
             "seq_len": self.recipe.seq_len,
             "batch_size": self.recipe.batch_size,
@@ -99,6 +103,7 @@ def setup_from_params(params: RunParams, tokens_dir: Path, device: str | None = 
         tokenizer_sha256=str(index.get("tokenizer_sha256", "")),
         preset=params.model.preset,
         device=device or resolve_device(t.device),
+        tokens_digest=sha256_file(tokens_dir / "index.json")[:16],
     )
 
 

@@ -115,6 +115,32 @@ def test_checkpoints_of_another_model_are_set_aside_not_deleted(tmp_path):
     assert len(superseded) == 1 and list_checkpoints(superseded[0])
 
 
+def test_returning_to_an_earlier_configuration_takes_its_checkpoints_back(tmp_path):
+    """Change the data, change it back: the first data's checkpoints come back, nothing is retrained."""
+    tokens = write_tokens(tmp_path / "tok", {"train": pattern(5_000, 5), "val": pattern(500, 5)})
+    first = train(setup(tokens_digest="data-a"), tokens, tmp_path / "a", progress=False)
+    other = train(setup(tokens_digest="data-b"), tokens, tmp_path / "a", progress=False)  # other data: starts over
+    assert other.resumed_from_step == 0
+    back = train(setup(tokens_digest="data-a"), tokens, tmp_path / "a", progress=False)
+    assert back.resumed_from_step == 12  # complete: no step trained again
+    for k, v in first.model.state_dict().items():
+        assert torch.equal(v, back.model.state_dict()[k]), k
+    ckpt = tmp_path / "a" / "checkpoints"
+    # data-b's checkpoints are set aside in turn; data-a's folder is gone, its checkpoints back in place
+    (aside,) = ckpt.glob("superseded-*")
+    assert list_checkpoints(aside) and list_checkpoints(ckpt)[-1].name == "step-00000012"
+
+
+def test_a_checkpoint_without_the_data_version_still_resumes(tmp_path):
+    """Checkpoints of an older cgpt did not record the token data's version: they resume as before."""
+    from cgpt.train.resume import matches
+
+    fp = setup(tokens_digest="d").fingerprint()
+    older = {k: v for k, v in fp.items() if k != "tokens_digest"}
+    assert matches(older, fp) and matches(fp, fp)
+    assert not matches({**fp, "tokens_digest": "other"}, fp)
+
+
 def test_continues_from_an_imported_hugging_face_folder(tmp_path):
     from cgpt.export.hf import export_hf, import_hf_to_checkpoint
     from cgpt.model.gpt import GPT
