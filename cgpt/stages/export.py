@@ -26,6 +26,7 @@ from cgpt.presets import ModelConfig
 from cgpt.stages.data_stats import file_digest
 from cgpt.tracking.params import TrackingParams
 from cgpt.tracking.runs import RUN_FILE, finishing, open_model_run, provenance_tags
+from cgpt.tracking.serving import log_hf_model
 from cgpt.train.checkpoint import load_model_dir
 from cgpt.train.params import TrainingSections
 from cgpt.train.schedule import tokens_seen
@@ -211,7 +212,8 @@ def run(project: Project, params: StageParams | None = None) -> dict[str, Any]:
         # the eval numbers the card shows, as the registered version's metrics
         model_metrics = {f"eval/{split}_xent": float(m["loss"]) for split, m in facts.upstream.items() if "loss" in m}
         model_metrics |= {f"eval/{shots}shot_acc.avg": avg for shots, avg in facts.downstream_average.items()}
-        tracker.log_hf_model(
+        log_hf_model(
+            tracker,
             hf_dir,
             card,
             registered_model=params.tracking.registered_model,

@@ -165,59 +165,6 @@ class Tracker:
             log.warning("system metrics are off (%s)", exc)
             self._system = None
 
-    def log_hf_model(
-        self,
-        folder: Path,
-        card: str,
-        *,
-        registered_model: str | None,
-        metrics: dict[str, float],
-        tags: dict[str, str],
-        license_text: str,
-    ) -> str | None:
-        """Log an exported Hugging Face folder as an MLflow 3 logged model (the ``transformers`` flavor,
-        so ``mlflow.transformers.load_model("models:/<name>/<version>")`` gives a text-generation
-        pipeline, and ``mlflow models serve`` serves it with a params schema and every request fitted into
-        the model's context: :mod:`cgpt.tracking.serving`), with the model card, its licence, ``metrics``
-        attached to the model, and a new version of ``registered_model`` tagged with ``tags`` and given
-        aliases by the registration policy (:mod:`cgpt.tracking.aliases`). Returns the model id."""
-        if not self.enabled:
-            return None
-        import mlflow
-        import tokenizers
-        import torch
-        import transformers
-
-        from cgpt.tracking.aliases import apply_registration_policy
-        from cgpt.tracking.serving import log_text_generation_model
-
-        mlflow.set_tracking_uri(self.client.tracking_uri)
-        # explicit requirements: the flavor's own guess imports packages this project does not use
-        requirements = [f"torch=={torch.__version__.split('+')[0]}", f"transformers=={transformers.__version__}",
-                        f"tokenizers=={tokenizers.__version__}", "safetensors"]  # fmt: skip
-        with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
-            info = log_text_generation_model(
-                folder,
-                card,
-                license_text=license_text,
-                requirements=requirements,
-                registered_model=registered_model,
-                tags=tags,
-            )
-            if metrics:
-                mlflow.log_metrics(
-                    {k: float(v) for k, v in metrics.items() if math.isfinite(v)}, model_id=info.model_id
-                )
-        if registered_model and info.registered_model_version is not None:
-            version = str(info.registered_model_version)
-            for k, v in tags.items():
-                self.client.set_model_version_tag(registered_model, version, k, v)
-            for move in apply_registration_policy(
-                self.client, registered_model, version, score=metrics.get("eval/val_xent")
-            ):
-                print(f"{registered_model} {move}")
-        return info.model_id
-
     def log_table(self, data: Any, artifact_file: str) -> None:
         """A pandas DataFrame as an MLflow table artifact (the UI shows it as a table)."""
         if self.enabled:

@@ -1,4 +1,7 @@
-"""An exported folder as an MLflow model that ``mlflow models serve`` serves.
+"""An exported folder as an MLflow model that ``mlflow models serve`` serves (the export stage's logging).
+
+Kept out of :mod:`cgpt.tracking.runs` (which every stage imports) so that only the export stage depends on
+this code, its registration policy (:mod:`cgpt.tracking.aliases`) and the loader it ships.
 
 The model is MLflow's ``transformers`` flavor (``mlflow.transformers.load_model`` gives the text-generation
 pipeline, as before) with three differences from a plain ``mlflow.transformers.log_model``:
@@ -20,8 +23,11 @@ its metadata are what MLflow writes.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
+
+from cgpt.tracking.runs import Tracker
 
 #: the pyfunc loader shipped with each model (a standalone file: only MLflow and transformers imports)
 LOADER_FILE = Path(__file__).with_name("cgpt_textgen.py")
@@ -103,3 +109,53 @@ def log_text_generation_model(
         code_paths=[str(LOADER_FILE)],
         license_text=license_text,
     )
+
+
+def log_hf_model(
+    tracker: Tracker,
+    folder: Path,
+    card: str,
+    *,
+    registered_model: str | None,
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    license_text: str,
+) -> str | None:
+    """Log an exported Hugging Face folder into ``tracker``'s run as an MLflow 3 logged model (the
+    ``transformers`` flavor, so ``mlflow.transformers.load_model("models:/<name>/<version>")`` gives a
+    text-generation pipeline, and ``mlflow models serve`` serves it: :func:`log_text_generation_model`), with
+    the model card, its licence, ``metrics`` attached to the model, and a new version of ``registered_model``
+    tagged with ``tags`` and given aliases by the registration policy (:mod:`cgpt.tracking.aliases`).
+    Returns the model id (None when tracking is off)."""
+    if not tracker.enabled:
+        return None
+    import mlflow
+    import tokenizers
+    import torch
+    import transformers
+
+    from cgpt.tracking.aliases import apply_registration_policy
+
+    client = tracker.client
+    mlflow.set_tracking_uri(client.tracking_uri)
+    # explicit requirements: the flavor's own guess imports packages this project does not use
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"transformers=={transformers.__version__}",
+                    f"tokenizers=={tokenizers.__version__}", "safetensors"]  # fmt: skip
+    with mlflow.start_run(run_id=tracker.run_id, nested=mlflow.active_run() is not None):
+        info = log_text_generation_model(
+            folder,
+            card,
+            license_text=license_text,
+            requirements=requirements,
+            registered_model=registered_model,
+            tags=tags,
+        )
+        if metrics:
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if math.isfinite(v)}, model_id=info.model_id)
+    if registered_model and info.registered_model_version is not None:
+        version = str(info.registered_model_version)
+        for k, v in tags.items():
+            client.set_model_version_tag(registered_model, version, k, v)
+        for move in apply_registration_policy(client, registered_model, version, score=metrics.get("eval/val_xent")):
+            print(f"{registered_model} {move}")
+    return info.model_id
