@@ -70,8 +70,10 @@ def cell(text: object) -> str:
 def title(f: CardFacts) -> str:
     """What the model is, not just its run's name (``default`` tells a reader nothing)."""
     m = f.model
+    # a family member's registered model already ends in its run name (cgpt-<member>)
+    name = f.model_name if f.model_name.endswith(f"-{f.name}") else f"{f.model_name}/{f.name}"
     return (
-        f"{f.model_name}/{f.name}: a {human_count(m.num_params())}-parameter GPT-3-style decoder "
+        f"{name}: a {human_count(m.num_params())}-parameter GPT-3-style decoder "
         f"({m.n_layer} layers x {m.d_model}, {m.parameterization.upper()}, preset {f.preset})"
     )
 

@@ -46,6 +46,7 @@ def test_title_link_precision_and_licence():
     )
     assert "https://github.com/)" not in card and "trained with cgpt," in card
     assert "[cgpt](https://example.org/cgpt)" in model_card(_facts(project_url="https://example.org/cgpt"))
+    assert "\n# cgpt-small: a " in model_card(_facts(name="small", model_name="cgpt-small"))  # a family member
     assert "| training precision | fp32 |" in card
     assert "license: apache-2.0" in card and "the Apache-2.0 licence (the `LICENSE` file beside this card" in card
 
