@@ -17,7 +17,8 @@ from cgpt.data.download.params import DownloadParams
 from cgpt.data.tokenize.params import TokensSpec
 from cgpt.data.tokens import open_split, read_index
 from cgpt.export.hf import EXPORT_DTYPES, write_hf_files
-from cgpt.export.model_card import CardFacts, model_card
+from cgpt.export.license import license_text
+from cgpt.export.model_card import CardFacts, model_card, project_url
 from cgpt.export.params import ExportParams
 from cgpt.export.verify import max_logit_difference, sample_text
 from cgpt.faults import fault_point
@@ -79,8 +80,39 @@ def downstream_facts(summary: dict[str, Any]) -> tuple[list[dict[str, Any]], dic
     return rows, average
 
 
-def card_facts(project: Project, params: StageParams, cfg: ModelConfig, sample: str) -> CardFacts:
-    """What the model card says, from the files the earlier stages wrote."""
+def eval_notes(summary: dict[str, Any]) -> list[str]:
+    """The card's notes on its downstream table, from ``eval/results.json`` (what ``results.md`` notes too):
+    the tasks the evaluation skipped (their data unavailable) and the results whose few-shot examples came
+    from a fallback split (``fewshot_pool`` reads e.g. ``validation (train split unavailable)``)."""
+    notes = []
+    for row in summary.get("results", []):
+        pool = row.get("fewshot_pool")
+        if isinstance(pool, str) and " (" in pool:
+            split, why = pool.split(" (", 1)
+            notes.append(
+                f"{row['task']} {row['num_fewshot']}-shot: the few-shot examples came from the {split} split "
+                f"({why.rstrip(')')}), excluding the evaluated document; not lm-eval's stock "
+                f"{row['num_fewshot']}-shot setting."
+            )
+    skipped = summary.get("settings", {}).get("skipped_tasks") or {}
+    notes += [f"{task} was not evaluated: its data was unavailable ({why})." for task, why in skipped.items()]
+    return notes
+
+
+def trained_precision(info: dict[str, Any], configured: str) -> str:
+    """What training ran in: the model folder's record (``fp32``, ``bf16``); ``train.precision`` when it is not
+    ``auto``; else a plain statement that the record is missing (a model trained before it was recorded)."""
+    if isinstance(info.get("precision"), str):
+        return info["precision"]
+    if configured != "auto":
+        return configured
+    return "not recorded (train.precision: auto; retrain to record it)"
+
+
+def card_facts(
+    project: Project, params: StageParams, cfg: ModelConfig, sample: str, info: dict[str, Any] | None = None
+) -> CardFacts:
+    """What the model card says, from the files the earlier stages wrote (``info``: the model folder's record)."""
     run_dir = project.run_dir(params.train.run_name)
     read = lambda path: read_json_if_valid(path) or {}  # noqa: E731
     clean, tok, train = (
@@ -93,7 +125,8 @@ def card_facts(project: Project, params: StageParams, cfg: ModelConfig, sample: 
         for split, m in read(run_dir / "eval" / "upstream.json").items()
         if isinstance(m, dict)
     }
-    downstream, average = downstream_facts(read(run_dir / "eval" / "results.json"))
+    results = read(run_dir / "eval" / "results.json")
+    downstream, average = downstream_facts(results)
     tp = params.tokenize.tokenizer
     tokenizer = (
         f"a byte-level BPE trained on the corpus, vocabulary {cfg.vocab_size:,}"
@@ -123,13 +156,16 @@ def card_facts(project: Project, params: StageParams, cfg: ModelConfig, sample: 
             "documents": clean.get("total", {}).get("documents_out", 0),
             "tokens": tok.get("tokens", {}),
         },
-        precision=params.train.precision,
+        precision=trained_precision(info or {}, params.train.precision),
         license=params.export.license,
         folder=f"runs/{params.train.run_name}/hf",  # relative: the card must not name this machine
         upstream=upstream,
         downstream=downstream,
         downstream_average=average,
         sample=sample,
+        model_name=params.tracking.registered_model or "cgpt",
+        project_url=project_url(),
+        eval_notes=eval_notes(results),
     )
 
 
@@ -166,9 +202,11 @@ def _run(project: Project, params: StageParams) -> dict[str, Any]:
         if prompt is None:  # the opening words of real text from this corpus, not a fixed prompt
             prompt = default_prompt(tokens / "tokenizer.json", probe)
         text = sample_text(folder, prompt, params.export.sample_tokens) if params.export.sample_tokens else ""
-        facts = card_facts(project, params, cfg, text)
+        facts = card_facts(project, params, cfg, text, info)
         card = model_card(facts)
         (folder / "README.md").write_text(card, encoding="utf-8")
+        licence = license_text(params.export.license, f"{facts.model_name}/{facts.name}")
+        (folder / "LICENSE").write_text(licence, encoding="utf-8")
     hf_dir = run_dir / "hf"
     print(f"exported {hf_dir}: max |logit difference| vs cgpt = {diff:.2e}")
     print(f"sample: {text!r}")
@@ -190,6 +228,7 @@ def _run(project: Project, params: StageParams) -> dict[str, Any]:
             card,
             registered_model=params.tracking.registered_model,
             metrics={**model_metrics, **{f"export/{k}": float(v) for k, v in metrics.items()}},
+            license_text=licence,
             tags={"cgpt.preset": params.model.preset, "cgpt.run_name": params.train.run_name,
                   "cgpt.data.tokens": file_digest(tokens / "index.json"),
                   **{k: v for k, v in provenance_tags(project.root).items() if "git" in k or k.startswith("dvc.")}},

@@ -54,7 +54,7 @@ from cgpt.train.loop import TrainResult, train
 from cgpt.train.metering import run_speed
 from cgpt.train.params import TrainingSections
 from cgpt.train.schedule import batch_sizes, tokens_seen
-from cgpt.train.setup import RunSetup, setup_from_params
+from cgpt.train.setup import RunSetup, resolve_precision, setup_from_params
 
 #: what each launched rank runs (``python -m``): this module's :func:`rank_main`
 RANK_MODULE = "cgpt.stages.train"
@@ -283,6 +283,8 @@ def _write_results(
         "seq_len": setup.recipe.seq_len,
         "params": setup.model_config.num_params(),
         "tokenizer_sha256": setup.tokenizer_sha256,
+        # what ran, not `auto`: the model card states it (train.precision is often `auto`)
+        "precision": resolve_precision(params.train.precision, setup.device),
     }
     save_model_dir(run_dir / "model", result.state_dict(), setup.model_config, meta)
     tracker.record_weights(sha256_file(run_dir / "model" / "model.safetensors"))

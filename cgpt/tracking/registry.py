@@ -137,6 +137,7 @@ def log_hf_model(
     registered_model: str | None,
     metrics: dict[str, float],
     tags: dict[str, str],
+    license_text: str,
 ) -> str | None:
     """:func:`log_and_register` into ``tracker``'s run (nothing when tracking is off). Returns the
     logged model's id. Model logging needs the store: one still away fails the stage (one line)."""
@@ -144,7 +145,14 @@ def log_hf_model(
         return None
     tracker.ready_for_model()
     return log_and_register(
-        tracker.client, tracker.run_id, folder, card, registered_model=registered_model, metrics=metrics, tags=tags
+        tracker.client,
+        tracker.run_id,
+        folder,
+        card,
+        registered_model=registered_model,
+        metrics=metrics,
+        tags=tags,
+        license_text=license_text,
     )
 
 
@@ -157,49 +165,54 @@ def log_and_register(
     registered_model: str | None,
     metrics: dict[str, float],
     tags: dict[str, str],
+    license_text: str,
 ) -> str:
     """Log ``folder`` (an exported Hugging Face model) into run ``run_id`` as an MLflow 3 logged
-    model, the ``transformers`` flavor (``mlflow.transformers.load_model("models:/<name>/<version>")``
-    gives a text-generation pipeline, ``mlflow models serve`` serves it), with the model card and
-    ``metrics``, and register it under ``registered_model``, each at most once per weights digest
-    (see the module). Returns the logged model's id."""
+    model that serves (:mod:`cgpt.tracking.serving`: the ``transformers`` flavor, so
+    ``mlflow.transformers.load_model("models:/<name>/<version>")`` gives a text-generation pipeline,
+    with a params schema, cgpt's context-fitting pyfunc loader and ``license_text`` as LICENSE.txt,
+    so ``mlflow models serve`` serves it), with the model card and ``metrics``, and register it
+    under ``registered_model``, each at most once per weights digest (see the module); then the
+    registration policy moves the aliases (:mod:`cgpt.tracking.aliases`: ``@champion`` by
+    ``eval/val_xent``, ``@latest-exp``), on every run, so a kill after registering is completed by
+    the rerun. Returns the logged model's id."""
     digest = weights_digest(folder)
     model_id, ready = start_logged_model(client, run_id, digest, tags)
     settle_pending(client, run_id, keep=model_id)
     if not ready:
         fault_point("export.logging")  # a kill here leaves the PENDING model a rerun finishes
-        _log_transformers(client, run_id, folder, card, model_id)
+        _log_servable(client, run_id, folder, card, model_id, license_text)
     if metrics:
         _log_model_metrics(client, run_id, model_id, metrics)
     if registered_model:
+        from cgpt.tracking.aliases import apply_registration_policy
+
         fault_point("export.registering")
-        register_version(client, registered_model, model_id, digest, tags)
+        version = register_version(client, registered_model, model_id, digest, tags)
+        for move in apply_registration_policy(
+            client, registered_model, str(version.version), score=metrics.get("eval/val_xent")
+        ):
+            print(f"{registered_model} {move}")
     return model_id
 
 
-def _log_transformers(client: Any, run_id: str, folder: Path, card: str, model_id: str) -> None:
-    """``mlflow.transformers.log_model`` into the existing logged model ``model_id`` (it uploads the
-    artifacts and marks the model READY, or FAILED on an error)."""
+def _log_servable(client: Any, run_id: str, folder: Path, card: str, model_id: str, license_text: str) -> None:
+    """Serving's model logging (:func:`cgpt.tracking.serving.log_text_generation_model`) into the
+    existing logged model ``model_id`` (MLflow uploads the artifacts and marks the model READY, or
+    FAILED on an error)."""
     import mlflow
     import tokenizers
     import torch
     import transformers
-    from huggingface_hub import ModelCard
-    from transformers import pipeline
+
+    from cgpt.tracking.serving import log_text_generation_model
 
     mlflow.set_tracking_uri(client.tracking_uri)
-    generator = pipeline("text-generation", model=str(folder), device="cpu")
     # explicit requirements: the flavor's own guess imports packages this project does not use
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"transformers=={transformers.__version__}",
                     f"tokenizers=={tokenizers.__version__}", "safetensors"]  # fmt: skip
     with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
-        mlflow.transformers.log_model(
-            transformers_model=generator,
-            name=MODEL_NAME,
-            model_card=ModelCard(card),
-            pip_requirements=requirements,
-            model_id=model_id,
-        )
+        log_text_generation_model(folder, card, license_text=license_text, requirements=requirements, model_id=model_id)
 
 
 def _log_model_metrics(client: Any, run_id: str, model_id: str, metrics: dict[str, float]) -> None:

@@ -139,6 +139,16 @@ def test_the_export_is_a_registered_mlflow_model_that_loads_and_generates(projec
     card = (project / "runs/default/hf/README.md").read_text()
     assert card.startswith("---\nlanguage:") and "## Training data and procedure" in card
     assert "60 optimizer steps of 8 sequences x 64 tokens" in card and "| val |" in card
+    assert "\n# cgpt/default: a " in card and "preset cpu-tiny)" in card and "https://github.com/)" not in card
+    assert "| training precision | fp32 |" in card and "`<\\|endoftext\\|>`" in card
+    # the registration policy: the first version is the champion, with its score as a tag
+    assert str(client.get_model_version_by_alias("cgpt", "champion").version) == str(version.version)
+    assert float(version.tags["cgpt.val_xent"]) > 0
+    # the export's licence, in the folder and (not MLflow's boilerplate) in the logged model
+    licence = (project / "runs/default/hf/LICENSE").read_text()
+    assert licence.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in licence
+    logged = Path(mlflow.artifacts.download_artifacts(f"models:/cgpt/{version.version}"))
+    assert (logged / "LICENSE.txt").read_text() == licence
 
 
 def test_summary_reports_the_run(project):
