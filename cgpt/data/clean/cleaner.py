@@ -59,6 +59,13 @@ class DocResult(NamedTuple):
 _WORKER_PARAMS: CleanParams | None = None
 
 
+def rate(value: float, decimals: int) -> float:
+    """``value`` rounded to ``decimals``, but a positive rate never shown as 0.0: a small input on a
+    slow or loaded machine (a few hundred bytes in half a second) keeps 3 significant digits instead."""
+    rounded = round(value, decimals)
+    return rounded if rounded or value <= 0 else float(f"{value:.3g}")
+
+
 def _init_worker(params_json: str) -> None:
     global _WORKER_PARAMS
     _WORKER_PARAMS = CleanParams.model_validate_json(params_json)
@@ -318,7 +325,7 @@ def clean(params: CleanParams, raw_dir: Path, out_dir: Path, *, progress: bool =
         "timing": {
             "workers": workers,
             "seconds": round(elapsed, 3),
-            "docs_per_s": round(tot["documents_in"] / elapsed, 1),
-            "mb_per_s": round(bytes_in / 1e6 / elapsed, 3),
+            "docs_per_s": rate(tot["documents_in"] / elapsed, 1),
+            "mb_per_s": rate(bytes_in / 1e6 / elapsed, 3),
         },
     }
