@@ -8,7 +8,11 @@
   logs while the store is away), a model's run (found by its configuration's key), the data
   stages' runs, parent runs found by their key, provenance tags.
 * :mod:`cgpt.tracking.registry` — the exported model: one logged model and one registered version
-  per weights digest, whatever was killed before.
+  per weights digest, whatever was killed before (the export stage's one logging path).
+* :mod:`cgpt.tracking.serving` — how that model is saved so it serves: the params schema, the
+  pyfunc loader :mod:`cgpt.tracking.cgpt_textgen` shipped in it, its licence.
+* :mod:`cgpt.tracking.aliases` — the registration policy: ``@champion``, ``@latest-exp``,
+  ``cgpt promote``.
 * :mod:`cgpt.tracking.family` — the family's parent run, its members' runs as children, and what is
   recorded on them (forecasts, outcomes, the fit).
 * :mod:`cgpt.tracking.sweep` — the µP sweep's parent run, its trials' runs, the chosen values.

@@ -13,6 +13,10 @@ DVC experiment whose weights equal another's, a change that only touches the mod
   versions. A version records the DVC experiment that registered it (``dvc.exp_name``) and, in
   ``cgpt.dvc_exp_names``, every experiment that exported these weights since.
 
+How the model is saved (a params schema, cgpt's pyfunc loader, the licence: so it serves) is
+:mod:`cgpt.tracking.serving`'s; which version users load (``@champion``, ``@latest-exp``) is
+:mod:`cgpt.tracking.aliases`'s, applied after registration. Only the export stage imports this module.
+
 The model is created in PENDING state by :func:`start_logged_model` first and logged into
 afterwards, so the window a kill can hit is covered by the lookup above (fault point
 ``export.logging`` sits in it).
