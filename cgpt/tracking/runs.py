@@ -3,18 +3,24 @@
 * Store: ``MLFLOW_TRACKING_URI`` if set, else MLflow 3's sqlite file ``<project>/mlflow.db`` with
   artifacts in ``<project>/mlartifacts`` — exactly what ``mlflow ui --backend-store-uri
   sqlite:///mlflow.db`` shows.
-* One run per trained model (experiment ``tracking.experiment``, run name = ``train.run_name``):
-  train opens it (:func:`open_model_run`) and records its id in ``mlflow_run.json`` beside the
-  checkpoints and the model; evaluate and export log into the same run, so the run holds the
-  curves, the evaluation and the exported folder.
+* One run per trained model (experiment ``tracking.experiment``, run name = ``train.run_name``, with
+  `` · <experiment>`` under ``dvc exp run``: :func:`model_run_name`): train opens it
+  (:func:`open_model_run`) and records its id in ``mlflow_run.json`` beside the checkpoints and the
+  model; evaluate and export log into the same run, so the run holds the curves, the evaluation and
+  the exported folder.
 * Data stages log their statistics as one run each in ``<experiment>-data``, timed from the start
   of their work, tagged with the digest of what they produced; a model run links to the data runs
   that made its tokens (a dataset input and a tag).
 * Experiments are created as MLflow 3 "custom model development" experiments (tag
   ``mlflow.experimentKind``), so the UI opens on runs and charts, not on GenAI traces.
 * Metrics are buffered and sent with ``log_batch`` (one request per flush, not one per value).
-* Names: training curves have no prefix (``loss``, ``val_loss``, ``lr``...), so the UI draws them
-  first; one-off summary numbers live in sections (``eval/...``, ``export/...``, ``train/...``).
+* Names (:data:`CURVE_METRICS`): MLflow's charts group metrics by the part of their name before the
+  last ``/`` and draw those sections in alphabetical order, then the unprefixed "Model metrics",
+  then ``system/``. So the training curves are ``train/...`` and ``val/...`` (drawn first), the few
+  headline numbers (val/test cross-entropy, accuracies, the training's totals) have no prefix, and
+  every other one-off number goes to a table artifact, not into a one-dot chart.
+* Every run carries the system tags MLflow's run page reads for its Source box
+  (:func:`provenance_tags`): the command, the git commit, branch and remote.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ import logging
 import math
 import os
 import subprocess
+import sys
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +43,17 @@ from cgpt.core.fsutil import read_json, write_json_atomic
 from cgpt.tracking.params import TrackingParams
 
 RUN_FILE = "mlflow_run.json"
+#: the training curves' MLflow names, by the key of the loop's history/speed rows (see the module docstring)
+CURVE_METRICS = {
+    "loss": "train/loss",
+    "lr": "train/lr",
+    "grad_norm": "train/grad_norm",
+    "tokens_per_s": "train/tokens_per_s",
+    "flops_per_s": "train/flops_per_s",
+    "mfu": "train/mfu",
+    "val_loss": "val/loss",
+}
+RUN_NAME_SEPARATOR = " · "  # between a run's name and its DVC experiment's
 KIND_TAG = "cgpt.kind"  # what a run is about: model, data, family, mup-sweep, mup-trial
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under this parent
 log = logging.getLogger(__name__)
@@ -173,11 +192,13 @@ class Tracker:
         registered_model: str | None,
         metrics: dict[str, float],
         tags: dict[str, str],
+        step: int = 0,
     ) -> str | None:
         """Log an exported Hugging Face folder as an MLflow 3 logged model (the ``transformers`` flavor,
         so ``mlflow.transformers.load_model("models:/<name>/<version>")`` gives a text-generation
         pipeline and ``mlflow models serve`` serves it), with the model card, ``metrics`` attached to the
-        model, and a new version of ``registered_model`` tagged with ``tags``. Returns the model id."""
+        model (and logged on the run at ``step``, the model's), and a new version of ``registered_model``
+        tagged with ``tags``. Returns the model id."""
         if not self.enabled:
             return None
         import mlflow
@@ -203,7 +224,7 @@ class Tracker:
             )
             if metrics:
                 mlflow.log_metrics(
-                    {k: float(v) for k, v in metrics.items() if math.isfinite(v)}, model_id=info.model_id
+                    {k: float(v) for k, v in metrics.items() if math.isfinite(v)}, step=step, model_id=info.model_id
                 )
         if registered_model and info.registered_model_version is not None:
             for k, v in tags.items():
@@ -223,6 +244,11 @@ class Tracker:
         if self.enabled:
             self.client.log_text(self.run_id, text, artifact_file)
 
+    def log_artifact(self, local_path: Path, artifact_path: str | None = None) -> None:
+        """One file (a plot, a results table) into the run's artifacts, under ``artifact_path``."""
+        if self.enabled:
+            self.client.log_artifact(self.run_id, str(local_path), artifact_path)
+
     def finish(self, status: str = "FINISHED") -> None:
         if self._system is not None:
             self._system.finish()
@@ -241,12 +267,16 @@ class CurveLogger:
     checkpoint's history through :meth:`log` therefore fills exactly what a kill lost.
     """
 
-    def __init__(self, tracker: Tracker, keys: Iterable[str]) -> None:
+    def __init__(self, tracker: Tracker, names: dict[str, str] | Iterable[str]) -> None:
+        """``names``: the MLflow metric name of each row key that is a curve (a plain list: the same
+        names); other keys of a row are not logged."""
         self.tracker = tracker
-        self.last = tracker.last_logged_steps(keys)
+        self.names = dict(names) if isinstance(names, dict) else {k: k for k in names}
+        self.last = tracker.last_logged_steps(self.names.values())
 
     def log(self, step: int, values: dict[str, float]) -> None:
-        fresh = {k: v for k, v in values.items() if step > self.last.get(k, -1) and math.isfinite(v)}
+        named = {self.names[k]: v for k, v in values.items() if k in self.names}
+        fresh = {k: v for k, v in named.items() if step > self.last.get(k, -1) and math.isfinite(v)}
         if fresh:
             self.tracker.log_metrics(fresh, step=step)
             self.last.update(dict.fromkeys(fresh, step))
@@ -336,13 +366,29 @@ def disabled() -> Tracker:
     return Tracker(None, None)
 
 
+def model_run_name(run_name: str, *, experiment: bool = True) -> str:
+    """What a model run is called in MLflow: ``train.run_name``, and under ``dvc exp run`` (with
+    ``experiment``) the DVC experiment's name after it, ``default · lr-3e-3``, so the workspace's run
+    and each experiment's are told apart in the runs list. A family member keeps its member's name
+    (``experiment=False``): the family's parent run already says which experiment it belongs to."""
+    exp = os.environ.get("DVC_EXP_NAME", "").strip()
+    return f"{run_name}{RUN_NAME_SEPARATOR}{exp}" if experiment and exp else run_name
+
+
 def open_model_run(
-    root: Path, tracking: TrackingParams, run_name: str, marker: Path, *, key: str | None = None
+    root: Path,
+    tracking: TrackingParams,
+    run_name: str,
+    marker: Path,
+    *,
+    key: str | None = None,
+    experiment_in_name: bool = True,
 ) -> Tracker:
     """The MLflow run of a model: the one recorded in ``marker`` (a ``mlflow_run.json``) when it is
     in the current store, still active, and (if ``key`` is given) recorded for the same ``key``;
-    otherwise a new run, recorded in ``marker``. ``key`` identifies what the run is about (the
-    training configuration), so a changed configuration never writes into an old run."""
+    otherwise a new run named by :func:`model_run_name`, recorded in ``marker``. ``key`` identifies
+    what the run is about (the training configuration), so a changed configuration never writes
+    into an old run. A reopened run keeps its name."""
     if not tracking.enabled:
         return disabled()
     client = client_for(root)
@@ -356,7 +402,8 @@ def open_model_run(
             client.update_run(run.info.run_id, status="RUNNING")
             return Tracker(client, run.info.run_id)
     exp_id = experiment_id(client, tracking.experiment, root)
-    run = client.create_run(exp_id, run_name=run_name, tags={KIND_TAG: "model", **provenance_tags(root)})
+    name = model_run_name(run_name, experiment=experiment_in_name)
+    run = client.create_run(exp_id, run_name=name, tags={KIND_TAG: "model", **provenance_tags(root)})
     record = {"run_id": run.info.run_id, "experiment": tracking.experiment, "tracking_uri": tracking_uri(root)}
     if key is not None:
         record["key"] = key
@@ -442,25 +489,65 @@ def data_runs_for(root: Path, tracking: TrackingParams, digest: str) -> list[str
     return [r.info.run_id for r in runs]
 
 
-def provenance_tags(root: Path) -> dict[str, str]:
-    """Where a run's code and configuration came from: the git commit (MLflow's own tag, shown in the UI),
-    whether the work tree had changes, and the DVC experiment when run under ``dvc exp run``."""
-    tags: dict[str, str] = {}
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True,
-            timeout=30, check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = "", ""
+def provenance_tags(root: Path, source: str | None = None) -> dict[str, str]:
+    """Where a run's code and configuration came from, as the system tags MLflow's run page shows in
+    its Source box (it shows "—" without ``mlflow.source.name``, whatever else is set):
+    ``mlflow.source.name`` (``source``, default :func:`source_name`) and ``mlflow.source.type``
+    (``LOCAL``); the git commit, branch and remote (``mlflow.source.git.commit`` / ``.branch`` /
+    ``.repoURL``, the last two when known: no branch on a detached HEAD, no URL without an
+    ``origin`` remote, never a password in it); whether the work tree had changes; and the DVC
+    experiment when run under ``dvc exp run``."""
+    tags: dict[str, str] = {"mlflow.source.name": source or source_name(root), "mlflow.source.type": "LOCAL"}
+    commit = _git(root, "rev-parse", "HEAD")
     if commit:
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=no", timeout=30)
         tags["mlflow.source.git.commit"] = commit
         tags["cgpt.git.dirty"] = "true" if dirty else "false"
+        branch = _git(root, "rev-parse", "--abbrev-ref", "HEAD")
+        if branch and branch != "HEAD":
+            tags["mlflow.source.git.branch"] = branch
+        url = repo_url(_git(root, "remote", "get-url", "origin"))
+        if url:
+            tags["mlflow.source.git.repoURL"] = url
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     if os.environ.get("DVC_EXP_BASELINE_REV"):
         tags["dvc.baseline_rev"] = os.environ["DVC_EXP_BASELINE_REV"]
     return tags
+
+
+def source_name(root: Path, argv: list[str] | None = None) -> str:
+    """The command this process runs, as the run's Source: the script relative to the project
+    (``stages/train.py`` for DVC's ``python -m stages.train``, ``stages/member.py train f32``), or
+    the program's name (``cgpt train``) when it lives elsewhere."""
+    argv = list(sys.argv if argv is None else argv) or ["python"]
+    script = Path(argv[0])
+    try:
+        first = script.resolve().relative_to(Path(root).resolve()).as_posix()
+    except (ValueError, OSError):
+        first = script.name or "python"
+    return " ".join([first, *argv[1:]])
+
+
+def repo_url(url: str) -> str:
+    """A git remote's URL fit to show: ``https://user:token@host/x.git`` loses its credentials
+    (``https://host/x.git``); ``git@github.com:o/r.git`` and local paths are kept as they are."""
+    url = url.strip()
+    if "://" not in url:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _git(root: Path, *args: str, timeout: float = 10) -> str:
+    """``git <args>`` in ``root``: its output, stripped; "" when git is missing or says no."""
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=timeout, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
