@@ -46,6 +46,7 @@ def test_two_experiments_are_two_mlflow_runs_with_their_own_params(built_project
         r = by_exp[name]
         assert r.data.params["train.lr"] == lr and r.data.params["recipe.peak_lr"] == lr
         assert r.data.tags["mlflow.source.git.commit"] and r.info.status == "FINISHED"
+        assert r.data.tags["mlflow.source.name"] == "stages/train.py"  # the run page's Source box
         # a new learning rate trained from scratch (the baseline's checkpoints were set aside)
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "train/loss")]
         assert steps == list(range(10, 61, 10))
