@@ -197,7 +197,7 @@ def test_deploy_worker_and_runs_on_a_real_server(tmp_path: Path) -> None:
                 [client.get_experiment_by_name("cgpt").experiment_id], "tags.`dvc.exp_name` = 'lr-1e-3'"
             )
             assert [(r.info.run_name, r.info.status, r.data.params["train.lr"]) for r in tagged] == [
-                ("default", "FINISHED", "0.001")
+                ("default · lr-1e-3", "FINISHED", "0.001")  # named after the experiment too
             ]
             logs_of_run = _run([prefect, "flow-run", "logs", _flow_run_id(out)], project, env, logs)
             assert "Stage 'download' didn't change, skipping" in logs_of_run, logs_of_run[-4000:]
