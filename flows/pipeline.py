@@ -19,9 +19,11 @@ baked into a deployment.
 With ``set_params`` (``-S``) the whole pipeline runs as one DVC experiment, ``dvc exp run --temp
 -S key=value ...``, in a temporary copy of the project: the workspace (params.yaml, outputs,
 checkpoints) is left as it is, and the experiment shows up in ``dvc exp show``. Its flow run is
-named ``experiment <exp-name>`` and its artifact, ``cgpt-experiment-<exp-name>``, compares it with
-its baseline commit (flows/experiment_report.py). The overrides are
-validated with params.yaml before DVC starts, so a typo stops the flow with cgpt's one line.
+named ``experiment <exp-name>``, has one task per stage as DVC reaches it (:class:`StageLog` reads
+the one ``dvc exp run`` process's log stage by stage), and its artifact,
+``cgpt-experiment-<exp-name>``, compares it with its baseline commit (flows/experiment_report.py).
+The overrides are validated with params.yaml before DVC starts, so a typo stops the flow with
+cgpt's one line.
 
 With ``clean_shards > 1`` (``tokenize_shards > 1``) a stale clean (tokenize) stage is fanned out
 as parallel Prefect tasks (flows/data_shards.py: threads, processes or a Dask cluster); the merged
