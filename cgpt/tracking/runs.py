@@ -370,7 +370,8 @@ def model_run_name(run_name: str, *, experiment: bool = True) -> str:
     """What a model run is called in MLflow: ``train.run_name``, and under ``dvc exp run`` (with
     ``experiment``) the DVC experiment's name after it, ``default · lr-3e-3``, so the workspace's run
     and each experiment's are told apart in the runs list. A family member keeps its member's name
-    (``experiment=False``): the family's parent run already says which experiment it belongs to."""
+    (``experiment=False``), nested under its family's run; its ``dvc.exp_name`` tag still says which
+    experiment it belongs to."""
     exp = os.environ.get("DVC_EXP_NAME", "").strip()
     return f"{run_name}{RUN_NAME_SEPARATOR}{exp}" if experiment and exp else run_name
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -206,6 +207,44 @@ def test_prefect_flow_runs_one_task_per_stage(project, harness):
     assert result["stages"].pop("sources") == "ran"  # the fingerprint of the local corpus is always taken
     assert set(result["stages"].values()) == {"up to date"}, result["stages"]
     assert "| model |" in result["summary_markdown"] and "| loss |" in result["summary_markdown"]
+
+
+def test_prefect_experiment_has_a_task_per_stage_and_a_named_mlflow_run(project, harness):
+    """The experiment deployment's flow: one DVC experiment, one Prefect task per stage as DVC reaches
+    it (the data stages Up to date, train on Completed), and an MLflow run named after the experiment."""
+    from mlflow.tracking import MlflowClient
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
+
+    git = ["git", "-c", "user.name=cgpt", "-c", "user.email=cgpt@localhost"]
+    run(["git", "add", "-A"], cwd=project)
+    run([*git, "commit", "-q", "-m", "baseline"], cwd=project)
+    state = pipeline_flow(project=str(project), set_params=["train.lr=0.002"], exp_name="lr-2e-3", return_state=True)
+    result = state.result()
+    assert result["experiment"] == "lr-2e-3" and result["stages"]["train"] == "ran"
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(state.state_details.flow_run_id)
+        for _ in range(600):  # Prefect 3 records task runs from events, a moment after the flow returns
+            tasks = client.read_task_runs(
+                task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run.id]))
+            )
+            if len(tasks) >= len(STAGES) and all(t.state is not None and t.state.is_final() for t in tasks):
+                break
+            time.sleep(0.1)
+    assert flow_run.name == "experiment lr-2e-3"
+    states = {t.name: t.state.name for t in tasks}
+    assert {f"dvc exp run · {s}" for s in STAGES} <= set(states), states
+    assert states["dvc exp run · download"] == "Up to date" and states["dvc exp run · tokenize"] == "Up to date"
+    assert {states[f"dvc exp run · {s}"] for s in ("train", "evaluate", "export")} == {"Completed"}
+    mlflow = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    [exp_run] = mlflow.search_runs(
+        [mlflow.get_experiment_by_name("cgpt").experiment_id], "tags.`dvc.exp_name` = 'lr-2e-3'"
+    )
+    assert exp_run.info.run_name == "default · lr-2e-3" and exp_run.data.params["train.lr"] == "0.002"
+    tags = exp_run.data.tags
+    assert tags["mlflow.source.name"] == "stages/train.py" and len(tags["mlflow.source.git.commit"]) == 40
+    assert tags["mlflow.source.git.commit"] == tags["dvc.baseline_rev"]  # DVC runs it on its baseline commit
+    assert "val_xent" in exp_run.data.metrics
 
 
 def test_prefect_flow_fans_stale_data_stages_out_over_shards(project, harness):
