@@ -93,7 +93,7 @@ class RunSetup:
             "micro_batch_size": min(t.micro_batch_size or share, share),
             "seq_len": r.seq_len,
             "lr": r.peak_lr,
-            "end_lr_ratio": r.end_lr / r.peak_lr if r.peak_lr else 0.0,
+            "end_lr_ratio": float(f"{r.end_lr / r.peak_lr:.12g}") if r.peak_lr else 0.0,  # 0.1, not 0.0999...
             "warmup_steps": r.warmup_steps,
             "decay": r.decay,
             "weight_decay": r.weight_decay,

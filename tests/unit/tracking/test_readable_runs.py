@@ -218,6 +218,6 @@ def test_resolved_train_params_say_what_ran():
     resolved = setup.resolved_train()
     assert resolved["device"] == "cpu" and resolved["precision"] == "fp32"
     assert resolved["lr"] == setup.recipe.peak_lr and resolved["max_steps"] == 60 and resolved["seq_len"] == 64
-    assert resolved["micro_batch_size"] == 8 and resolved["threads"] >= 1
+    assert resolved["micro_batch_size"] == 8 and resolved["threads"] >= 1 and resolved["end_lr_ratio"] == 0.1
     assert None not in resolved.values() and "auto" not in resolved.values()
     assert "run_name" not in resolved and "distributed" not in resolved
