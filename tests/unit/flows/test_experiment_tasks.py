@@ -61,6 +61,7 @@ def _task_runs(flow_run_id, count: int) -> dict[str, tuple[str, str]]:
     return {r.name: (r.state.type.value, r.state.name) for r in runs}
 
 
+@pytest.mark.slow  # a Prefect test server for the session (~25 s to start)
 @pytest.mark.parametrize("mode", ["ok", "fail"])
 def test_one_task_per_stage_with_its_own_state(harness, tmp_path, mode):
     script = tmp_path / "dvc_exp_run.py"
