@@ -518,16 +518,47 @@ def provenance_tags(root: Path, source: str | None = None) -> dict[str, str]:
 
 
 def source_name(root: Path, argv: list[str] | None = None) -> str:
-    """The command this process runs, as the run's Source: the script relative to the project
-    (``stages/train.py`` for DVC's ``python -m stages.train``, ``stages/member.py train f32``), or
-    the program's name (``cgpt train``) when it lives elsewhere."""
+    """The command this process runs, as the run's Source: a script of the project relative to it
+    (``stages/train.py`` for DVC's ``python -m stages.train``, ``stages/member.py train f32``); in a
+    Prefect flow run started by a program (a worker's ``prefect.engine``), the flow's file
+    (``flows/family.py``); else the program's name and arguments (``cgpt train``, also when the
+    virtualenv lives inside the project)."""
     argv = list(sys.argv if argv is None else argv) or ["python"]
     script = Path(argv[0])
     try:
-        first = script.resolve().relative_to(Path(root).resolve()).as_posix()
+        script = script.resolve()
+        in_env = Path(sys.prefix).resolve() in script.parents or "site-packages" in script.parts
+        if not in_env:
+            return " ".join([script.relative_to(Path(root).resolve()).as_posix(), *argv[1:]])
     except (ValueError, OSError):
-        first = script.name or "python"
-    return " ".join([first, *argv[1:]])
+        pass
+    flow_file = _prefect_flow_file(root)
+    if flow_file:
+        return flow_file
+    name = script.parent.name if script.name == "__main__.py" else script.name  # python -m pytest: "pytest"
+    return " ".join([name or "python", *argv[1:]])
+
+
+def _prefect_flow_file(root: Path) -> str | None:
+    """The file of the Prefect flow this process is running, relative to ``root`` when inside it;
+    None outside a flow run (Prefect is not imported for this: only asked when already loaded)."""
+    if "prefect.context" not in sys.modules:
+        return None
+    try:
+        import inspect
+
+        from prefect.context import FlowRunContext
+
+        ctx = FlowRunContext.get()
+        if ctx is None or ctx.flow is None:
+            return None
+        file = Path(inspect.getsourcefile(ctx.flow.fn) or "").resolve()
+        try:
+            return file.relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            return file.name or None
+    except Exception:  # a nicety: the Source box falls back to the program's name
+        return None
 
 
 def repo_url(url: str) -> str:

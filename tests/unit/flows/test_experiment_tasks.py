@@ -8,12 +8,15 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
+from paths import REPO
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
 
+from cgpt.tracking.runs import source_name
 from flows.pipeline import STAGE_HEADER, StageLog, experiment_args, stage_tasks
 
 DVC_EXP_RUN = textwrap.dedent(
@@ -88,3 +91,15 @@ def test_stage_headers_and_the_experiment_command():
     assert experiment_args(["train.lr=0.001"], "lr-1e-3", ["train"], False, True) == [
         "exp", "run", "--temp", "--set-param", "++train.lr=0.001", "--name", "lr-1e-3", "--allow-missing", "train"
     ]  # fmt: skip
+
+
+@flow
+def _source_of_a_run_opened_in_a_flow(root: str) -> str:
+    return source_name(Path(root), ["/venv/lib/python3.11/site-packages/prefect/engine.py"])
+
+
+@pytest.mark.slow
+def test_a_run_opened_in_a_flow_run_has_the_flow_file_as_source(harness):
+    """A worker runs a flow as ``python -m prefect.engine``: the MLflow runs the flow opens (a family's,
+    a sweep's) name the flow's file as their Source, not ``engine.py``."""
+    assert _source_of_a_run_opened_in_a_flow(str(REPO)) == "tests/unit/flows/test_experiment_tasks.py"

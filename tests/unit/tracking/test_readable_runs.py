@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,9 @@ def test_source_name_and_repo_url():
     root = Path("/p")
     assert source_name(root, ["/p/stages/member.py", "train", "f32"]) == "stages/member.py train f32"
     assert source_name(root, ["/venv/bin/cgpt", "train"]) == "cgpt train"
+    inside = Path(sys.prefix).parent  # a project whose virtualenv lives inside it (.venv/bin/cgpt)
+    assert source_name(inside, [f"{sys.prefix}/bin/cgpt", "train"]) == "cgpt train"
+    assert source_name(root, ["/x/site-packages/pytest/__main__.py", "-q"]) == "pytest -q"
     assert repo_url("https://tok@gitlab.com:8443/a/b.git") == "https://gitlab.com:8443/a/b.git"
     assert repo_url("git@github.com:acme/cgpt.git") == "git@github.com:acme/cgpt.git"
     assert repo_url("") == ""
