@@ -217,17 +217,19 @@ def _run(project: Project, params: StageParams) -> dict[str, Any]:
     tracker = open_model_run(project.root, params.tracking, params.train.run_name, run_dir / RUN_FILE)
     with finishing(tracker):
         send_missing_curve(tracker, run_dir / "plots")  # what a store away at the end of training lacks
-        tracker.log_metrics({f"export/{k}": float(v) for k, v in metrics.items()}, step=int(info["step"]))
+        tracker.log_artifact(run_dir / "export_metrics.json", "export")  # one-off numbers: a file, not charts
         tracker.log_text(text, "sample.txt")
-        # the eval numbers the card shows, as the registered version's metrics
-        model_metrics = {f"eval/{split}_xent": float(m["loss"]) for split, m in facts.upstream.items() if "loss" in m}
-        model_metrics |= {f"eval/{shots}shot_acc.avg": avg for shots, avg in facts.downstream_average.items()}
+        # the eval numbers the card shows, as the registered version's metrics (they land on the run too,
+        # so they have the evaluate stage's names: unprefixed, listed after the curves)
+        model_metrics = {f"{split}_xent": float(m["loss"]) for split, m in facts.upstream.items() if "loss" in m}
+        model_metrics |= {f"avg.{shots}shot.acc": avg for shots, avg in facts.downstream_average.items()}
         log_hf_model(
             tracker,
             hf_dir,
             card,
             registered_model=params.tracking.registered_model,
-            metrics={**model_metrics, **{f"export/{k}": float(v) for k, v in metrics.items()}},
+            metrics={**model_metrics, "max_abs_logit_diff": float(diff)},
+            step=int(info["step"]),
             license_text=licence,
             tags={"cgpt.preset": params.model.preset, "cgpt.run_name": params.train.run_name,
                   "cgpt.data.tokens": file_digest(tokens / "index.json"),

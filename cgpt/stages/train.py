@@ -5,6 +5,11 @@ the same configuration): ``timing.json`` (wall time, tokens/s and MFU over the w
 every session of a resumed run), ``plots/speed.csv`` (tokens/s per logged step) and
 ``mlflow_run.json`` (the MLflow run that trained ``model/``, which evaluate and export log into).
 
+The MLflow run gets the resolved configuration as params (``train.device: cpu``, not ``auto``),
+the curves as they are logged (``train/loss``, ``val/loss``...), and at the end the headline numbers
+(:data:`SUMMARY_METRICS`), the whole summary as ``train/summary.json`` and the curves as
+``plots/training.png``.
+
 Distributed (``train.distributed.strategy: ddp|fsdp``): run as the stage command, this function
 launches the ranks (:mod:`cgpt.train.launch`, each ``python -m cgpt.stages.train <project>
 <params.json>``: :func:`rank_main`) and waits; inside a rank (``RANK`` set, by that launcher or by
@@ -35,7 +40,9 @@ from cgpt.data.tokenize.params import TokensSpec
 from cgpt.data.tokens import read_index
 from cgpt.stages.data_stats import file_digest
 from cgpt.tracking.params import TrackingParams
+from cgpt.tracking.plots import training_curves_png
 from cgpt.tracking.runs import (
+    PARENT_TAG,
     RUN_FILE,
     Tracker,
     client_for,
@@ -73,6 +80,16 @@ PLOT_COLUMNS = {
     "val.csv": ["step", "val_loss"],
 }
 SPEED_COLUMNS = ["step", "tokens_per_s", "flops_per_s", "mfu"]
+#: the training's one-off numbers that are MLflow metrics (no prefix: the UI lists them after the
+#: curves, as columns of the runs table), by their key in the summary + timing; the rest of them go
+#: to the artifact ``train/summary.json``
+SUMMARY_METRICS = {
+    "tokens_seen": "tokens_seen",
+    "train_loss": "train_loss",
+    "tokens_per_s": "train_tokens_per_s",
+    "mfu": "train_mfu",
+    "seconds": "train_seconds",
+}
 
 
 def write_plot_csv(
@@ -223,12 +240,21 @@ def _open_tracker(
     digest = file_digest(project.tokens / "index.json")
     config = run_config(params, setup, digest)
     tracker = open_model_run(
-        project.root, params.tracking, params.train.run_name, ckpt_dir / RUN_FILE, key=config_key(config)
+        project.root,
+        params.tracking,
+        params.train.run_name,
+        ckpt_dir / RUN_FILE,
+        key=config_key(config),
+        experiment_in_name=not _is_child(tags),
     )
-    loop = params.train.model_dump(include=set(LOOP_KEYS) - {"run_name", "distributed"}, exclude_none=True)
-    # loop settings as first recorded (MLflow params never change; a later value is no new run)
     tracker.log_params(
-        {**config, "loop": loop, "distributed": {"strategy": ctx.strategy, "world_size": ctx.world_size}}
+        {
+            **config,
+            # what ran (config's train is params.yaml's), loop settings included, as first recorded
+            # (MLflow params never change; a later loop value is no new run)
+            "train": setup.resolved_train(ctx.world_size),
+            "distributed": {"strategy": ctx.strategy, "world_size": ctx.world_size},
+        }
     )
     index = read_index(project.tokens)
     data_runs = [
@@ -258,15 +284,22 @@ def _open_tracker(
     return tracker
 
 
+def _is_child(tags: dict[str, str] | None) -> bool:
+    """A run nested under a parent (a family member's): it keeps its own name, experiment or not."""
+    return bool(tags and PARENT_TAG in tags)
+
+
 def _tag_launched_run(project: Project, params: StageParams, tags: dict[str, str] | None) -> None:
     """The launched ranks train the launcher's params but not its tags (a family member's parent):
-    set them on the run rank 0 recorded (``runs/<name>/mlflow_run.json``)."""
+    set them on the run rank 0 recorded (``runs/<name>/mlflow_run.json``), and a child's name."""
     if not tags or not params.tracking.enabled:
         return
     info = read_json_if_valid(project.run_dir(params.train.run_name) / RUN_FILE)
     if isinstance(info, dict) and info.get("run_id"):
         tracker = Tracker(client_for(project.root), info["run_id"])
         tracker.set_tags(tags)  # a store away now: one line, and the tags are not set (the training stands)
+        if _is_child(tags):
+            tracker.set_name(params.train.run_name)
         if tracker.unsent:
             warn(f"the run's tags {sorted(tags)} were not set; rerun the stage when the store is back")
 
@@ -302,10 +335,24 @@ def _write_results(
         "strategy": ctx.strategy,
     }
     write_json_atomic(run_dir / "timing.json", timing)
+    _log_summary(tracker, params, result, {**metrics, **timing})
+
+
+def _log_summary(tracker: Tracker, params: StageParams, result: TrainResult, summary: dict[str, Any]) -> None:
+    """The end of training in MLflow: the headline numbers as metrics, everything as
+    ``train/summary.json``, and the curves as ``plots/training.png``."""
+    if not tracker.enabled:
+        return
     tracker.log_metrics(
-        {f"train/{k}": float(v) for k, v in {**metrics, **timing}.items() if isinstance(v, (int, float))},
+        {name: float(summary[k]) for k, name in SUMMARY_METRICS.items() if isinstance(summary.get(k), (int, float))},
         step=result.summary.steps,
     )
+    tracker.log_text(json.dumps(summary, indent=2, sort_keys=True), "train/summary.json")
+    with tempfile.TemporaryDirectory(prefix="cgpt-plot-") as tmp:
+        title = f"{params.train.run_name} ({params.model.preset}): {result.summary.steps:,} steps"
+        png = training_curves_png(result.history, result.speed, Path(tmp) / "training.png", title)
+        if png is not None:
+            tracker.log_artifact(png, "plots")
 
 
 if __name__ == "__main__":

@@ -142,6 +142,7 @@ def log_hf_model(
     metrics: dict[str, float],
     tags: dict[str, str],
     license_text: str,
+    step: int = 0,
 ) -> str | None:
     """:func:`log_and_register` into ``tracker``'s run (nothing when tracking is off). Returns the
     logged model's id. Model logging needs the store: one still away fails the stage (one line)."""
@@ -157,6 +158,7 @@ def log_hf_model(
         metrics=metrics,
         tags=tags,
         license_text=license_text,
+        step=step,
     )
 
 
@@ -170,15 +172,17 @@ def log_and_register(
     metrics: dict[str, float],
     tags: dict[str, str],
     license_text: str,
+    step: int = 0,
 ) -> str:
     """Log ``folder`` (an exported Hugging Face model) into run ``run_id`` as an MLflow 3 logged
     model that serves (:mod:`cgpt.tracking.serving`: the ``transformers`` flavor, so
     ``mlflow.transformers.load_model("models:/<name>/<version>")`` gives a text-generation pipeline,
     with a params schema, cgpt's context-fitting pyfunc loader and ``license_text`` as LICENSE.txt,
-    so ``mlflow models serve`` serves it), with the model card and ``metrics``, and register it
+    so ``mlflow models serve`` serves it), with the model card and ``metrics`` (on the model, and on the
+    run at ``step``, the model's training step: unprefixed names, as the evaluate stage's), and register it
     under ``registered_model``, each at most once per weights digest (see the module); then the
     registration policy moves the aliases (:mod:`cgpt.tracking.aliases`: ``@champion`` by
-    ``eval/val_xent``, ``@latest-exp``), on every run, so a kill after registering is completed by
+    ``val_xent``, ``@latest-exp``), on every run, so a kill after registering is completed by
     the rerun. Returns the logged model's id."""
     digest = weights_digest(folder)
     model_id, ready = start_logged_model(client, run_id, digest, tags)
@@ -187,14 +191,14 @@ def log_and_register(
         fault_point("export.logging")  # a kill here leaves the PENDING model a rerun finishes
         _log_servable(client, run_id, folder, card, model_id, license_text)
     if metrics:
-        _log_model_metrics(client, run_id, model_id, metrics)
+        _log_model_metrics(client, run_id, model_id, metrics, step)
     if registered_model:
         from cgpt.tracking.aliases import apply_registration_policy
 
         fault_point("export.registering")
         version = register_version(client, registered_model, model_id, digest, tags)
         for move in apply_registration_policy(
-            client, registered_model, str(version.version), score=metrics.get("eval/val_xent")
+            client, registered_model, str(version.version), score=metrics.get("val_xent")
         ):
             print(f"{registered_model} {move}")
     return model_id
@@ -219,7 +223,7 @@ def _log_servable(client: Any, run_id: str, folder: Path, card: str, model_id: s
         log_text_generation_model(folder, card, license_text=license_text, requirements=requirements, model_id=model_id)
 
 
-def _log_model_metrics(client: Any, run_id: str, model_id: str, metrics: dict[str, float]) -> None:
+def _log_model_metrics(client: Any, run_id: str, model_id: str, metrics: dict[str, float], step: int = 0) -> None:
     """``metrics`` on the logged model (shown with it and its versions), once: a rerun that reuses
     the model does not add a second point of the same value."""
     import time
@@ -229,7 +233,7 @@ def _log_model_metrics(client: Any, run_id: str, model_id: str, metrics: dict[st
     held = {m.key: m.value for m in client.get_logged_model(model_id).metrics or []}
     ts = int(time.time() * 1000)
     todo = [
-        Metric(k, float(v), ts, 0, model_id=model_id, run_id=run_id)
+        Metric(k, float(v), ts, step, model_id=model_id, run_id=run_id)
         for k, v in metrics.items()
         if math.isfinite(v) and held.get(k) != float(v)
     ]

@@ -7,8 +7,9 @@
 * A store that goes away while a run logs costs a warning line, never the work: :class:`Tracker`
   keeps what it could not send and sends it when the store is back.
 * One run per training configuration (experiment ``tracking.experiment``, run name =
-  ``train.run_name``, tag ``cgpt.config_key``): train opens it (:func:`open_model_run`, which finds
-  an earlier configuration's run again by its key) and records its id in ``mlflow_run.json`` beside the
+  ``train.run_name``, with `` · <experiment>`` under ``dvc exp run``: :func:`model_run_name`; tag
+  ``cgpt.config_key``): train opens it (:func:`open_model_run`, which finds an earlier
+  configuration's run again by its key) and records its id in ``mlflow_run.json`` beside the
   checkpoints and the model; evaluate and export log into the same run, so the run holds the
   curves, the evaluation and the exported folder.
 * Data stages log their statistics as one run each in ``<experiment>-data``, timed from the start
@@ -17,8 +18,13 @@
 * Experiments are created as MLflow 3 "custom model development" experiments (tag
   ``mlflow.experimentKind``), so the UI opens on runs and charts, not on GenAI traces.
 * Metrics are buffered and sent with ``log_batch`` (one request per flush, not one per value).
-* Names: training curves have no prefix (``loss``, ``val_loss``, ``lr``...), so the UI draws them
-  first; one-off summary numbers live in sections (``eval/...``, ``export/...``, ``train/...``).
+* Names (:data:`CURVE_METRICS`): MLflow's charts group metrics by the part of their name before the
+  last ``/`` and draw those sections in alphabetical order, then the unprefixed "Model metrics",
+  then ``system/``. So the training curves are ``train/...`` and ``val/...`` (drawn first), the few
+  headline numbers (val/test cross-entropy, accuracies, the training's totals) have no prefix, and
+  every other one-off number goes to a table artifact, not into a one-dot chart.
+* Every run carries the system tags MLflow's run page reads for its Source box
+  (:func:`provenance_tags`): the command, the git commit, branch and remote.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +48,17 @@ from cgpt.tracking.params import TrackingParams
 from cgpt.tracking.store import FALLBACK_TAG, current_uri, fallback_for, resolve_store
 
 RUN_FILE = "mlflow_run.json"
+#: the training curves' MLflow names, by the key of the loop's history/speed rows (see the module docstring)
+CURVE_METRICS = {
+    "loss": "train/loss",
+    "lr": "train/lr",
+    "grad_norm": "train/grad_norm",
+    "tokens_per_s": "train/tokens_per_s",
+    "flops_per_s": "train/flops_per_s",
+    "mfu": "train/mfu",
+    "val_loss": "val/loss",
+}
+RUN_NAME_SEPARATOR = " · "  # between a run's name and its DVC experiment's
 KIND_TAG = "cgpt.kind"  # what a run is about: model, data, family, mup-sweep, mup-trial
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under this parent
 LAUNCHED_RANK_ENV = "CGPT_LAUNCHER_PID"  # cgpt.train.launch.LAUNCHER_ENV: set in the ranks cgpt starts
@@ -89,6 +107,13 @@ TRANSIENT_CODES = frozenset(
 )  # fmt: skip
 #: after a failed send, the next try waits this long, doubling up to RETRY_MAX (seconds)
 RETRY_FIRST, RETRY_MAX = 5.0, 300.0
+
+
+def is_evaluation_metric(key: str) -> bool:
+    """A metric the evaluate stage logs on a model run (its headline names, see
+    :func:`cgpt.stages.evaluate.headline_metrics`): ``val_xent``/``test_xent``,
+    ``<task>.<k>shot.acc[_norm]``, ``avg.<k>shot.acc``; never a curve or a training total."""
+    return "/" not in key and (key.endswith("_xent") or "shot." in key)
 
 
 def store_went_away(exc: BaseException) -> bool:
@@ -245,6 +270,11 @@ class Tracker:
             self.client.log_batch(self.run_id, metrics=chunk)
             del self._buffer[: len(chunk)]
 
+    def set_name(self, name: str) -> None:
+        """Rename the run (a launched rank's run that is a family member's child keeps the member's name)."""
+        if self.enabled:
+            self._call("naming the run", lambda: self.client.update_run(self.run_id, name=name))
+
     def log_params(self, params: dict[str, Any]) -> None:
         if not self.enabled:
             return
@@ -348,7 +378,7 @@ class Tracker:
 
             run = self.client.get_run(self.run_id)
             self.client.log_batch(self.run_id, tags=[RunTag(WEIGHTS_TAG, digest)])
-            if any(k.startswith("eval/") for k in run.data.metrics):
+            if any(is_evaluation_metric(k) for k in run.data.metrics):
                 return
             others = self.client.search_runs(
                 [run.info.experiment_id],
@@ -356,7 +386,7 @@ class Tracker:
                 order_by=["attributes.start_time ASC"],
             )
             for other in others:
-                evals = {k: v for k, v in other.data.metrics.items() if k.startswith("eval/")}
+                evals = {k: v for k, v in other.data.metrics.items() if is_evaluation_metric(k)}
                 if other.info.run_id == self.run_id or not evals:
                     continue
                 ts = int(time.time() * 1000)
@@ -400,6 +430,13 @@ class Tracker:
         if self.enabled:
             self._call("logging a text", lambda: self.client.log_text(self.run_id, text, artifact_file))
 
+    def log_artifact(self, local_path: Path, artifact_path: str | None = None) -> None:
+        """One file (a plot, a results table) into the run's artifacts, under ``artifact_path``."""
+        if self.enabled:
+            self._call(
+                "logging an artifact", lambda: self.client.log_artifact(self.run_id, str(local_path), artifact_path)
+            )
+
     def finish(self, status: str = "FINISHED") -> None:
         """Send what is buffered and end the run with ``status``; a store still away then costs one
         warning line naming what was not sent (never an exception: the work is done)."""
@@ -429,10 +466,12 @@ class CurveLogger:
     it holds (it is away), points are held here and sorted out when it answers.
     """
 
-    def __init__(self, tracker: Tracker, keys: Iterable[str]) -> None:
+    def __init__(self, tracker: Tracker, names: dict[str, str] | Iterable[str]) -> None:
+        """``names``: the MLflow metric name of each row key that is a curve (a plain list: the same
+        names); other keys of a row are not logged."""
         self.tracker = tracker
-        self.keys = list(keys)
-        self.last = tracker.last_logged_steps(self.keys)
+        self.names = dict(names) if isinstance(names, dict) else {k: k for k in names}
+        self.last = tracker.last_logged_steps(self.names.values())
         self._held: list[tuple[int, dict[str, float]]] = []
 
     def log(self, step: int, values: dict[str, float]) -> None:
@@ -440,7 +479,8 @@ class CurveLogger:
             self._held.append((step, values))
             self._release()
             return
-        fresh = {k: v for k, v in values.items() if step > self.last.get(k, -1) and math.isfinite(v)}
+        named = {self.names[k]: v for k, v in values.items() if k in self.names}
+        fresh = {k: v for k, v in named.items() if step > self.last.get(k, -1) and math.isfinite(v)}
         if fresh:
             self.tracker.log_metrics(fresh, step=step)
             self.last.update(dict.fromkeys(fresh, step))
@@ -448,7 +488,7 @@ class CurveLogger:
     def _release(self) -> None:
         """Once the store says what it holds, send the held points that it lacks."""
         if self.last is None:
-            self.last = self.tracker.last_logged_steps(self.keys)
+            self.last = self.tracker.last_logged_steps(self.names.values())
             if self.last is None:
                 return
         held, self._held = self._held, []
@@ -481,7 +521,7 @@ def send_missing_curve(tracker: Tracker, plots_dir: Path) -> int:
                 rows.setdefault(int(row["step"]), {}).update(values)
     if not rows:
         return 0
-    curves = CurveLogger(tracker, sorted({k for values in rows.values() for k in values}))
+    curves = CurveLogger(tracker, CURVE_METRICS)  # the files' columns are the loop's row keys
     for step in sorted(rows):
         curves.log(step, rows[step])
     curves.flush()
@@ -577,8 +617,24 @@ CONFIG_KEY_TAG = "cgpt.config_key"  # what a model run is about: the configurati
 RUN_NAME_TAG = "cgpt.run_name"
 
 
+def model_run_name(run_name: str, *, experiment: bool = True) -> str:
+    """What a model run is called in MLflow: ``train.run_name``, and under ``dvc exp run`` (with
+    ``experiment``) the DVC experiment's name after it, ``default · lr-3e-3``, so the workspace's run
+    and each experiment's are told apart in the runs list. A family member keeps its member's name
+    (``experiment=False``), nested under its family's run; its ``dvc.exp_name`` tag still says which
+    experiment it belongs to."""
+    exp = os.environ.get("DVC_EXP_NAME", "").strip()
+    return f"{run_name}{RUN_NAME_SEPARATOR}{exp}" if experiment and exp else run_name
+
+
 def open_model_run(
-    root: Path, tracking: TrackingParams, run_name: str, marker: Path, *, key: str | None = None
+    root: Path,
+    tracking: TrackingParams,
+    run_name: str,
+    marker: Path,
+    *,
+    key: str | None = None,
+    experiment_in_name: bool = True,
 ) -> Tracker:
     """The MLflow run of a model's configuration ``key`` (train gives it; evaluate and export use
     the one ``marker``, a ``mlflow_run.json``, records), reopened, else a new one recorded in ``marker``.
@@ -588,11 +644,12 @@ def open_model_run(
     (the oldest): returning to an earlier configuration (change the data, change it back) reopens
     that configuration's run, as does a rerun in another checkout of the project or after a fall-back
     store. A changed configuration never writes into an old run: ``key`` identifies what determines
-    the weights (see :func:`cgpt.stages.train.run_config`)."""
+    the weights (see :func:`cgpt.stages.train.run_config`). A new run is named by
+    :func:`model_run_name`; a reopened run keeps its name."""
     if not tracking.enabled:
         return disabled()
     try:
-        return _open_model_run(root, tracking, run_name, marker, key)
+        return _open_model_run(root, tracking, run_name, marker, key, experiment_in_name)
     except Exception as exc:
         if not store_went_away(exc):
             raise
@@ -602,7 +659,9 @@ def open_model_run(
         ) from None
 
 
-def _open_model_run(root: Path, tracking: TrackingParams, run_name: str, marker: Path, key: str | None) -> Tracker:
+def _open_model_run(
+    root: Path, tracking: TrackingParams, run_name: str, marker: Path, key: str | None, experiment_in_name: bool
+) -> Tracker:
     client = client_for(root)
     uri = tracking_uri(root)
     info = _read_marker(marker)
@@ -626,7 +685,8 @@ def _open_model_run(root: Path, tracking: TrackingParams, run_name: str, marker:
         tags = {KIND_TAG: "model", RUN_NAME_TAG: run_name, **provenance_tags(root)}
         if key is not None:
             tags[CONFIG_KEY_TAG] = key
-        run_id = client.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
+        name = model_run_name(run_name, experiment=experiment_in_name)
+        run_id = client.create_run(exp_id, run_name=name, tags=tags).info.run_id
     else:
         client.update_run(run_id, status="RUNNING")
     record = {"run_id": run_id, "experiment": tracking.experiment, "tracking_uri": uri}
@@ -736,23 +796,26 @@ def data_runs_for(root: Path, tracking: TrackingParams, digest: str) -> list[str
     return [r.info.run_id for r in runs]
 
 
-def provenance_tags(root: Path) -> dict[str, str]:
-    """Where a run's code and configuration came from: the git commit (MLflow's own tag, shown in the UI),
-    whether the work tree had changes, and the DVC experiment when run under ``dvc exp run``."""
-    tags: dict[str, str] = {}
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True,
-            timeout=30, check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = "", ""
+def provenance_tags(root: Path, source: str | None = None) -> dict[str, str]:
+    """Where a run's code and configuration came from, as the system tags MLflow's run page shows in
+    its Source box (it shows "—" without ``mlflow.source.name``, whatever else is set):
+    ``mlflow.source.name`` (``source``, default :func:`source_name`) and ``mlflow.source.type``
+    (``LOCAL``); the git commit, branch and remote (``mlflow.source.git.commit`` / ``.branch`` /
+    ``.repoURL``, the last two when known: no branch on a detached HEAD, no URL without an
+    ``origin`` remote, never a password in it); whether the work tree had changes; and the DVC
+    experiment when run under ``dvc exp run``."""
+    tags: dict[str, str] = {"mlflow.source.name": source or source_name(root), "mlflow.source.type": "LOCAL"}
+    commit = _git(root, "rev-parse", "HEAD")
     if commit:
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=no", timeout=30)
         tags["mlflow.source.git.commit"] = commit
         tags["cgpt.git.dirty"] = "true" if dirty else "false"
+        branch = _git(root, "rev-parse", "--abbrev-ref", "HEAD")
+        if branch and branch != "HEAD":
+            tags["mlflow.source.git.branch"] = branch
+        url = repo_url(_git(root, "remote", "get-url", "origin"))
+        if url:
+            tags["mlflow.source.git.repoURL"] = url
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     if os.environ.get("DVC_EXP_BASELINE_REV"):
@@ -760,3 +823,71 @@ def provenance_tags(root: Path) -> dict[str, str]:
     if unreachable := fallback_for(root):
         tags[FALLBACK_TAG] = unreachable  # recorded here because that store was away
     return tags
+
+
+def source_name(root: Path, argv: list[str] | None = None) -> str:
+    """The command this process runs, as the run's Source: a script of the project relative to it
+    (``stages/train.py`` for DVC's ``python -m stages.train``, ``stages/member.py train f32``); in a
+    Prefect flow run started by a program (a worker's ``prefect.engine``), the flow's file
+    (``flows/family.py``); else the program's name and arguments (``cgpt train``, also when the
+    virtualenv lives inside the project)."""
+    argv = list(sys.argv if argv is None else argv) or ["python"]
+    script = Path(argv[0])
+    try:
+        script = script.resolve()
+        in_env = Path(sys.prefix).resolve() in script.parents or "site-packages" in script.parts
+        if not in_env:
+            return " ".join([script.relative_to(Path(root).resolve()).as_posix(), *argv[1:]])
+    except (ValueError, OSError):
+        pass
+    flow_file = _prefect_flow_file(root)
+    if flow_file:
+        return flow_file
+    name = script.parent.name if script.name == "__main__.py" else script.name  # python -m pytest: "pytest"
+    return " ".join([name or "python", *argv[1:]])
+
+
+def _prefect_flow_file(root: Path) -> str | None:
+    """The file of the Prefect flow this process is running, relative to ``root`` when inside it;
+    None outside a flow run (Prefect is not imported for this: only asked when already loaded)."""
+    if "prefect.context" not in sys.modules:
+        return None
+    try:
+        import inspect
+
+        from prefect.context import FlowRunContext
+
+        ctx = FlowRunContext.get()
+        if ctx is None or ctx.flow is None:
+            return None
+        file = Path(inspect.getsourcefile(ctx.flow.fn) or "").resolve()
+        try:
+            return file.relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            return file.name or None
+    except Exception:  # a nicety: the Source box falls back to the program's name
+        return None
+
+
+def repo_url(url: str) -> str:
+    """A git remote's URL fit to show: ``https://user:token@host/x.git`` loses its credentials
+    (``https://host/x.git``); ``git@github.com:o/r.git`` and local paths are kept as they are."""
+    url = url.strip()
+    if "://" not in url:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _git(root: Path, *args: str, timeout: float = 10) -> str:
+    """``git <args>`` in ``root``: its output, stripped; "" when git is missing or says no."""
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=timeout, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""

@@ -83,6 +83,31 @@ class RunSetup:
             },  # fmt: skip
         }
 
+    def resolved_train(self, world_size: int = 1) -> dict[str, Any]:
+        """The ``train:`` section as it runs: every ``null`` (the preset's value) and ``auto`` replaced
+        by what is used, e.g. ``device: cpu``, ``precision: fp32``, ``lr: 0.0006``, ``max_steps: 60``
+        (the MLflow run's ``train.*`` params say what ran, not what params.yaml left open). The
+        run's name and parallel layout are left out (the run's name and tags say those)."""
+        t, r = self.train, self.recipe
+        share = r.batch_size // max(world_size, 1)
+        return {
+            **t.model_dump(exclude={"run_name", "distributed"}),
+            "max_steps": r.optimizer_steps(),
+            "batch_size": r.batch_size,
+            "micro_batch_size": min(t.micro_batch_size or share, share),
+            "seq_len": r.seq_len,
+            "lr": r.peak_lr,
+            "end_lr_ratio": float(f"{r.end_lr / r.peak_lr:.12g}") if r.peak_lr else 0.0,  # 0.1, not 0.0999...
+            "warmup_steps": r.warmup_steps,
+            "decay": r.decay,
+            "weight_decay": r.weight_decay,
+            "grad_clip": r.grad_clip,
+            "adam_eps": r.eps,
+            "precision": resolve_precision(t.precision, self.device),
+            "device": self.device,
+            "threads": t.threads or torch.get_num_threads(),
+        }
+
     def fingerprint_key(self) -> str:
         """A short stable id of :meth:`fingerprint` (names the MLflow run this training belongs to)."""
         text = json.dumps(self.fingerprint(), sort_keys=True)

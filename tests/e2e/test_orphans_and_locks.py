@@ -65,7 +65,7 @@ def test_a_stage_whose_dvc_is_killed_stops_with_a_checkpoint_and_a_rerun_resumes
 
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     run_id = json.loads((project / "runs/default/mlflow_run.json").read_text())["run_id"]
-    for key, steps in (("loss", range(10, 61, 10)), ("val_loss", (30, 60))):
+    for key, steps in (("train/loss", range(10, 61, 10)), ("val/loss", (30, 60))):
         assert [m.step for m in client.get_metric_history(run_id, key)] == list(steps), key
     assert client.get_run(run_id).info.status == "FINISHED"
     assert len(client.search_runs([client.get_experiment_by_name("cgpt").experiment_id])) == 1

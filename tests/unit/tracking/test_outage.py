@@ -114,10 +114,10 @@ def test_a_real_server_killed_and_restarted_during_training_gets_the_whole_curve
 
         def log_metrics(metrics, step=None):
             real_log(metrics, step)
-            if step == 21 and "loss" in metrics:  # the loop logs every 3rd step
+            if step == 21 and "train/loss" in metrics:  # the loop logs every 3rd step
                 tracker.flush()
                 server.kill()
-            if step == 42 and "loss" in metrics:
+            if step == 42 and "train/loss" in metrics:
                 server.start()
 
         tracker.log_metrics = log_metrics
@@ -125,7 +125,7 @@ def test_a_real_server_killed_and_restarted_during_training_gets_the_whole_curve
         out = train(setup(steps=60), tokens, tmp_path / "run", tracker=tracker, progress=False)
         tracker.finish()
         client = MlflowClient(server.uri)
-        steps = [m.step for m in client.get_metric_history(tracker.run_id, "loss")]
+        steps = [m.step for m in client.get_metric_history(tracker.run_id, "train/loss")]
         assert sorted(steps) == [r["step"] for r in out.history if "loss" in r]  # complete, each step once
         assert client.get_run(tracker.run_id).info.status == "FINISHED"
         err = capsys.readouterr().err
@@ -136,10 +136,10 @@ def test_a_real_server_killed_and_restarted_during_training_gets_the_whole_curve
 
 def test_the_next_stage_sends_the_curve_points_a_run_lacks(tmp_path):
     """The store was away when training ended: evaluate/export fill the run from the plot files."""
-    from cgpt.tracking.runs import send_missing_curve
+    from cgpt.tracking.runs import CURVE_METRICS, send_missing_curve
 
     t = open_model_run(tmp_path, TrackingParams(experiment="e"), "r", tmp_path / "m.json", key="k")
-    CurveLogger(t, ["loss", "lr"]).log(3, {"loss": 2.0, "lr": 0.1})
+    CurveLogger(t, CURVE_METRICS).log(3, {"loss": 2.0, "lr": 0.1})
     t.flush()  # step 3 reached the store; steps 6 and 9 did not
     plots = tmp_path / "plots"
     plots.mkdir()
@@ -149,6 +149,6 @@ def test_the_next_stage_sends_the_curve_points_a_run_lacks(tmp_path):
     send_missing_curve(t, plots)  # twice: nothing doubled
     t.finish()
     client = t.client
-    assert [(m.step, m.value) for m in client.get_metric_history(t.run_id, "loss")] == [(3, 2.0), (6, 1.5), (9, 1.25)]
-    assert [m.step for m in client.get_metric_history(t.run_id, "grad_norm")] == [3, 6, 9]
-    assert [m.step for m in client.get_metric_history(t.run_id, "val_loss")] == [9]
+    assert [(m.step, m.value) for m in client.get_metric_history(t.run_id, "train/loss")] == [(3, 2.0), (6, 1.5), (9, 1.25)]
+    assert [m.step for m in client.get_metric_history(t.run_id, "train/grad_norm")] == [3, 6, 9]
+    assert [m.step for m in client.get_metric_history(t.run_id, "val/loss")] == [9]

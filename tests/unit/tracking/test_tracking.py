@@ -108,11 +108,11 @@ def test_a_run_with_the_weights_of_an_evaluated_run_shows_its_evaluation(tmp_pat
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     evaluated = open_model_run(tmp_path, EXP, "r", tmp_path / "a.json", key="config-a")
     evaluated.record_weights("w1")
-    evaluated.log_metrics({"eval/val_xent": 2.5, "loss": 3.0}, step=60)
+    evaluated.log_metrics({"val_xent": 2.5, "train/loss": 3.0}, step=60)
     evaluated.finish()
     same = open_model_run(tmp_path, EXP, "r", tmp_path / "b.json", key="config-b")
     same.record_weights("w1")  # DVC skips evaluate for it: the model did not change
     same.finish()
     run = MlflowClient(tracking_uri(tmp_path)).get_run(same.run_id)
-    assert run.data.metrics == {"eval/val_xent": 2.5} and run.data.tags["cgpt.evaluation_run"] == evaluated.run_id
+    assert run.data.metrics == {"val_xent": 2.5} and run.data.tags["cgpt.evaluation_run"] == evaluated.run_id
     assert run.data.tags["cgpt.weights_sha256"] == "w1"

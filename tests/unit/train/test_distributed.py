@@ -300,8 +300,8 @@ def test_dvc_repro_with_two_ranks_gives_the_one_process_curve_and_one_mlflow_run
     run = runs[0]
     assert run.info.status == "FINISHED" and run.data.tags["cgpt.world_size"] == "2"
     assert run.data.params["distributed.strategy"] == strategy
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(10, 61, 10))
-    assert {"eval/val.loss", "export/max_abs_logit_diff", "mfu"} <= set(run.data.metrics)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == list(range(10, 61, 10))
+    assert {"val_xent", "max_abs_logit_diff", "train/mfu"} <= set(run.data.metrics)
     timing = json.loads((project / "runs/default/timing.json").read_text())
     assert timing["world_size"] == 2 and timing["strategy"] == strategy and timing["mfu"] > 0
 
@@ -330,7 +330,7 @@ def test_kill_9_of_one_rank_then_dvc_repro_with_one_process_finishes_like_an_uni
     assert max(abs(got[k] - ref[k]) for k in ref) <= LOSS_TOL
     client, runs = _mlflow_model_runs(project)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss")] == list(range(10, 61, 10))
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "train/loss")] == list(range(10, 61, 10))
     assert files_bytes(project, "runs/default/hf")  # evaluate and export ran on the result
 
 
