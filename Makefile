@@ -18,14 +18,18 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test,crosscheck]"
 	touch $@
 
-# The single model (export and what it needs). A bare `dvc repro` also trains params.yaml's family.
+# The single model (export and what it needs): a bare `dvc repro` is the same, the family being its own
+# DVC project (family/dvc.yaml).
 pipeline: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro export
 	$(BIN)/cgpt summary
 
-# The model family (params.yaml `family:`, docs/family.md): every member, then the scaling law's table.
+# The model family (params.yaml `family:`, docs/family.md): its own DVC project in family/ (a subrepo).
+# The corpus comes from the root project (`dvc repro clean`), then the family tokenizes it its own way,
+# trains and evaluates every member and fits the law. `cd family && dvc status` etc. show the family.
 family: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro scaling
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro clean
+	cd family && PATH="$(CURDIR)/$(BIN):$$PATH" $(CURDIR)/$(BIN)/dvc repro scaling
 	cat family/scaling/table.md
 
 flow: setup
@@ -36,7 +40,8 @@ family-flow: setup
 
 # the µP sweep on the proxy, the transfer check, and family.mup in params.yaml (docs/mup.md)
 sweep: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro tokenize
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro clean
+	cd family && PATH="$(CURDIR)/$(BIN):$$PATH" $(CURDIR)/$(BIN)/dvc repro tokenize
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python flows/mup_sweep.py
 
 lint: setup

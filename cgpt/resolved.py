@@ -72,6 +72,8 @@ def describe_run(params: Params, root: Path) -> list[tuple[str, str]]:
         if tok.tokenizer.kind == "train"
         else "GPT-2's byte-level BPE (vocab 50,257; OpenAI's files, sha256-pinned)"
         if tok.tokenizer.kind == "gpt2"
+        else "bytes (vocab 257: the 256 byte values and <|endoftext|>)"
+        if tok.tokenizer.kind == "bytes"
         else f"pretrained from {tok.tokenizer.path}"
     )
     split = f"val {tok.split.val:.1%}, test {tok.split.test:.1%} (seed {tok.split.seed}; official splits kept)"

@@ -51,6 +51,7 @@ from cgpt.core.runtime import fail  # noqa: E402
 from cgpt.data.tokens import vocab_size_for  # noqa: E402
 from cgpt.family.forecast import Forecast, Outcome, forecast_next, grade, point_member  # noqa: E402
 from cgpt.family.members import FamilyMember, family_key, family_members  # noqa: E402
+from cgpt.family.params import family_tokens_spec  # noqa: E402
 from cgpt.family.points import read_point  # noqa: E402
 from cgpt.scaling.next_member import Member  # noqa: E402
 from cgpt.tracking.family import open_family_run, record_forecast, record_outcome  # noqa: E402
@@ -161,8 +162,11 @@ def family(project: str = ".", through: Through = "export", force: bool = False)
     if len(params.family.members) < 2:
         raise ConfigError("params.yaml: family.members lists fewer than 2 members; nothing to scale")
     logger = get_run_logger()
-    reproduce("tokenize", str(root), force)  # the members' sizes depend on the tokenizer's vocabulary
-    members = family_members(params, vocab_size_for(params.tokenize.tokenizer, proj.tokens)[0], root)
+    family_dir = str(proj.family)  # the family's own DVC project (family/dvc.yaml)
+    reproduce("clean", str(root), force)  # the corpus, the single model's project's
+    reproduce("tokenize", family_dir, force)  # the members' sizes depend on the family's vocabulary
+    vocab_size, _ = vocab_size_for(family_tokens_spec(params).tokenizer, proj.family_tokens)
+    members = family_members(params, vocab_size, root)
     key = family_key(params)
     logger.info(
         "family %s: %d members, smallest first: %s",
@@ -176,12 +180,14 @@ def family(project: str = ".", through: Through = "export", force: bool = False)
     with finishing(parent):
         for m in members:
             fc = forecast(m, list(trained), params, parent)
-            reproduce(f"member-{through}@{m.name}", str(root), force)
+            reproduce(f"member-{through}@{m.name}", family_dir, force)
             state = check(m.name, fc, trained[-1] if trained else None, str(root), params, parent, return_state=True)
             outcome: Outcome = state.result()
             outcomes.append(outcome)
-            trained.append(point_member(read_point(root, m.name), params.family.fit.metric, params.family.fit.shots))
-        reproduce("scaling", str(root), force)
+            if outcome.in_law:  # a diverged member, or one worse than the smaller, stays out of later forecasts
+                fit = params.family.fit
+                trained.append(point_member(read_point(root, m.name), fit.metric, fit.shots))
+        reproduce("scaling", family_dir, force)
     law = _final_law(proj)
     logger.info("law over %d members: %s", len(members), law)
     create_markdown_artifact(

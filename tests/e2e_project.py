@@ -28,6 +28,10 @@ PROJECT_FILES = (
     ".gitignore",
     "pyproject.toml",
     "prefect.yaml",
+    "family/dvc.yaml",  # the family's own DVC project (a subrepo)
+    "family/.dvc",
+    "family/.dvcignore",
+    "family/.gitignore",
     "family/points/README.md",  # keeps the folder the scaling stage depends on
 )
 IGNORE = shutil.ignore_patterns("__pycache__", "*.egg-info", "cache", "tmp")

@@ -6,9 +6,9 @@ the ``cgpt`` command (``--project``) and the Prefect flows run the same code fro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from cgpt.core.errors import ConfigError
 from cgpt.core.sections import PARAMS_FILE, Sections, load_sections
@@ -20,7 +20,13 @@ S = TypeVar("S", bound=Sections)
 
 @dataclass(frozen=True)
 class Project:
+    """``layout``: ``model`` for the single model's stages (``data/tokens``, ``runs/<name>``);
+    ``family`` for a family member's (``family/tokens``, ``family/runs/<name>``: the family is its
+    own DVC project in ``family/``, whose outputs must lie inside it). The same stage functions run
+    either way."""
+
     root: Path
+    layout: Literal["model", "family"] = "model"
 
     @classmethod
     def at(cls, root: str | Path) -> Project:
@@ -56,15 +62,25 @@ class Project:
 
     @property
     def tokens(self) -> Path:
-        return self.data / "tokens"
+        """The token shards this layout's models train on."""
+        return self.family_tokens if self.layout == "family" else self.data / "tokens"
+
+    @property
+    def family_tokens(self) -> Path:
+        """The family's own tokenization of ``data/clean`` (``family.tokenizer``), ``family/tokens``."""
+        return self.family / "tokens"
+
+    def for_family(self) -> Project:
+        """This project as a family member's stages see it."""
+        return replace(self, layout="family")
 
     @property
     def metrics(self) -> Path:
-        return self.root / "metrics"
+        return self.family / "metrics" if self.layout == "family" else self.root / "metrics"
 
     @property
     def runs(self) -> Path:
-        return self.root / "runs"
+        return self.family / "runs" if self.layout == "family" else self.root / "runs"
 
     def run_dir(self, run_name: str) -> Path:
         return self.runs / run_name

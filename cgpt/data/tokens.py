@@ -25,6 +25,9 @@ from cgpt.core.errors import DataError
 from cgpt.core.fsutil import read_json, read_json_if_valid, write_json_atomic
 from cgpt.presets import GPT2_VOCAB_SIZE
 
+#: ``tokenize.tokenizer.kind: bytes``: the 256 byte values and ``<|endoftext|>``
+BYTE_VOCAB_SIZE = 257
+
 MAGIC = b"CGPTTOK\0"
 FORMAT_VERSION = 1
 HEADER = struct.Struct("<8sIIQQ")
@@ -280,4 +283,6 @@ def vocab_size_for(tokenizer: Any, tokens_dir: Path | None = None) -> tuple[int,
         return tokenizer.vocab_size, "at most, trained"
     if tokenizer.kind == "gpt2":
         return GPT2_VOCAB_SIZE, "GPT-2's"
+    if tokenizer.kind == "bytes":
+        return BYTE_VOCAB_SIZE, "bytes"
     return GPT2_VOCAB_SIZE, "GPT-2's, for a pretrained tokenizer"

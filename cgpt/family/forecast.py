@@ -18,17 +18,24 @@ resumed flow recomputes exactly the forecast it made the first time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cgpt.core.errors import DataError, ScalingError
 from cgpt.family.params import FitParams
+from cgpt.scaling.accuracy import CHANCE_ACCURACY
 from cgpt.scaling.next_member import AccuracyComparison, Member, MemberForecast, compare_accuracies, forecast_member
 from cgpt.scaling.prediction import MemberCheck, check_member
 
+NO_FORECAST_AT_CHANCE = "no forecast: members at chance"
 FLAG_OUTSIDE = "outside_interval"
 FLAG_WORSE = "worse_than_smaller"
+FLAG_DIVERGED = "diverged"
+#: flags that keep a member out of the law the next members are forecast from (and out of the final
+#: fit): its loss says more about its run (a learning rate too high, a NaN) than about scale
+EXCLUDING_FLAGS = (FLAG_DIVERGED, FLAG_WORSE)
 
 
 @dataclass
@@ -53,13 +60,18 @@ class Forecast:
         return f"predicted {self.name}: {self.metric} xent {p.loss:.4f}{interval} ({self.law})"
 
     def accuracy_line(self) -> str:
+        """The two-step accuracy forecast, and the tasks left out because every smaller member
+        guessed (``hellaswag: no forecast: members at chance``); empty without downstream results."""
         acc = self.forecast.accuracy
-        if not acc:
-            return ""
-        mean = sum(a.accuracy for a in acc.values()) / len(acc)
-        return f"predicted {self.name} accuracy (two-step, {len(acc)} tasks, mean {mean:.3f}): " + ", ".join(
-            f"{t} {a.accuracy:.3f}" for t, a in acc.items()
-        )
+        parts = [f"{self.name} accuracy: {n}" for n in self.notes if n.startswith(NO_FORECAST_AT_CHANCE)]
+        if acc:
+            mean = sum(a.accuracy for a in acc.values()) / len(acc)
+            parts.insert(
+                0,
+                f"predicted {self.name} accuracy (two-step, {len(acc)} tasks, mean {mean:.3f}): "
+                + ", ".join(f"{t} {a.accuracy:.3f}" for t, a in acc.items()),
+            )
+        return "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         f = self.forecast
@@ -90,6 +102,11 @@ class Outcome:
     @property
     def flagged(self) -> bool:
         return bool(self.flags)
+
+    @property
+    def in_law(self) -> bool:
+        """Whether later forecasts and the final law use this member (not diverged, not worse than smaller)."""
+        return not any(f in EXCLUDING_FLAGS for f in self.flags)
 
     def line(self) -> str:
         """``f64: val xent 3.2500 vs predicted 3.2100 [3.1000, 3.3300]: inside``."""
@@ -124,21 +141,27 @@ def forecast_next(smaller: Sequence[Member], compute: float, name: str, fit: Fit
     members have them; if their sigmoids cannot be fitted, the loss forecast stands alone (noted)."""
     if len(smaller) < 2:
         return None
-    kw = dict(name=name, level=fit.level, form=fit.form, sigma_known=fit.sigma_known)
+    kw: dict[str, Any] = dict(name=name, level=fit.level, form=fit.form, sigma_known=fit.sigma_known)
     notes: list[str] = []
+    tasks = list(dict.fromkeys(t for m in smaller for t in m.accuracy))
+    chance = [t for t in tasks if at_chance(smaller, t)]
+    if chance:
+        notes.append(f"{NO_FORECAST_AT_CHANCE}: {', '.join(chance)}")
+        kw["tasks"] = [t for t in tasks if t not in chance]
     try:
         fc = forecast_member(list(smaller), compute, **kw)
     except ScalingError as exc:
         if not any(m.accuracy for m in smaller):
             raise
         notes.append(f"no accuracy forecast: {exc}")
+        kw.pop("tasks", None)
         fc = forecast_member([Member(m.name, m.compute, m.loss) for m in smaller], compute, **kw)
     return Forecast(name=name, metric=fit.metric, forecast=fc, from_members=[m.name for m in smaller], notes=notes)
 
 
 def grade(member: Member, forecast: Forecast | None, smaller: Member | None) -> Outcome:
-    """Compare a trained member with its forecast (and with the next smaller member)."""
-    flags: list[str] = []
+    """Compare a trained member with its forecast (and with the next smaller member in the law)."""
+    flags: list[str] = [FLAG_DIVERGED] if member.diverged_at_step is not None else []
     check = acc = None
     if forecast is not None:
         check = check_member(forecast.forecast.loss, member.loss)
@@ -149,18 +172,22 @@ def grade(member: Member, forecast: Forecast | None, smaller: Member | None) -> 
                 acc = compare_accuracies(forecast.forecast, member.accuracy)
             except ScalingError:
                 acc = None  # no task both predicted and measured
-    if smaller is not None and member.loss > smaller.loss:
+    if smaller is not None and (not math.isfinite(member.loss) or member.loss > smaller.loss):
         flags.append(FLAG_WORSE)
     return Outcome(name=member.name, loss=member.loss, forecast=forecast, check=check, flags=flags, accuracy=acc)
 
 
 def replay(members: Sequence[Member], fit: FitParams) -> list[Outcome]:
-    """Every member graded against the forecast made from the members smaller than it (smallest first):
-    what the family flow saw, member by member."""
-    out = []
-    for k, m in enumerate(members):
-        fc = forecast_next(members[:k], m.compute, m.name, fit)
-        out.append(grade(m, fc, members[k - 1] if k else None))
+    """Every member graded against the forecast made from the members smaller than it (smallest first)
+    that stay in the law (:data:`EXCLUDING_FLAGS`): what the family flow saw, member by member."""
+    out: list[Outcome] = []
+    law: list[Member] = []
+    for m in members:
+        fc = forecast_next(law, m.compute, m.name, fit)
+        outcome = grade(m, fc, law[-1] if law else None)
+        out.append(outcome)
+        if outcome.in_law:
+            law.append(m)
     return out
 
 
@@ -172,4 +199,30 @@ def point_member(point: dict[str, Any], metric: str, shots: int) -> Member:
             f"member {point['name']}: no {metric} cross-entropy in its point; add {metric} to evaluate.splits "
             f"or set family.fit.metric to the split it has"
         )
-    return Member(point["name"], float(point["compute"]), float(loss), dict(point["accuracy"].get(str(shots), {})))
+    docs = point.get("accuracy_documents", {}).get(str(shots), {})
+    return Member(
+        point["name"],
+        float(point["compute"]),
+        float(loss),
+        dict(point["accuracy"].get(str(shots), {})),
+        {t: int(n) for t, n in docs.items()},
+        point.get("diverged_at_step"),
+    )
+
+
+def at_chance(members: Sequence[Member], task: str) -> bool:
+    """Whether no member scores ``task`` measurably above chance: every accuracy within two standard
+    errors of guessing (binomial, on the member's documents; 200 documents at chance 0.25: up to 0.311).
+    A sigmoid fitted to such points has no slope to extrapolate: its forecast would be noise."""
+    chance = CHANCE_ACCURACY.get(task)
+    if chance is None or chance <= 0:  # LAMBADA: any correct answer is signal
+        return False
+    for m in members:
+        if task not in m.accuracy:
+            continue
+        n = m.documents.get(task)
+        if not n:
+            return False  # documents unknown: cannot tell, forecast as before
+        if m.accuracy[task] > chance + 2 * math.sqrt(chance * (1 - chance) / n):
+            return False
+    return True

@@ -31,7 +31,7 @@ import pandas as pd
 from cgpt.core.errors import ScalingError
 from cgpt.core.fsutil import atomic_dir, write_json_atomic, write_text_atomic
 from cgpt.core.project import Project
-from cgpt.family.forecast import Outcome, point_member, replay
+from cgpt.family.forecast import Outcome, at_chance, point_member, replay
 from cgpt.family.members import FLOPS_CONVENTION
 from cgpt.family.points import read_point
 from cgpt.scaling.accuracy import CHANCE_ACCURACY
@@ -78,7 +78,9 @@ def members_table(
     before it trained and its check, the mean task accuracy at ``shots`` and the accuracy forecast's error."""
     shots = str(shots)
     rows = []
-    for p, fitted, resid, o in zip(points, fit.fitted, fit.residuals, outcomes):
+    in_law = iter(zip(fit.fitted, fit.residuals))
+    for p, o in zip(points, outcomes):
+        fitted, resid = next(in_law) if o.in_law else (None, None)
         c = o.check
         acc = p["accuracy"]
         rows.append(
@@ -116,8 +118,14 @@ def compute(root: Path, params: Params, names: list[str]) -> FamilyScaling:
         )
     fp = params.family.fit
     points, members = load_members(root, params, names)
-    law = fit_loss_law(members, form=fp.form, sigma_known=fp.sigma_known)
     outcomes = replay(members, fp)
+    in_law = [m for m, o in zip(members, outcomes) if o.in_law]
+    if len(in_law) < 2:
+        raise ScalingError(
+            f"only {len(in_law)} of the {len(members)} members can be fitted (the others are flagged "
+            f"{', '.join(sorted({f for o in outcomes for f in o.flags}))}); see family/scaling/predictions.json"
+        )
+    law = fit_loss_law(in_law, form=fp.form, sigma_known=fp.sigma_known)
     return FamilyScaling(points, members, law, outcomes, members_table(points, law, outcomes, fp.metric, fp.shots))
 
 
@@ -204,9 +212,19 @@ def write_empty(root: Path, n_members: int) -> None:
 
 
 def _write_accuracy(out: Path, s: FamilyScaling, shots: int) -> None:
-    """Loss → accuracy sigmoids across every member (step 2 of the two-step method) and their table."""
+    """Loss → accuracy sigmoids across every member (step 2 of the two-step method) and their table,
+    for the tasks some member scores above chance (:func:`cgpt.family.forecast.at_chance`)."""
+    tasks = list(dict.fromkeys(t for m in s.members for t in m.accuracy))
+    chance = [t for t in tasks if at_chance(s.members, t)]
+    if len(chance) == len(tasks):
+        write_text_atomic(
+            out / "accuracy.md",
+            f"No accuracy sigmoids: every member is at chance on {', '.join(chance)} (each accuracy within two "
+            "standard errors of guessing), so there is no slope to fit.\n",
+        )
+        return
     try:
-        fits = fit_accuracy_laws(s.members)
+        fits = fit_accuracy_laws(s.members, tasks=[t for t in tasks if t not in chance])
     except ScalingError as exc:
         write_text_atomic(out / "accuracy.md", f"No accuracy sigmoids: {exc}\n")
         return

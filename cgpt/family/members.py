@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from cgpt.core.errors import ConfigError
 from cgpt.core.sections import Sections
-from cgpt.family.params import member_sections
+from cgpt.family.params import family_tokens_spec, member_sections
 from cgpt.model.params import build_model_config
 from cgpt.presets import ModelConfig, TrainRecipe
 from cgpt.scaling.compute import training_flops
@@ -118,6 +118,9 @@ def member_params(
     train = train.model_copy(update={"max_steps": steps})
     sections = {k: getattr(params, k) for k in view.model_fields if hasattr(params, k)}
     sections.update(model=model, train=train)
+    if "tokenize" in sections and params.family.tokenizer is not None:  # the family's own tokenizer
+        own = params.family.tokenizer.model_dump(exclude_unset=True)
+        sections["tokenize"] = {**params.tokenize.model_dump(), "tokenizer": own}
     if "evaluate" in sections:
         sections["evaluate"] = _member_evaluate(params.evaluate, params.family.evaluate, root)
     if "tracking" in sections:
@@ -168,10 +171,9 @@ def family_key(params: ParamsView) -> str:
     for name in sorted(params.family.members):
         model, train = _sections(params, name)
         members[name] = {"model": model.model_dump(), "train": train.model_dump()}
-    tokenize_spec = params.tokenize.model_dump()
     blob = {
         "members": members,
         "tokens_per_param": params.family.tokens_per_param,
-        "tokenize": {k: tokenize_spec[k] for k in ("tokenizer", "split", "shard_tokens")},
+        "tokenize": family_tokens_spec(params).model_dump(),
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]

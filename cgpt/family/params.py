@@ -27,6 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from cgpt.core.sections import optional_fields
+from cgpt.data.tokenize.params import TokenizerParams, TokensSpec
 from cgpt.model.params import ModelParams
 from cgpt.presets import PRESETS
 from cgpt.train.params import RECIPE_KEYS, TrainParams
@@ -179,6 +180,9 @@ class SweepParams(_Strict):
 class FamilyParams(_Strict):
     """The family: members (name -> member keys), their shared defaults, the budget, the fit, muP and the sweep."""
 
+    # the family's own tokenization of the corpus (family/tokens; null: tokenize.tokenizer's), so a
+    # family can be sized for scaling (e.g. kind: bytes) while the single model keeps its BPE
+    tokenizer: TokenizerParams | None = None
     tokens_per_param: float = Field(20.0, gt=0)
     fit: FitParams = FitParams()
     defaults: MemberSpec = MemberSpec()  # type: ignore[valid-type]
@@ -212,6 +216,14 @@ class FamilyParams(_Strict):
         return v
 
 
+def family_tokens_spec(params: Any) -> TokensSpec:
+    """What ``family/tokens`` holds: ``tokenize:``'s split and sharding with ``family.tokenizer``
+    (or the project's tokenizer when that is null). ``params``: any view with ``family`` and ``tokenize``."""
+    spec = TokensSpec.model_validate(params.tokenize.model_dump(include=set(TokensSpec.model_fields)))
+    own = params.family.tokenizer
+    return spec if own is None else spec.model_copy(update={"tokenizer": own})
+
+
 def _first_error(exc: ValidationError, where: str) -> str:
     err = exc.errors()[0]
     key = ".".join(str(p) for p in err["loc"])
@@ -243,6 +255,9 @@ def member_sections(family: FamilyParams, name: str, train: TrainParams) -> tupl
     except ValidationError as exc:
         raise ValueError(_first_error(exc, where)) from None
     loop = train.model_dump(exclude={*RECIPE_TRAIN_KEYS, *DERIVED_TRAIN_KEYS})
+    # a member that diverges ends flagged, with its numbers, and the family goes on (unless the
+    # family's own keys say otherwise): the single model's train.on_divergence does not pass through
+    loop["on_divergence"] = "stop"
     try:
         member_train = TrainParams(**{**loop, **{k: v for k, v in merged.items() if k in TRAIN_KEYS}, "run_name": name})
     except ValidationError as exc:

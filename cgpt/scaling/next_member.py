@@ -34,12 +34,16 @@ from cgpt.scaling.rules import DEFAULT_LEVEL
 
 @dataclass
 class Member:
-    """One trained family member: its training compute (FLOPs), its loss, its task accuracies."""
+    """One trained family member: its training compute (FLOPs), its loss, its task accuracies (and,
+    when known, how many documents each was measured on: what tells chance from signal)."""
 
     name: str
     compute: float
     loss: float
     accuracy: dict[str, float] = field(default_factory=dict)
+    documents: dict[str, int] = field(default_factory=dict)
+    #: the step whose training loss was not finite, for a member stopped there (train.on_divergence)
+    diverged_at_step: int | None = None
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""What the data stages share: their statistics go to ``metrics/<stage>.json`` and to MLflow.
+"""What the data stages share: their statistics go to ``metrics/<stage>.json`` (the family's tokenize
+stage: ``family/metrics/``) and to MLflow.
 
 A stage's statistics are split in two: the facts about the data (documents, tokens, bytes per
 source), a DVC metrics file that the same inputs always give byte for byte, and the ``timing``
@@ -40,11 +41,12 @@ def run_data_stage(
 ) -> dict[str, Any]:
     """A data stage: its sections of params.yaml, ``work(section)`` timed, its statistics written
     (``metrics/<stage>.json``) and published (MLflow) — all while holding the locks of what it
-    writes (:mod:`cgpt.core.locks`): its output folder (``data/<raw|clean|tokens>``, from
-    :data:`STAGE_OUTPUT_RECORD`) and whatever else ``writes(section)`` names."""
+    writes (:mod:`cgpt.core.locks`): its output folder (``data/<raw|clean|tokens>``, or the family's
+    ``family/tokens``: :func:`output_record`'s folder in ``project``'s layout) and whatever else
+    ``writes(section)`` names."""
     params = project.load(view)
     section = getattr(params, stage)
-    output = (project.data / STAGE_OUTPUT_RECORD[stage]).parent
+    output = output_record(project, stage).parent
     with writing(output, *(writes(section) if writes else [])):
         check_tracking(project.root, params.tracking)  # an unreachable store: one line before any work
         started = time.time()
@@ -53,8 +55,13 @@ def run_data_stage(
     return stats
 
 
-# the file each data stage writes last, listing (with sha256s) everything it produced
-STAGE_OUTPUT_RECORD = {"download": "raw/manifest.json", "clean": "clean/manifest.json", "tokenize": "tokens/index.json"}
+def output_record(project: Project, stage: str) -> Path:
+    """The file each data stage writes last, listing (with sha256s) everything it produced."""
+    return {
+        "download": project.raw / "manifest.json",
+        "clean": project.clean / "manifest.json",
+        "tokenize": project.tokens / "index.json",
+    }[stage]
 
 
 def publish_data_stats(project: Project, params: Any, stage: str, stats: dict[str, Any], *, started: float) -> None:
@@ -66,7 +73,7 @@ def publish_data_stats(project: Project, params: Any, stage: str, stats: dict[st
     write_json_atomic(project.metrics / f"{stage}.json", facts)
     write_json_atomic(project.metrics / f"{stage}.timing.json", timing)
     section = getattr(params, stage).model_dump(mode="json")
-    digest = file_digest(project.data / STAGE_OUTPUT_RECORD[stage])
+    digest = file_digest(output_record(project, stage))
     publish_stage_stats(
         project.root, params.tracking, stage, section, {**facts, "timing": timing}, started=started, digest=digest
     )

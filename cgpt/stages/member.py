@@ -2,7 +2,7 @@
 
 Each runs the single-model stage function (:mod:`cgpt.stages.train`, ``evaluate``, ``export``) with
 the member's derived params (:func:`cgpt.family.members.member_params`), so a member's outputs are
-exactly a single model's, in ``runs/<name>/``. Besides:
+exactly a single model's, in ``family/runs/<name>/`` (the family's DVC project, ``family/dvc.yaml``). Besides:
 
 * train makes the member's MLflow run a child of the family's parent run (created if needed);
 * evaluate writes the member's point of the scaling law, ``family/points/<name>.json``.
@@ -21,7 +21,7 @@ from cgpt.core.sections import Sections
 from cgpt.data.tokenize.params import TokensSpec
 from cgpt.data.tokens import vocab_size_for
 from cgpt.family.members import member_params, resolve_member
-from cgpt.family.params import FamilyParams
+from cgpt.family.params import FamilyParams, family_tokens_spec
 from cgpt.family.points import write_point
 from cgpt.stages import stage_function, stage_params
 from cgpt.tracking.family import child_tags, open_family_run
@@ -51,7 +51,8 @@ def run(project: Project, stage: str, name: str) -> object:
     if name not in params.family.members:
         known = ", ".join(params.family.members) or "none"
         raise ConfigError(f"params.yaml: family.members has no member {name!r} (members: {known})")
-    vocab_size, _ = vocab_size_for(params.tokenize.tokenizer, project.tokens)
+    project = project.for_family()  # family/tokens, family/runs/<name>
+    vocab_size, _ = vocab_size_for(family_tokens_spec(params).tokenizer, project.tokens)
     own = member_params(params, name, vocab_size, project.root, view=stage_params(stage))
     fn = stage_function(stage)
     # the member's run folder and its point below (the single-model stage re-takes the lock: re-entrant)

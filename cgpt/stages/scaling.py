@@ -15,7 +15,7 @@ from cgpt.data.tokenize.params import TokensSpec
 from cgpt.data.tokens import vocab_size_for
 from cgpt.family.law import compute, write_empty, write_outputs
 from cgpt.family.members import family_members
-from cgpt.family.params import FamilyParams
+from cgpt.family.params import FamilyParams, family_tokens_spec
 from cgpt.tracking.family import open_family_run, record_family
 from cgpt.tracking.params import TrackingParams
 from cgpt.tracking.runs import finishing
@@ -41,7 +41,8 @@ def run(project: Project) -> dict[str, object]:
 
 def _run(project: Project) -> dict[str, object]:
     params = project.load(StageParams)
-    members = family_members(params, vocab_size_for(params.tokenize.tokenizer, project.tokens)[0], project.root)
+    vocab_size, _ = vocab_size_for(family_tokens_spec(params).tokenizer, project.family_tokens)
+    members = family_members(params, vocab_size, project.root)
     if len(members) < 2:  # no family (members: {}): the stage stays, so dvc.yaml need not change
         write_empty(project.root, len(members))
         print(f"scaling: {len(members)} family member(s) in params.yaml, nothing to fit (family.members)")

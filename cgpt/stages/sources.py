@@ -65,22 +65,36 @@ def _lookup(data: Any, key: str) -> tuple[bool, Any]:
     return True, data
 
 
+def _declared_params(root: Path) -> list[tuple[str, list[str]]]:
+    """(stage, the params.yaml keys it declares) for the stages of dvc.yaml and family/dvc.yaml (the
+    family's project, whose params entries name the root's file: ``../params.yaml: [keys]``)."""
+    out = []
+    for prefix, path in (("", root / "dvc.yaml"), ("family/", root / "family" / "dvc.yaml")):
+        if not path.is_file():
+            continue
+        for name, stage in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages", {}).items():
+            keys: list[str] = []
+            for entry in (stage.get("do") or stage).get("params", []):
+                if isinstance(entry, str):
+                    keys.append(entry)
+                elif isinstance(entry, dict):
+                    keys += [str(k) for f, ks in entry.items() if Path(str(f)).name == PARAMS_FILE for k in ks or []]
+            out.append((prefix + name, keys))
+    return out
+
+
 def check_stage_params(root: Path) -> None:
     """One line for the first key dvc.yaml names as a stage's param that params.yaml leaves out.
 
     cgpt gives every key a default, but DVC refuses to run a stage whose declared params are not in
     the file (``Parameters '...' are missing``, for every later stage): say which key, which stage,
     and the value to write, before any work."""
-    dvc_yaml = root / "dvc.yaml"
-    if not dvc_yaml.is_file():
-        return
     raw = read_params_file(root / PARAMS_FILE) or {}
     defaults = Params().model_dump(mode="json")
     members = (raw.get("family") or {}).get("members") or {}
-    for name, stage in (yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}).get("stages", {}).items():
-        if "foreach" in stage and not members:
-            continue  # a member stage group without members has no stage: DVC reads none of its params
-        keys = [str(k) for k in (stage.get("do") or stage).get("params", []) if isinstance(k, str)]
+    for name, keys in _declared_params(root):
+        if name.startswith("family/") and not members:
+            continue  # no family: its project (family/dvc.yaml) has nothing to run, DVC reads none of its params
         for key in keys:
             for resolved in [key.replace("${key}", m) for m in members] if "${key}" in key else [key]:
                 if _lookup(raw, resolved)[0]:

@@ -133,7 +133,7 @@ def run_config(params: StageParams, setup: RunSetup, data_digest: str) -> dict[s
         "data": {
             "tokens_digest": data_digest,
             "tokenizer_sha256": setup.tokenizer_sha256,
-            "tokenizer": tok.kind if tok.kind in ("train", "gpt2") else f"pretrained:{tok.path}",
+            "tokenizer": tok.kind if tok.kind in ("train", "gpt2", "bytes") else f"pretrained:{tok.path}",
         },
     }
 
@@ -177,7 +177,7 @@ def _run(project: Project, params: StageParams, tags: dict[str, str] | None) -> 
             params_file.write_text(params.model_dump_json())
             launch(
                 RANK_MODULE,
-                [str(project.root), str(params_file)],
+                [str(project.root), str(params_file), project.layout],  # a member's ranks: the family's folders
                 dp,
                 device=setup.device,
                 batches=batch_sizes(setup.recipe),
@@ -196,12 +196,14 @@ def _run(project: Project, params: StageParams, tags: dict[str, str] | None) -> 
 
 def rank_main(argv: list[str]) -> None:
     """One rank of a ddp/fsdp training, as the launcher, torchrun or srun start it (``python -m
-    cgpt.stages.train <project> [<params.json>]``, ``RANK`` etc. set): :func:`run` in the project,
-    on the launcher's params (JSON) or, without them (torchrun/srun), the project's."""
+    cgpt.stages.train <project> [<params.json> [<layout>]]``, ``RANK`` etc. set): :func:`run` in the
+    project, on the launcher's params (JSON) or, without them (torchrun/srun), the project's; in the
+    launcher's layout (a family member's ranks write ``family/runs/<name>``, read ``family/tokens``)."""
     die_with_launcher()
     root, params_file = argv[0], argv[1] if len(argv) > 1 else None
+    family = len(argv) > 2 and argv[2] == "family"
     params = StageParams.model_validate_json(Path(params_file).read_text()) if params_file else None
-    run_main(lambda: run(Project.at(root), params))
+    run_main(lambda: run(Project.at(root).for_family() if family else Project.at(root), params))
 
 
 def _train(

@@ -75,8 +75,8 @@ def child_tags(parent: Tracker, params: Params, name: str) -> dict[str, str]:
 
 
 def member_run_id(root: Path, name: str) -> str | None:
-    """The MLflow run of member ``name``'s model (``runs/<name>/mlflow_run.json``), if it has one."""
-    info = read_json_if_valid(Project(root).run_dir(name) / RUN_FILE)
+    """The MLflow run of member ``name``'s model (``family/runs/<name>/mlflow_run.json``), if it has one."""
+    info = read_json_if_valid(Project(root).for_family().run_dir(name) / RUN_FILE)
     return info.get("run_id") if isinstance(info, dict) else None
 
 

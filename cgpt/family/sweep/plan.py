@@ -188,6 +188,7 @@ def trial_params(params: Params, trial: Trial, threads: int | None = None) -> Pa
             "keep_checkpoints": 1,
             "log_interval": max(1, trial.max_steps // 30),
             "threads": threads,
+            "on_divergence": "error",  # a diverged trial is recorded as such (trials.py), not a member's stop
         }
     )
     sections = {k: getattr(params, k) for k in type(params).model_fields}
@@ -210,7 +211,10 @@ def trial_key(params: Params, trial: Trial, tokens_digest: str) -> str:
 def tokens_digest(tokens_dir: Path) -> str:
     index = tokens_dir / "index.json"
     if not index.is_file():
-        raise DataError(f"{index}: no tokenized data; run `dvc repro tokenize` first (the sweep trains on data/tokens)")
+        raise DataError(
+            f"{index}: no tokenized data; run `make family` or `cd family && dvc repro tokenize` first "
+            "(the sweep trains on the family's tokens)"
+        )
     return hashlib.sha256(index.read_bytes()).hexdigest()[:16]
 
 

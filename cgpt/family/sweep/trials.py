@@ -100,7 +100,7 @@ def run_trial(
 
     project = Project(Path(root))
     root = project.root
-    tokens = project.tokens
+    tokens = project.family_tokens  # the family's tokenization (family.tokenizer): what its members train on
     key = trial_key(params, trial, tokens_digest(tokens))
     run_dir = project.sweep_trials / trial.id
     done = read_json_if_valid(run_dir / TRIAL_FILE)

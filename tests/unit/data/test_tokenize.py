@@ -250,3 +250,39 @@ def test_a_literal_endoftext_with_a_trained_tokenizer(tmp_path):
     toks = stream.read(0, len(stream))
     assert int((toks == index["eos_token_id"]).sum()) == index["splits"]["train"]["documents"] == 3
     assert toks[-1] == index["eos_token_id"]
+
+
+# ---------------------------------------------------------------------------------------------- kind: bytes
+
+
+def test_byte_tokenizer_ids_are_the_utf8_bytes_plus_one():
+    from cgpt.data.tokenize.tokenizer import EOS_TOKEN, byte_tokenizer
+
+    tok = byte_tokenizer()
+    tok.encode_special_tokens = True
+    text = "Héllo, world!\n\tROMEO: <|endoftext|> ☃ \x00\xff"
+    enc = tok.encode(text)
+    assert [i - 1 for i in enc.ids] == list(text.encode("utf-8"))  # one id per byte, nothing merged
+    assert tok.decode(enc.ids) == text
+    assert tok.get_vocab_size() == 257 and tok.token_to_id(EOS_TOKEN) == 0
+    assert byte_tokenizer().to_str() == byte_tokenizer().to_str()  # the same file every time
+
+
+def test_bytes_kind_packs_the_corpus_byte_for_byte(clean_dir, tmp_path):
+    stats = tokenize_corpus(small_params(tokenizer={"kind": "bytes"}), clean_dir, tmp_path / "b", progress=False)
+    index = read_index(tmp_path / "b")
+    assert index["vocab_size"] == 257 and index["eos_token_id"] == 0 and index["dtype"] == "uint16"
+    assert stats["tokens"]["train"] > 0
+    # the split is the same documents as any other tokenizer's: same documents per split
+    other = read_index(tokenize_corpus(small_params(), clean_dir, tmp_path / "t", progress=False) and tmp_path / "t")
+    for split in ("train", "val", "test"):
+        assert index["splits"][split]["documents"] == other["splits"][split]["documents"]
+
+
+@pytest.mark.parametrize(
+    ("keys", "fragment"),
+    [({"vocab_size": 300}, "vocab_size = 300: only used with kind: train"), ({"path": "x"}, "only used with kind")],
+)
+def test_bytes_kind_takes_no_vocabulary_or_path(keys, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        TokenizeParams.model_validate({"tokenizer": {"kind": "bytes", **keys}})

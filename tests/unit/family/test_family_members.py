@@ -35,13 +35,24 @@ def params_with(tmp_path: Path, family: dict[str, Any], name: str = "params.yaml
     return load_params(path)
 
 
-def test_the_documented_family_spans_ten_times_in_parameters():
+#: the default corpus's training split in the family's byte tokens (Shakespeare: ~5.1 M bytes)
+CORPUS_TRAIN_BYTES = 5_000_000
+
+
+def test_the_documented_family_is_designed_to_scale():
+    """docs/family.md's design: its own byte tokenizer; 5+ members over 100x in compute at 20 tokens
+    per parameter; the token embedding under a third of N for all but the smallest; at most ~2 epochs."""
     params = load_params(REPO / "params.yaml")
-    members = family_members(params, 8192)  # the default tokenizer's vocabulary
+    assert params.family.tokenizer is not None and params.family.tokenizer.kind == "bytes"
+    assert params.tokenize.tokenizer.kind == "train"  # the single model keeps its BPE
+    members = family_members(params, 257)
     assert len(members) >= 5
-    assert members[-1].n_params >= 10 * members[0].n_params, [m.n_params for m in members]
+    assert members[-1].compute >= 100 * members[0].compute, [m.compute for m in members]
     for m in members:
         assert m.tokens / m.n_params == pytest.approx(params.family.tokens_per_param, rel=0.01)
+        assert m.tokens <= 2 * CORPUS_TRAIN_BYTES, (m.name, m.tokens)
+    for m in members[1:]:
+        assert 257 * m.model.d_model < m.n_params / 3, m.name
 
 
 def test_max_steps_come_from_tokens_per_param(tmp_path):
@@ -176,6 +187,7 @@ class _Project:
 
     def __init__(self, root: Path, params: Params) -> None:
         self.root, self._params, self.tokens = root, params, root / "data" / "tokens"
+        self.family_tokens = root / "family" / "tokens"
 
     def load(self, view: type) -> Params:
         return self._params
@@ -213,3 +225,28 @@ def test_a_member_name_with_a_dot_is_refused_in_one_line(tmp_path):
     with pytest.raises(ConfigError) as err:
         params_with(tmp_path, {"members": {"cerebras-1.3b": {"preset": "cerebras-1.3b"}}})
     assert "no '.'" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_diverged_member_is_flagged_and_left_out_of_the_law(tmp_path):
+    """A member whose training stopped at a non-finite loss (train.on_divergence: stop, the members'
+    default) keeps its numbers in its point, is flagged, and neither later forecasts nor the final
+    law use it, so the family's fit still recovers the law."""
+    params = params_with(tmp_path, {"members": FIVE, "defaults": {"seq_len": 32, "n_positions": 64}})
+    names = write_points(tmp_path, params, noise={"d16": 3.0})
+    path = point_path(tmp_path, "d16")
+    point = json.loads(path.read_text())
+    path.write_text(json.dumps({**point, "diverged_at_step": 7}))
+    result = compute(tmp_path, params, names)
+    flags = {o.name: o.flags for o in result.outcomes}
+    assert "diverged" in flags["d16"] and not flags["d24"] and not flags["d32"], flags
+    assert result.fit.n_points == 4 and "d16" not in (result.fit.names or [])
+    d24 = next(o for o in result.outcomes if o.name == "d24")
+    assert d24.forecast.from_members == ["d8", "d12"] and abs(d24.check.error) < 0.05  # not pulled up by d16
+    row = result.table.set_index("member").loc["d16"]
+    assert row["val_xent"] == pytest.approx(point["val_xent"]) and row["flags"] == "diverged, worse_than_smaller"
+
+
+def test_members_get_on_divergence_stop_the_single_model_keeps_error(tmp_path):
+    params = params_with(tmp_path, {"members": FIVE})
+    assert params.train.on_divergence == "error"
+    assert member_params(params, "d8", VOCAB).train.on_divergence == "stop"

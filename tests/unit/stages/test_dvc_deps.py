@@ -39,10 +39,25 @@ def uncovered(stage: dict) -> list[str]:
     return sorted(str(f) for f in closure if not any(f == d or d in f.parents for d in deps))
 
 
+def _from_family(stage: dict) -> dict:
+    """A stage of family/dvc.yaml as if it were written at the root: its ``../`` paths made the
+    root's, its params (``../params.yaml: [keys]``) a plain list."""
+    deps = [d[3:] if isinstance(d, str) and d.startswith("../") else d for d in stage.get("deps", [])]
+    params: list[str] = []
+    for p in stage.get("params", []):
+        params += [str(k) for k in p["../params.yaml"]] if isinstance(p, dict) else [str(p)]
+    return {**stage, "deps": deps, "params": params}
+
+
 def load_stages() -> dict[str, dict]:
-    """dvc.yaml's stages; a ``foreach`` group (the family's member stages) as its ``do`` template."""
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
-    return {name: stage["do"] if "foreach" in stage else stage for name, stage in stages.items()}
+    """The stages of dvc.yaml and of the family's project (family/dvc.yaml, named ``family/<stage>``);
+    a ``foreach`` group (the member stages) as its ``do`` template."""
+    out = {}
+    for prefix, path in (("", REPO / "dvc.yaml"), ("family/", REPO / "family" / "dvc.yaml")):
+        for name, stage in yaml.safe_load(path.read_text(encoding="utf-8"))["stages"].items():
+            stage = stage["do"] if "foreach" in stage else stage
+            out[prefix + name] = _from_family(stage) if prefix else stage
+    return out
 
 
 @pytest.mark.parametrize("name", list(load_stages()))
@@ -106,7 +121,7 @@ def test_no_code_dep_block_is_repeated_whole():
 #: evaluation reads the ``train`` section only for its thread count (speed), the scaling stage only
 #: for the members' loop keys, which name the family's MLflow parent run but change no point or fit
 NOT_OUTPUTS = {"tracking"}
-SPEED_ONLY = {"member-evaluate": {"train"}, "scaling": {"train"}}
+SPEED_ONLY = {"family/member-evaluate": {"train"}, "family/scaling": {"train"}}
 
 
 def stage_view(name: str, cmd: str):
@@ -140,6 +155,8 @@ def test_the_shipped_params_spell_out_every_key_dvc_yaml_reads(tmp_path, params_
     from cgpt.stages.sources import check_stage_params
 
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / "family").mkdir()
+    shutil.copy(REPO / "family" / "dvc.yaml", tmp_path / "family" / "dvc.yaml")
     shutil.copy(REPO / params_file, tmp_path / "params.yaml")
     check_stage_params(tmp_path)
 

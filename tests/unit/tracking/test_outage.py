@@ -149,6 +149,7 @@ def test_the_next_stage_sends_the_curve_points_a_run_lacks(tmp_path):
     send_missing_curve(t, plots)  # twice: nothing doubled
     t.finish()
     client = t.client
-    assert [(m.step, m.value) for m in client.get_metric_history(t.run_id, "train/loss")] == [(3, 2.0), (6, 1.5), (9, 1.25)]
+    loss = client.get_metric_history(t.run_id, "train/loss")
+    assert [(m.step, m.value) for m in loss] == [(3, 2.0), (6, 1.5), (9, 1.25)]
     assert [m.step for m in client.get_metric_history(t.run_id, "train/grad_norm")] == [3, 6, 9]
     assert [m.step for m in client.get_metric_history(t.run_id, "val/loss")] == [9]

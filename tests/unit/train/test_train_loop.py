@@ -174,3 +174,55 @@ def test_imported_model_of_another_shape_is_a_clear_error(tmp_path):
     import_hf_to_checkpoint(tmp_path / "hf", tmp_path / "run" / "checkpoints")
     with pytest.raises(CgptError, match="does not match the configured model"):
         train(base, tokens, tmp_path / "run", progress=False)
+
+
+def _diverging_at(monkeypatch, step: int) -> dict[str, int]:
+    """Make the training loss non-finite from optimizer step ``step`` on (the loop's own train_step
+    runs first, so everything before is the real run); set the returned counter's ``n`` to 0 before
+    each run."""
+    import cgpt.train.loop as loop
+
+    real, calls = loop.train_step, {"n": 0}
+
+    def flaky(*args, **kwargs):
+        loss, grad_norm = real(*args, **kwargs)
+        calls["n"] += 1
+        return (torch.tensor(float("nan")) if calls["n"] >= step else loss), grad_norm
+
+    monkeypatch.setattr(loop, "train_step", flaky)
+    return calls
+
+
+def test_on_divergence_stop_ends_the_run_with_the_newest_checkpoint(tmp_path, monkeypatch):
+    """A family member's divergence (train.on_divergence: stop): no exception, the weights of the
+    newest checkpoint (step 6), the step it diverged at recorded in the metrics file."""
+    from cgpt.core.errors import TrainingError
+
+    tokens = write_tokens(tmp_path / "tok", {"train": pattern(5_000, 3), "val": pattern(500, 3)})
+    calls = _diverging_at(monkeypatch, 8)
+    base = setup()
+    with pytest.raises(TrainingError, match="training loss became nan at step 8"):
+        train(base, tokens, tmp_path / "error", progress=False)  # the default: the stage fails
+    calls["n"] = 0
+    stopping = replace(base, train=base.train.model_copy(update={"on_divergence": "stop"}))
+    out = train(stopping, tokens, tmp_path / "stop", progress=False)
+    assert out.summary.diverged_at_step == 8 and out.summary.steps == 6
+    assert out.summary.metrics_file()["diverged_at_step"] == 8
+    calls["n"] = -100  # an undisturbed run of the same setup, for its step-6 checkpoint
+    train(setup(steps=12), tokens, tmp_path / "ref", progress=False)
+    from safetensors.torch import load_file
+
+    six = load_file(tmp_path / "ref" / "checkpoints" / "step-00000006" / "model.safetensors")
+    for k, v in out.model.state_dict().items():
+        assert torch.isfinite(v).all(), k
+        assert torch.equal(v, six[k]), k
+
+
+def test_on_divergence_stop_before_any_checkpoint_keeps_the_initialization(tmp_path, monkeypatch):
+    tokens = write_tokens(tmp_path / "tok", {"train": pattern(5_000, 4), "val": pattern(500, 4)})
+    _diverging_at(monkeypatch, 2)
+    base = setup()
+    stopping = replace(base, train=base.train.model_copy(update={"on_divergence": "stop"}))
+    out = train(stopping, tokens, tmp_path / "r", progress=False)
+    assert out.summary.diverged_at_step == 2 and out.summary.steps == 0 and out.summary.tokens_seen == 0
+    assert all(torch.isfinite(v).all() for v in out.model.state_dict().values())
