@@ -1,5 +1,5 @@
-"""The ``cgpt`` command: one subcommand per pipeline stage, plus generate, presets, import-hf, check, summary, scaling,
-eval (alias score).
+"""The ``cgpt`` command: one subcommand per pipeline stage, plus generate, presets, import-hf, check, summary, promote,
+scaling, eval (alias score).
 
 ``cgpt evaluate`` is the pipeline's evaluate stage on the project's own model; ``cgpt eval`` scores
 any model folder on the card's tasks (:mod:`cgpt.commands.eval`).
@@ -90,6 +90,24 @@ def _summary(args: argparse.Namespace) -> None:
     print(format_summary(summary_rows(Project.at(args.project))))
 
 
+def _promote(args: argparse.Namespace) -> None:
+    """Point ``@champion`` at a registered version: the explicit move of the registration policy."""
+    from cgpt.core.sections import Sections
+    from cgpt.tracking.aliases import promote
+    from cgpt.tracking.params import TrackingParams
+    from cgpt.tracking.runs import client_for
+
+    class Tracking(Sections):
+        tracking: TrackingParams = TrackingParams()
+
+    project = Project.at(args.project)
+    name = args.model or project.load(Tracking).tracking.registered_model
+    if not name:
+        raise CgptError("params.yaml: tracking.registered_model is null (no registered model); pass --model NAME")
+    move = promote(client_for(project.root), name, args.version)
+    print(f"{name} {move}; load it as models:/{name}@champion")
+
+
 def _scaling(args: argparse.Namespace) -> None:
     from cgpt.commands.scaling import run
 
@@ -144,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", default="runs/default/checkpoints", help="checkpoint folder of the run to continue")
     c = sub.add_parser("check", help="validate params.yaml and print the resolved run")
     c.add_argument("params", nargs="?", default="params.yaml")
+    pr = sub.add_parser(
+        "promote",
+        help="make a registered model version the champion (models:/<name>@champion)",
+        description="Point the @champion alias of the project's registered model at VERSION, whatever the scores "
+        "say (an export moves it by itself only when its val cross-entropy beats the champion's on the same data).",
+    )
+    pr.add_argument("version", help="the registered version number, e.g. 3")
+    pr.add_argument("--model", help="registered model name (default: params.yaml's tracking.registered_model)")
+    pr.add_argument("--project", default=".", help="project root (default: current directory)")
     sm = sub.add_parser("summary", help="a compact summary of the last pipeline run's metrics")
     sm.add_argument("--project", default=".", help="project root (default: current directory)")
     from cgpt.commands.scaling_options import add_arguments as add_scaling_arguments
@@ -166,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         "import-hf": _import_hf,
         "check": _check,
         "summary": _summary,
+        "promote": _promote,
         "scaling": _scaling,
         "eval": _eval,
     }

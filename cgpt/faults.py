@@ -8,12 +8,17 @@ checkpoint, right after a rename, between the parts of a data stage.
 In distributed training every rank reaches the same points; ``CGPT_FAULT=rank<k>:<point>[@<n>]``
 kills only the process whose ``RANK`` (set by the launcher) is ``k``, as when one machine of a
 job dies, so the tests can check that the others are brought down and a rerun resumes.
+
+``CGPT_FAULT=parent:<point>[@<n>]`` kills this process's *parent* instead (``dvc repro``, which
+ran the stage) and carries on once the orphan watcher (:mod:`cgpt.core.orphan`) has had its turn,
+so the stage must stop itself right at that point (the train stage: with a checkpoint there).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 ENV = "CGPT_FAULT"
 _hits: dict[str, int] = {}
@@ -24,7 +29,10 @@ def fault_point(name: str) -> None:
     if not spec:
         return
     who, sep, rest = spec.partition(":")
-    if sep and who.startswith("rank"):
+    target = os.getpid()
+    if sep and who == "parent":
+        target, spec = os.getppid(), rest
+    elif sep and who.startswith("rank"):
         if os.environ.get("RANK", "0") != who.removeprefix("rank"):
             return
         spec = rest
@@ -32,5 +40,11 @@ def fault_point(name: str) -> None:
     if point != name:
         return
     _hits[name] = _hits.get(name, 0) + 1
-    if _hits[name] >= int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _hits[name] == int(nth or 1):
+        os.kill(target, signal.SIGKILL)
+        if target != os.getpid():
+            from cgpt.core.orphan import POLL_S
+
+            while os.getppid() == target:  # until this process is re-parented
+                time.sleep(0.01)
+            time.sleep(3 * POLL_S)  # the watcher notices and sends SIGTERM (handled at once, in this thread)

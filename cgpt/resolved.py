@@ -12,8 +12,25 @@ from pathlib import Path
 from cgpt.config import Params
 from cgpt.core.project import Project
 from cgpt.data.tokens import vocab_size_for
+from cgpt.devices import resolve_device
 from cgpt.formatting import human_count
 from cgpt.train.schedule import tokens_seen
+from cgpt.train.setup import resolve_precision
+
+
+def _device_and_precision(device: str, precision: str) -> tuple[str, str]:
+    """``auto`` with what it resolves to on this machine (what the MLflow run's ``train.device`` and
+    ``train.precision`` params will say), e.g. ``auto (here: cpu)``, ``auto (here: fp32; bf16 on
+    CUDA, fp32 on CPU)``."""
+    here = resolve_device("auto") if device == "auto" else device
+    device_text = f"auto (here: {here})" if device == "auto" else device
+    if precision != "auto":
+        return device_text, precision
+    try:
+        ran = resolve_precision("auto", here)
+    except (RuntimeError, AssertionError):  # an explicit CUDA device on a machine without one
+        return device_text, "auto (bf16 on CUDA, fp32 on CPU)"
+    return device_text, f"auto (here: {ran}; bf16 on CUDA, fp32 on CPU)"
 
 
 def describe_run(params: Params, root: Path) -> list[tuple[str, str]]:
@@ -60,11 +77,11 @@ def describe_run(params: Params, root: Path) -> list[tuple[str, str]]:
         else f"pretrained from {tok.tokenizer.path}"
     )
     split = f"val {tok.split.val:.1%}, test {tok.split.test:.1%} (seed {tok.split.seed}; official splits kept)"
-    precision = t.precision + (" (bf16 on CUDA, fp32 on CPU)" if t.precision == "auto" else "")
+    device, precision = _device_and_precision(t.device, t.precision)
     options = (("torch.compile", t.compile), ("activation checkpointing", t.activation_checkpointing))
     extras = "".join(f", {name}" for name, on in options if on)
     loop = (
-        f"device {t.device}, precision {precision}{extras}, seed {t.seed}; log every {t.log_interval}, validate "
+        f"device {device}, precision {precision}{extras}, seed {t.seed}; log every {t.log_interval}, validate "
         f"every {t.eval_interval}, checkpoint every {t.checkpoint_interval} steps (keep {t.keep_checkpoints})"
     )
     d = t.distributed

@@ -19,9 +19,11 @@ baked into a deployment.
 With ``set_params`` (``-S``) the whole pipeline runs as one DVC experiment, ``dvc exp run --temp
 -S key=value ...``, in a temporary copy of the project: the workspace (params.yaml, outputs,
 checkpoints) is left as it is, and the experiment shows up in ``dvc exp show``. Its flow run is
-named ``experiment <exp-name>`` and its artifact, ``cgpt-experiment-<exp-name>``, compares it with
-its baseline commit (flows/experiment_report.py). The overrides are
-validated with params.yaml before DVC starts, so a typo stops the flow with cgpt's one line.
+named ``experiment <exp-name>``, has one task per stage as DVC reaches it (:class:`StageLog` reads
+the one ``dvc exp run`` process's log stage by stage), and its artifact,
+``cgpt-experiment-<exp-name>``, compares it with its baseline commit (flows/experiment_report.py).
+The overrides are validated with params.yaml before DVC starts, so a typo stops the flow with
+cgpt's one line.
 
 With ``clean_shards > 1`` (``tokenize_shards > 1``) a stale clean (tokenize) stage is fanned out
 as parallel Prefect tasks (flows/data_shards.py: threads, processes or a Dask cluster); the merged
@@ -35,9 +37,11 @@ import argparse
 import codecs
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +50,7 @@ import yaml
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline machines: no telemetry calls
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.states import Completed, State  # noqa: E402
 
 from cgpt.config import dvc_overrides, load_params  # noqa: E402
@@ -140,7 +145,114 @@ def reproduce_stage(stage: str, project: str, force: bool = False, allow_missing
     return repro_state(stream(dvc(Path(project), *args), f"dvc repro {stage}"))
 
 
-@task(task_run_name="dvc exp run {set_params}")
+#: the lines DVC starts a stage's part of its log with (dvc/stage/run.py, dvc/stage/__init__.py, dvc/stage/cache.py)
+STAGE_HEADER = re.compile(
+    r"^(?:Running stage '(?P<ran>[^']+)':|Stage '(?P<skipped>[^']+)' "
+    r"(?:didn't change, skipping|is cached - skipping run, checking out outputs))"
+)
+
+
+class StageLog:
+    """The console output of a running ``dvc repro``/``dvc exp run``, read stage by stage: lines
+    before the first stage's header go to the flow's log, each stage's lines (its header up to the
+    next header, or the end) to the task that reads them (:func:`experiment_stage`). Progress bars
+    are their final state, as in :func:`stream`."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], what: str) -> None:
+        self.proc, self.what = proc, what
+        self.lines: list[str] = []  # everything read so far
+        self._source = self._read()
+        self._pending: str | None = None  # a stage's header, read but not yet handed to its task
+
+    def _read(self) -> Iterator[str]:
+        console, decode = ConsoleLines(), codecs.getincrementaldecoder("utf-8")(errors="replace").decode
+        assert self.proc.stdout is not None
+        while chunk := self.proc.stdout.read(65536):
+            yield from console.feed(decode(chunk))
+        yield from console.feed(decode(b"", final=True)) + console.close()
+
+    def _next_line(self) -> str | None:
+        if self._pending is not None:
+            line, self._pending = self._pending, None
+            return line
+        line = next(self._source, None)
+        if line is not None:
+            self.lines.append(line)
+        return line
+
+    def next_stage(self, logger: Any) -> str | None:
+        """Log the lines up to the next stage's header through ``logger``; that stage's name, or None
+        when the output ended (then :meth:`finish`)."""
+        while (line := self._next_line()) is not None:
+            if m := STAGE_HEADER.match(line):
+                self._pending = line
+                return m.group("ran") or m.group("skipped")
+            logger.info(line)
+        return None
+
+    def stage_lines(self, logger: Any) -> list[str]:
+        """The current stage's lines (its header first), logged through ``logger`` as they come."""
+        lines: list[str] = []
+        while (line := self._next_line()) is not None:
+            if lines and STAGE_HEADER.match(line):
+                self._pending = line
+                break
+            logger.info(line)
+            lines.append(line)
+        return lines
+
+    @property
+    def at_end(self) -> bool:
+        """True when the output has ended (after :meth:`stage_lines`: no next stage's header waits)."""
+        return self._pending is None
+
+    def finish(self) -> None:
+        """Wait for the process; RuntimeError when it failed."""
+        if self.proc.wait() != 0:
+            raise RuntimeError(f"{self.what} failed with exit status {self.proc.returncode} (see the log above)")
+
+    def close(self) -> None:
+        """Stop the process if it still runs (the flow stopped reading: an error, a cancelled run)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@task(task_run_name="dvc exp run · {stage}", cache_policy=NO_CACHE)
+def experiment_stage(stage: str, log: StageLog) -> State:
+    """One stage of a running DVC experiment, as its own task: its part of the log, and the state
+    ``Completed`` (ran) or ``Up to date`` (DVC skipped it); Failed when DVC failed in it."""
+    lines = log.stage_lines(get_run_logger())
+    if log.at_end:  # the output ended in this stage: whether DVC succeeded is this stage's outcome
+        log.finish()
+    return repro_state(lines)
+
+
+def stage_tasks(log: StageLog) -> dict[str, str]:
+    """Read a running DVC command's log as one task per stage (:func:`experiment_stage`), in the order
+    DVC reaches them; ``{stage: "ran" | "up to date"}``. The first failed stage fails the flow, and the
+    process is stopped if the flow stops reading early."""
+    logger, outcome = get_run_logger(), {}
+    try:
+        while (stage := log.next_stage(logger)) is not None:
+            outcome[stage] = experiment_stage(stage, log, return_state=True).result()
+        log.finish()
+    finally:
+        log.close()
+    return outcome
+
+
+def experiment_args(
+    set_params: list[str], exp_name: str | None, stages: list[str] | None, force: bool, allow_missing: bool
+) -> list[str]:
+    """``dvc exp run --temp -S ...`` for these overrides, name and stages."""
+    args = ["exp", "run", "--temp"]
+    for override in dvc_overrides(set_params):
+        args += ["--set-param", override]
+    args += (["--name", exp_name] if exp_name else []) + (["--force"] if force else []) + _missing_flag(allow_missing)
+    return args + list(stages or [])
+
+
 def run_experiment(
     project: str,
     set_params: list[str],
@@ -150,26 +262,24 @@ def run_experiment(
     allow_missing: bool = False,
 ) -> dict[str, Any]:
     """``dvc exp run --temp -S ...``: the pipeline as one DVC experiment in a temporary copy of the
-    project, its log streamed; returns the experiment's name, its baseline commit (``HEAD``, where
-    DVC starts it from) and the stages it ran.
+    project, one Prefect task per stage as DVC reaches it (:func:`experiment_stage`: its log, and
+    ``Up to date`` for a stage DVC skipped); returns the experiment's name, its baseline commit
+    (``HEAD``, where DVC starts it from) and the stages it ran.
 
     The copy holds what git tracks (plus DVC outputs of the baseline commit), so the persisted,
     uncached checkpoints of earlier runs are not there: training starts from step 0, as it should
     for changed hyperparameters. MLflow is pointed at the project's store (unless
     MLFLOW_TRACKING_URI names one), or the run would vanish with the copy.
     """
-    args = ["exp", "run", "--temp"]
-    for override in dvc_overrides(set_params):
-        args += ["--set-param", override]
-    args += (["--name", exp_name] if exp_name else []) + (["--force"] if force else []) + _missing_flag(allow_missing)
-    args += list(stages or [])
     env = {"MLFLOW_TRACKING_URI": tracking_uri(Path(project))}
     baseline = baseline_commit(Path(project))
-    lines = stream(dvc(Path(project), *args, env=env), "dvc exp run")
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Ran experiment(s):")]
+    args = experiment_args(set_params, exp_name, stages, force, allow_missing)
+    log = StageLog(dvc(Path(project), *args, env=env), "dvc exp run")
+    outcome = stage_tasks(log)
+    names = [line.split(":", 1)[1].strip() for line in log.lines if line.startswith("Ran experiment(s):")]
     if not names:  # DVC 3.67 exits 0 without recording the experiment in a shallow git clone
         raise RuntimeError("dvc exp run recorded no experiment (in a shallow clone, run `git fetch --unshallow` first)")
-    return {"name": names[-1], "baseline": baseline, "ran": stages_run(lines)}
+    return {"name": names[-1], "baseline": baseline, "ran": [s for s, o in outcome.items() if o == "ran"]}
 
 
 def stage_is_stale(project: Path, stage: str) -> bool:

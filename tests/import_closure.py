@@ -70,16 +70,15 @@ def import_closure(*entry_files: Path, root: Path = REPO) -> set[Path]:
 
 def covering_deps(closure: set[Path], root: Path = REPO) -> list[str]:
     """The fewest dvc.yaml deps that cover ``closure`` exactly: a folder where every source file
-    below it is in the closure (a folder dep hashes all of them), else the files themselves."""
+    (``*.py``) below it is in the closure (a folder dep hashes all of them, and the data files the
+    code reads beside them, e.g. cgpt/export/licenses/), else the files themselves."""
     chosen: list[Path] = []
     folders = sorted({p for f in closure for p in f.parents if p != Path(".")}, key=lambda p: len(p.parts))
     covered: set[Path] = set()
     for folder in folders:
         if any(folder == c or c in folder.parents for c in chosen):
             continue
-        files = {
-            f.relative_to(root) for f in (root / folder).rglob("*") if f.is_file() and "__pycache__" not in f.parts
-        }
+        files = {f.relative_to(root) for f in (root / folder).rglob("*.py") if "__pycache__" not in f.parts}
         if files and files <= closure:
             chosen.append(folder)
             covered |= files

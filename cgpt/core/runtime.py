@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import NoReturn
 
 from cgpt.core.errors import CgptError
+from cgpt.core.orphan import stop_when_orphaned
 
 # Set by cgpt's launcher for the ranks it starts: a rank then reports a failure only through the
 # error file torch's elastic agent gives it, and the launcher prints the one line for the job.
@@ -84,8 +85,12 @@ def run_main(fn: Callable[[], object]) -> None:
     to report the job's failure in one line; under cgpt's own launcher the rank prints nothing
     itself (one line for the job, not one per rank), and a rank that only lost contact with a
     rank that died first exits without a traceback.
+
+    Under DVC the process also stops itself when the ``dvc`` that started it dies
+    (:mod:`cgpt.core.orphan`).
     """
     setup_logging()
+    stop_when_orphaned()
     try:
         fn()
     except CgptError as exc:

@@ -15,7 +15,12 @@ Rules shared by all formats:
   unless ``on_bad_line="skip"``, which counts it in ``counters["malformed_json_skipped"]``. The same
   holds for a record without a string ``text`` (``missing_text_skipped``) or with a ``meta`` that
   is not an object (``bad_meta_skipped``). Blank lines are ignored.
-- A truncated or corrupt compressed file raises a ``DataError`` naming the file.
+- A record whose text is at least :data:`LONG_UNBROKEN_CHARS` characters long without a single
+  line break (a file or line that lost its line ends, several documents run together) is kept
+  as one document and counted: ``counters["long_unbroken_records"]`` and, of the largest,
+  ``counters["long_unbroken_max_bytes"]`` (the clean stage warns about them, naming the file).
+- A truncated or corrupt compressed file raises :class:`CorruptFile` (a ``DataError``) naming the
+  file; its remedy depends on where the file came from (the clean stage says which).
 - A file with no records yields nothing (an empty ``.txt`` file included); deciding that an
   empty corpus is an error is the clean stage's job.
 """
@@ -53,6 +58,40 @@ ZSTD_MAX_WINDOW = 2**31  # the Pile was compressed with long windows (--long=31)
 _CHUNK = 1 << 20
 
 BadLine = Literal["error", "skip"]
+
+#: a record this long (characters) without a line break is counted (``long_unbroken_records``)
+LONG_UNBROKEN_CHARS = 1_000_000
+
+DOWNLOAD_AGAIN = "delete it and rerun the download stage"
+
+
+class CorruptFile(DataError):
+    """A truncated or corrupt file: ``detail`` says what was found, the message adds a remedy
+    (by default :data:`DOWNLOAD_AGAIN`, which a reader that knows the file's origin replaces)."""
+
+    def __init__(self, path: Path, detail: str, remedy: str = DOWNLOAD_AGAIN) -> None:
+        super().__init__(f"{detail}; {remedy}")
+        self.path, self.detail = path, detail
+
+    def with_remedy(self, remedy: str) -> CorruptFile:
+        return CorruptFile(self.path, self.detail, remedy)
+
+
+def json_kind(value: Any) -> str:
+    """What a JSON value is, in words ("a number", "null"), for one-line messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({json.dumps(value)})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value!r})"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (bytes, bytearray)):
+        return "bytes"
+    return f"a {type(value).__name__}"
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
@@ -131,16 +170,16 @@ class _Ctx:
     def record(self, obj: Any, where: str, *, utf8_replaced: bool = False) -> dict[str, Any] | None:
         """Normalize one decoded object to ``{"text", "meta"}``; None when it is bad and skipped."""
         if not isinstance(obj, dict):
-            self.bad(where, f"malformed JSON (expected an object, got {type(obj).__name__})", "malformed_json_skipped")
+            self.bad(where, f"malformed JSON (expected an object, got {json_kind(obj)})", "malformed_json_skipped")
             return None
         text = obj.get("text")
         if not isinstance(text, str):
-            what = (
-                "no 'text' key"
-                if text is None and "text" not in obj
-                else f"'text' is {type(text).__name__}, not a string"
+            problem = (
+                "the record has no 'text' key"
+                if "text" not in obj
+                else f"the record's 'text' is {json_kind(text)}, not a string"
             )
-            self.bad(where, f"record has {what}", "missing_text_skipped")
+            self.bad(where, problem, "missing_text_skipped")
             return None
         meta = obj.get("meta")
         if meta is None:
@@ -153,7 +192,7 @@ class _Ctx:
             if not isinstance(meta, dict):
                 meta = {"meta": meta}
         elif not isinstance(meta, dict):
-            self.bad(where, f"'meta' is {type(meta).__name__}, not an object", "bad_meta_skipped")
+            self.bad(where, f"the record's 'meta' is {json_kind(meta)}, not an object", "bad_meta_skipped")
             return None
         else:
             meta = dict(meta)
@@ -170,6 +209,10 @@ class _Ctx:
                 utf8_replaced = True
         if utf8_replaced:
             self.count("invalid_utf8_records")
+        if len(text) >= LONG_UNBROKEN_CHARS and "\n" not in text and "\r" not in text:
+            self.count("long_unbroken_records")
+            size = len(text.encode("utf-8"))
+            self.counters["long_unbroken_max_bytes"] = max(self.counters.get("long_unbroken_max_bytes", 0), size)
         return {"text": text, "meta": meta}
 
 
@@ -224,10 +267,8 @@ def _iter_jsonl(ctx: _Ctx, fmt: str) -> Iterator[dict[str, Any]]:
                 if rec is not None:
                     yield rec
         except (EOFError, OSError, zlib.error, zstandard.ZstdError) as exc:
-            raise DataError(
-                f"{ctx.path}: truncated or corrupt {fmt} file after line {lineno} ({exc}); "
-                f"delete it and rerun the download stage"
-            ) from None
+            detail = f"{ctx.path}: truncated or corrupt {fmt} file after line {lineno} ({exc})"
+            raise CorruptFile(ctx.path, detail) from None
 
 
 def _json_problem(exc: ValueError) -> str:
@@ -268,9 +309,7 @@ def _iter_parquet(ctx: _Ctx) -> Iterator[dict[str, Any]]:
     try:
         pf = pq.ParquetFile(ctx.path)
     except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for corrupt files
-        raise DataError(
-            f"{ctx.path}: not a readable parquet file ({exc}); delete it and rerun the download stage"
-        ) from None
+        raise CorruptFile(ctx.path, f"{ctx.path}: not a readable parquet file ({exc})") from None
     if "text" not in pf.schema_arrow.names:
         raise DataError(f"{ctx.path}: parquet file has no 'text' column (columns: {', '.join(pf.schema_arrow.names)})")
     row = 0
@@ -288,9 +327,7 @@ def _iter_parquet(ctx: _Ctx) -> Iterator[dict[str, Any]]:
     except DataError:
         raise
     except Exception as exc:
-        raise DataError(
-            f"{ctx.path}: corrupt parquet file after row {row} ({exc}); delete it and rerun the download stage"
-        ) from None
+        raise CorruptFile(ctx.path, f"{ctx.path}: corrupt parquet file after row {row} ({exc})") from None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,4 +13,5 @@ class ExportParams(BaseModel):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     sample_prompt: str | None = None  # null: the first words of the validation split
     sample_tokens: int = Field(default=40, ge=0)
-    license: str = Field(default="apache-2.0", min_length=1)  # the model card's licence (a Hub licence id)
+    # the weights' licence, a Hub licence id (any case; SPDX ids work): card front matter, LICENSE, LICENSE.txt
+    license: str = Field(default="apache-2.0", min_length=1)

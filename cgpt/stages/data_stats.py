@@ -1,4 +1,5 @@
-"""What the data stages share: their statistics go to ``metrics/<stage>.json`` and to MLflow.
+"""What the data stages share: their statistics go to ``metrics/<stage>.json`` (the family's tokenize
+stage: ``family/metrics/``) and to MLflow.
 
 A stage's statistics are split in two: the facts about the data (documents, tokens, bytes per
 source), a DVC metrics file that the same inputs always give byte for byte, and the ``timing``
@@ -15,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from cgpt.core.fsutil import sha256_file, write_json_atomic
+from cgpt.core.locks import writing
 from cgpt.core.project import Project
 from cgpt.core.sections import Sections
 from cgpt.keys import safe_keys
 from cgpt.tracking.params import TrackingParams
 from cgpt.tracking.runs import publish_stage_stats
+from cgpt.tracking.store import check_tracking
 
 
 class DataStageParams(Sections):
@@ -30,14 +33,25 @@ class DataStageParams(Sections):
 
 
 def run_data_stage(
-    project: Project, view: type[DataStageParams], stage: str, work: Callable[[Any], dict[str, Any]]
+    project: Project,
+    view: type[DataStageParams],
+    stage: str,
+    work: Callable[[Any], dict[str, Any]],
+    writes: Callable[[Any], list[Path]] | None = None,
 ) -> dict[str, Any]:
     """A data stage: its sections of params.yaml, ``work(section)`` timed, its statistics written
-    (``metrics/<stage>.json``) and published (MLflow)."""
+    (``metrics/<stage>.json``) and published (MLflow) — all while holding the locks of what it
+    writes (:mod:`cgpt.core.locks`): its output folder (``data/<raw|clean|tokens>``, or the family's
+    ``family/tokens``: :func:`output_record`'s folder in ``project``'s layout) and whatever else
+    ``writes(section)`` names."""
     params = project.load(view)
-    started = time.time()
-    stats = work(getattr(params, stage))
-    publish_data_stats(project, params, stage, stats, started=started)
+    section = getattr(params, stage)
+    output = output_record(project, stage).parent
+    with writing(output, *(writes(section) if writes else [])):
+        check_tracking(project.root, params.tracking)  # an unreachable store: one line before any work
+        started = time.time()
+        stats = work(section)
+        publish_data_stats(project, params, stage, stats, started=started)
     return stats
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from cgpt.core.project import Project
 from cgpt.data.download.params import DownloadParams
-from cgpt.data.download.raw import download
+from cgpt.data.download.raw import cache_dir_for, download
 from cgpt.stages.data_stats import DataStageParams, run_data_stage
 
 
@@ -17,4 +17,12 @@ class StageParams(DataStageParams):
 
 
 def run(project: Project) -> dict[str, Any]:
-    return run_data_stage(project, StageParams, "download", lambda section: download(section, project.raw))
+    # the download cache is written too (partial downloads resume there), and download.cache_dir may
+    # be a folder that several checkouts share: its lock keeps two downloads off one .part file
+    return run_data_stage(
+        project,
+        StageParams,
+        "download",
+        lambda section: download(section, project.raw),
+        writes=lambda section: [cache_dir_for(section, project.raw)],
+    )

@@ -14,6 +14,13 @@ prints them as the card's table), and the folder ``eval/``: ``upstream.json``
 (per split and subset), ``results.{csv,md}`` (the card's table, with the card's values beside ours
 on a Cerebras-GPT shape), ``results.json`` and ``samples/`` (every document's loglikelihoods).
 Timings go apart, to ``eval_timing.json``.
+
+MLflow (the model's run): the headline numbers as metrics without a prefix (:func:`headline_metrics`:
+``val_xent``, ``test_xent``, ``<task>.<k>shot.acc``/``acc_norm``, ``avg.<k>shot.acc``), so the run page
+draws the training curves first and the runs table can show them as columns; every other number
+(standard errors, document and token counts, perplexities, per-subset cross-entropy) in the table
+artifacts ``eval/downstream.json`` and ``eval/upstream.json``, beside the card's table
+(``eval/results.json``) and the ``results.md``/``results.csv`` files.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import torch
 
 from cgpt.core.errors import DataError
 from cgpt.core.fsutil import atomic_dir, write_json_atomic, write_text_atomic
+from cgpt.core.locks import writing
 from cgpt.core.project import Project
 from cgpt.core.sections import Sections
 from cgpt.data.tokens import open_split, read_subsets
@@ -38,7 +46,8 @@ from cgpt.keys import safe_keys
 from cgpt.model.gpt import GPT
 from cgpt.model.params import ModelParams
 from cgpt.tracking.params import TrackingParams
-from cgpt.tracking.runs import RUN_FILE, finishing, numeric_items, open_model_run
+from cgpt.tracking.runs import RUN_FILE, finishing, open_model_run, send_missing_curve
+from cgpt.tracking.store import check_tracking
 from cgpt.train.checkpoint import load_model_dir
 from cgpt.train.params import TrainParams
 from cgpt.train.validation import cross_entropy
@@ -158,9 +167,64 @@ def write_outputs(
     return {"headline": headline, "rows": rows}
 
 
+def headline_metrics(up: dict[str, Any], results: Any, rows: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The evaluation's MLflow metrics: val/test cross-entropy (the DVC metric's names), each task's
+    ``acc`` and ``acc_norm`` per shot count, and the card's average over its seven tasks (when all
+    seven were scored) as ``avg.<k>shot.acc``."""
+    out = {f"{split}_xent": float(res["loss"]) for split, res in up.items() if "loss" in res}
+    for r in results.tasks if results is not None else []:
+        for metric in ("acc", "acc_norm"):
+            value = getattr(r, metric)
+            if value is not None:
+                out[f"{r.task}.{r.num_fewshot}shot.{metric}"] = float(value)
+    for name, row in rows.items():  # "0shot_acc": {"HS": ..., "avg": ...}
+        shots, metric = name.split("_", 1)
+        if "avg" in row:
+            out[f"avg.{shots}.{metric}"] = float(row["avg"])
+    return out
+
+
+def upstream_frame(up: dict[str, Any]) -> pd.DataFrame:
+    """Cross-entropy per split and subset, one row each (``subset`` "all" for the whole split)."""
+    records = []
+    for split, res in up.items():
+        subsets = {"all": res, **res.get("per_subset", {})}
+        for subset, r in subsets.items():
+            records.append(
+                {"split": split, "subset": subset, **{k: r.get(k) for k in ("loss", "perplexity", "tokens")}}
+            )
+    return pd.DataFrame.from_records(records, columns=["split", "subset", "loss", "perplexity", "tokens"])
+
+
+def downstream_frame(results: Any) -> pd.DataFrame:
+    """Every task at every shot count: its metrics with their standard errors, documents, few-shot pool."""
+    rows = [{k: v for k, v in r.summary_json().items() if k not in ("seconds",)} for r in results.tasks]
+    return pd.DataFrame.from_records(rows)
+
+
+def log_to_mlflow(tracker: Any, run_dir: Path, up: dict[str, Any], results: Any, df: pd.DataFrame,
+                  rows: dict[str, dict[str, float]], step: int) -> None:  # fmt: skip
+    """The evaluation in the model's MLflow run (see the module docstring): headline metrics, tables, files."""
+    tracker.log_metrics(headline_metrics(up, results, rows), step=step)
+    tracker.log_table(df.reset_index(), "eval/results.json")
+    tracker.log_table(upstream_frame(up), "eval/upstream.json")
+    if results is not None:
+        tracker.log_table(downstream_frame(results), "eval/downstream.json")
+    for name in ("results.md", "results.csv"):
+        if (run_dir / "eval" / name).is_file():
+            tracker.log_artifact(run_dir / "eval" / name, "eval")
+
+
 def run(project: Project, params: StageParams | None = None) -> dict[str, Any]:
-    """``params``: the project's params.yaml unless given (a family member's derived params)."""
+    """``params``: the project's params.yaml unless given (a family member's derived params). Holds
+    the run folder's lock (:mod:`cgpt.core.locks`) while it works."""
     params = params or project.load(StageParams)
+    with writing(project.run_dir(params.train.run_name)):
+        return _run(project, params)
+
+
+def _run(project: Project, params: StageParams) -> dict[str, Any]:
+    check_tracking(project.root, params.tracking)
     run_dir = project.run_dir(params.train.run_name)
     cfg, state, info = load_model_dir(run_dir / "model")
     model = GPT(cfg)
@@ -185,9 +249,6 @@ def run(project: Project, params: StageParams | None = None) -> dict[str, Any]:
     }
     tracker = open_model_run(project.root, params.tracking, params.train.run_name, run_dir / RUN_FILE)
     with finishing(tracker):
-        step = int(info["step"])
-        tracker.log_metrics({f"eval/{k}": v for k, v in numeric_items(safe_keys(up)).items()}, step=step)
-        if results is not None:
-            tracker.log_metrics({f"eval/{k}": v for k, v in results.flat_metrics("downstream").items()}, step=step)
-        tracker.log_table(df.reset_index(), "eval/results.json")
+        send_missing_curve(tracker, run_dir / "plots")  # what a store away at the end of training lacks
+        log_to_mlflow(tracker, run_dir, safe_keys(up), results, df, written["rows"], int(info["step"]))
     return metrics

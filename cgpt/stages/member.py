@@ -15,6 +15,7 @@ from functools import cache
 from pydantic import create_model
 
 from cgpt.core.errors import ConfigError
+from cgpt.core.locks import writing
 from cgpt.core.project import Project
 from cgpt.core.sections import Sections
 from cgpt.data.tokenize.params import TokensSpec
@@ -26,6 +27,7 @@ from cgpt.stages import stage_function, stage_params
 from cgpt.tracking.family import child_tags, open_family_run
 from cgpt.tracking.params import TrackingParams
 from cgpt.tracking.runs import finishing
+from cgpt.tracking.store import check_tracking
 
 MEMBER_STAGES = ("train", "evaluate", "export")
 
@@ -45,6 +47,7 @@ def run(project: Project, stage: str, name: str) -> object:
     if stage not in MEMBER_STAGES:
         raise ConfigError(f"unknown member stage {stage!r}; expected one of {', '.join(MEMBER_STAGES)}")
     params = project.load(member_view(stage))
+    check_tracking(project.root, params.tracking)
     if name not in params.family.members:
         known = ", ".join(params.family.members) or "none"
         raise ConfigError(f"params.yaml: family.members has no member {name!r} (members: {known})")
@@ -52,12 +55,14 @@ def run(project: Project, stage: str, name: str) -> object:
     vocab_size, _ = vocab_size_for(family_tokens_spec(params).tokenizer, project.tokens)
     own = member_params(params, name, vocab_size, project.root, view=stage_params(stage))
     fn = stage_function(stage)
-    if stage == "train":
-        parent = open_family_run(project.root, params)
-        with finishing(parent):
-            tags = child_tags(parent, params, name)
-        return fn(project, own, tags=tags)
-    result = fn(project, own)
-    if stage == "evaluate":
-        write_point(project.root, resolve_member(params, name, vocab_size, project.root), project.run_dir(name))
-    return result
+    # the member's run folder and its point below (the single-model stage re-takes the lock: re-entrant)
+    with writing(project.run_dir(name)):
+        if stage == "train":
+            parent = open_family_run(project.root, params)
+            with finishing(parent):
+                tags = child_tags(parent, params, name)
+            return fn(project, own, tags=tags)
+        result = fn(project, own)
+        if stage == "evaluate":
+            write_point(project.root, resolve_member(params, name, vocab_size, project.root), project.run_dir(name))
+        return result

@@ -8,6 +8,7 @@ conditional on params)."""
 
 from __future__ import annotations
 
+from cgpt.core.locks import writing
 from cgpt.core.project import Project
 from cgpt.core.sections import Sections
 from cgpt.data.tokenize.params import TokensSpec
@@ -33,6 +34,12 @@ class StageParams(Sections):
 
 
 def run(project: Project) -> dict[str, object]:
+    """Holds the lock of ``family/`` (:mod:`cgpt.core.locks`) while it works."""
+    with writing(project.root / "family"):  # Project.family
+        return _run(project)
+
+
+def _run(project: Project) -> dict[str, object]:
     params = project.load(StageParams)
     vocab_size, _ = vocab_size_for(family_tokens_spec(params).tokenizer, project.family_tokens)
     members = family_members(params, vocab_size, project.root)

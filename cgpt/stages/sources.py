@@ -21,11 +21,13 @@ import yaml
 from cgpt.config import Params, load_params
 from cgpt.core.errors import ConfigError
 from cgpt.core.fsutil import write_json_atomic
+from cgpt.core.locks import writing
 from cgpt.core.project import Project
 from cgpt.core.sections import PARAMS_FILE, read_params_file
 from cgpt.data.download.fingerprint import sources_fingerprint
 from cgpt.data.download.raw import cache_dir_for
 from cgpt.data.download.sources import HashCache
+from cgpt.tracking.store import check_tracking
 
 SOURCES_FILE = "sources.json"
 
@@ -110,8 +112,15 @@ def check_stage_params(root: Path) -> None:
 
 
 def run(project: Project) -> dict[str, Any]:
+    with writing(project.data / SOURCES_FILE):
+        return _run(project)
+
+
+def _run(project: Project) -> dict[str, Any]:
     params = load_params(project.params_file)
     check_stage_params(project.root)
+    # the first stage of every `dvc repro`: an unreachable MLflow store is said here, once, before any work
+    check_tracking(project.root, params.tracking)
     hashes = HashCache(cache_dir_for(params.download, project.raw) / "local-sha256.json")
     try:
         fingerprint = sources_fingerprint(params.download, project.root, hashes)

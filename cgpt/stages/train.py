@@ -5,6 +5,11 @@ the same configuration): ``timing.json`` (wall time, tokens/s and MFU over the w
 every session of a resumed run), ``plots/speed.csv`` (tokens/s per logged step) and
 ``mlflow_run.json`` (the MLflow run that trained ``model/``, which evaluate and export log into).
 
+The MLflow run gets the resolved configuration as params (``train.device: cpu``, not ``auto``),
+the curves as they are logged (``train/loss``, ``val/loss``...), and at the end the headline numbers
+(:data:`SUMMARY_METRICS`), the whole summary as ``train/summary.json`` and the curves as
+``plots/training.png``.
+
 Distributed (``train.distributed.strategy: ddp|fsdp``): run as the stage command, this function
 launches the ranks (:mod:`cgpt.train.launch`, each ``python -m cgpt.stages.train <project>
 <params.json>``: :func:`rank_main`) and waits; inside a rank (``RANK`` set, by that launcher or by
@@ -19,20 +24,25 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from cgpt.core.fsutil import read_json_if_valid, write_json_atomic
+from cgpt.core.fsutil import read_json_if_valid, sha256_file, write_json_atomic
+from cgpt.core.locks import writing
 from cgpt.core.project import Project
 from cgpt.core.runtime import graceful_stop, run_main
 from cgpt.data.tokenize.params import TokensSpec
 from cgpt.data.tokens import read_index
 from cgpt.stages.data_stats import file_digest
 from cgpt.tracking.params import TrackingParams
+from cgpt.tracking.plots import training_curves_png
 from cgpt.tracking.runs import (
+    PARENT_TAG,
     RUN_FILE,
     Tracker,
     client_for,
@@ -41,15 +51,17 @@ from cgpt.tracking.runs import (
     finishing,
     open_model_run,
     provenance_tags,
+    warn,
 )
+from cgpt.tracking.store import check_tracking
 from cgpt.train.checkpoint import model_config_to_dict, save_model_dir
 from cgpt.train.distributed import SINGLE, DistContext, in_launched_rank, start_rank
-from cgpt.train.launch import die_with_launcher, launch, needs_launch
+from cgpt.train.launch import LAUNCHER_ENV, die_with_launcher, launch, needs_launch
 from cgpt.train.loop import TrainResult, train
 from cgpt.train.metering import run_speed
 from cgpt.train.params import TrainingSections
 from cgpt.train.schedule import batch_sizes, tokens_seen
-from cgpt.train.setup import RunSetup, setup_from_params
+from cgpt.train.setup import RunSetup, resolve_precision, setup_from_params
 
 #: what each launched rank runs (``python -m``): this module's :func:`rank_main`
 RANK_MODULE = "cgpt.stages.train"
@@ -68,6 +80,16 @@ PLOT_COLUMNS = {
     "val.csv": ["step", "val_loss"],
 }
 SPEED_COLUMNS = ["step", "tokens_per_s", "flops_per_s", "mfu"]
+#: the training's one-off numbers that are MLflow metrics (no prefix: the UI lists them after the
+#: curves, as columns of the runs table), by their key in the summary + timing; the rest of them go
+#: to the artifact ``train/summary.json``
+SUMMARY_METRICS = {
+    "tokens_seen": "tokens_seen",
+    "train_loss": "train_loss",
+    "tokens_per_s": "train_tokens_per_s",
+    "mfu": "train_mfu",
+    "seconds": "train_seconds",
+}
 
 
 def write_plot_csv(
@@ -85,9 +107,19 @@ def write_plot_csv(
     tmp.replace(path)
 
 
+#: ``train:`` keys that cannot change the weights: how often the loop logs, validates and
+#: checkpoints, what it keeps, where and in how many pieces it computes (the same math; a run
+#: resumes across any of them). They are recorded on the run, but are not what the run is.
+LOOP_KEYS = frozenset(
+    {"run_name", "distributed", "log_interval", "eval_interval", "eval_tokens", "checkpoint_interval",
+     "keep_checkpoints", "device", "threads", "compile", "activation_checkpointing", "micro_batch_size"}
+)  # fmt: skip
+
+
 def run_config(params: StageParams, setup: RunSetup, data_digest: str) -> dict[str, Any]:
-    """The resolved training configuration: what the MLflow run records, and what names it
-    (a change to any of it — a model or train value, or new data — is a new MLflow run)."""
+    """The resolved training configuration, exactly what determines the weights: the MLflow run's
+    identity (:func:`config_key`). A change to any of it (a model or recipe value, the seed, the
+    precision, new data) is another run; a change to a loop setting (:data:`LOOP_KEYS`) is not."""
     recipe = dataclasses.asdict(setup.recipe)
     recipe["total_steps"] = setup.recipe.optimizer_steps()
     recipe["total_tokens"] = tokens_seen(setup.recipe, recipe["total_steps"])
@@ -97,7 +129,7 @@ def run_config(params: StageParams, setup: RunSetup, data_digest: str) -> dict[s
         "recipe": recipe,
         # the parallel layout is not part of what a run is: the same math at any world size, and a
         # run killed at 2 ranks and resumed at 1 stays one MLflow run (one point per step)
-        "train": params.train.model_dump(exclude={"run_name", "distributed"}, exclude_none=True),
+        "train": params.train.model_dump(exclude=set(LOOP_KEYS), exclude_none=True),
         "data": {
             "tokens_digest": data_digest,
             "tokenizer_sha256": setup.tokenizer_sha256,
@@ -116,8 +148,26 @@ def run(
     """Train (one process, or this rank's share); in the stage process of a ddp/fsdp run, launch
     the ranks instead and return None when they are done. ``params``: the project's params.yaml
     unless given (a family member's derived params); ``tags``: extra MLflow tags for the run (a
-    family member's: its parent run), set by rank 0, or after a launch on the run the ranks recorded."""
+    family member's: its parent run), set by rank 0, or after a launch on the run the ranks recorded.
+
+    The run folder's lock (:mod:`cgpt.core.locks`) is held by the process that speaks for the job:
+    this one, or the launcher while its ranks train (they hold none), or rank 0 under torchrun."""
     params = params or project.load(StageParams)
+    with run_lock(project, params):
+        return _run(project, params, tags)
+
+
+def run_lock(project: Project, params: StageParams) -> AbstractContextManager[None]:
+    """The lock of ``runs/<run_name>/`` for this process: none in a rank that cgpt's launcher started
+    (the launcher holds it) or in a rank other than 0 (torchrun, srun)."""
+    if in_launched_rank() and (os.environ.get(LAUNCHER_ENV) or os.environ.get("RANK", "0") != "0"):
+        return nullcontext()
+    return writing(project.run_dir(params.train.run_name))
+
+
+def _run(project: Project, params: StageParams, tags: dict[str, str] | None) -> TrainResult | None:
+    if not in_launched_rank():  # the launcher (or a single process) checks; a rank reuses its verdict
+        check_tracking(project.root, params.tracking)
     dp = params.train.distributed
     if needs_launch(dp):
         setup = setup_from_params(params, project.tokens)  # data and device checked before any rank starts
@@ -127,7 +177,7 @@ def run(
             params_file.write_text(params.model_dump_json())
             launch(
                 RANK_MODULE,
-                [str(project.root), str(params_file)],
+                [str(project.root), str(params_file), project.layout],  # a member's ranks: the family's folders
                 dp,
                 device=setup.device,
                 batches=batch_sizes(setup.recipe),
@@ -146,12 +196,14 @@ def run(
 
 def rank_main(argv: list[str]) -> None:
     """One rank of a ddp/fsdp training, as the launcher, torchrun or srun start it (``python -m
-    cgpt.stages.train <project> [<params.json>]``, ``RANK`` etc. set): :func:`run` in the project,
-    on the launcher's params (JSON) or, without them (torchrun/srun), the project's."""
+    cgpt.stages.train <project> [<params.json> [<layout>]]``, ``RANK`` etc. set): :func:`run` in the
+    project, on the launcher's params (JSON) or, without them (torchrun/srun), the project's; in the
+    launcher's layout (a family member's ranks write ``family/runs/<name>``, read ``family/tokens``)."""
     die_with_launcher()
     root, params_file = argv[0], argv[1] if len(argv) > 1 else None
+    family = len(argv) > 2 and argv[2] == "family"
     params = StageParams.model_validate_json(Path(params_file).read_text()) if params_file else None
-    run_main(lambda: run(Project.at(root), params))
+    run_main(lambda: run(Project.at(root).for_family() if family else Project.at(root), params))
 
 
 def _train(
@@ -190,9 +242,22 @@ def _open_tracker(
     digest = file_digest(project.tokens / "index.json")
     config = run_config(params, setup, digest)
     tracker = open_model_run(
-        project.root, params.tracking, params.train.run_name, ckpt_dir / RUN_FILE, key=config_key(config)
+        project.root,
+        params.tracking,
+        params.train.run_name,
+        ckpt_dir / RUN_FILE,
+        key=config_key(config),
+        experiment_in_name=not _is_child(tags),
     )
-    tracker.log_params({**config, "distributed": {"strategy": ctx.strategy, "world_size": ctx.world_size}})
+    tracker.log_params(
+        {
+            **config,
+            # what ran (config's train is params.yaml's), loop settings included, as first recorded
+            # (MLflow params never change; a later loop value is no new run)
+            "train": setup.resolved_train(ctx.world_size),
+            "distributed": {"strategy": ctx.strategy, "world_size": ctx.world_size},
+        }
+    )
     index = read_index(project.tokens)
     data_runs = [
         run_id
@@ -221,16 +286,24 @@ def _open_tracker(
     return tracker
 
 
+def _is_child(tags: dict[str, str] | None) -> bool:
+    """A run nested under a parent (a family member's): it keeps its own name, experiment or not."""
+    return bool(tags and PARENT_TAG in tags)
+
+
 def _tag_launched_run(project: Project, params: StageParams, tags: dict[str, str] | None) -> None:
     """The launched ranks train the launcher's params but not its tags (a family member's parent):
-    set them on the run rank 0 recorded (``runs/<name>/mlflow_run.json``)."""
+    set them on the run rank 0 recorded (``runs/<name>/mlflow_run.json``), and a child's name."""
     if not tags or not params.tracking.enabled:
         return
     info = read_json_if_valid(project.run_dir(params.train.run_name) / RUN_FILE)
     if isinstance(info, dict) and info.get("run_id"):
-        client = client_for(project.root)
-        for key, value in tags.items():
-            client.set_tag(info["run_id"], key, value)
+        tracker = Tracker(client_for(project.root), info["run_id"])
+        tracker.set_tags(tags)  # a store away now: one line, and the tags are not set (the training stands)
+        if _is_child(tags):
+            tracker.set_name(params.train.run_name)
+        if tracker.unsent:
+            warn(f"the run's tags {sorted(tags)} were not set; rerun the stage when the store is back")
 
 
 def _write_results(
@@ -245,8 +318,11 @@ def _write_results(
         "seq_len": setup.recipe.seq_len,
         "params": setup.model_config.num_params(),
         "tokenizer_sha256": setup.tokenizer_sha256,
+        # what ran, not `auto`: the model card states it (train.precision is often `auto`)
+        "precision": resolve_precision(params.train.precision, setup.device),
     }
     save_model_dir(run_dir / "model", result.state_dict(), setup.model_config, meta)
+    tracker.record_weights(sha256_file(run_dir / "model" / "model.safetensors"))
     if (ckpt_dir / RUN_FILE).exists():
         shutil.copy(ckpt_dir / RUN_FILE, run_dir / RUN_FILE)
     metrics = result.summary.to_json()
@@ -261,10 +337,24 @@ def _write_results(
         "strategy": ctx.strategy,
     }
     write_json_atomic(run_dir / "timing.json", timing)
+    _log_summary(tracker, params, result, {**metrics, **timing})
+
+
+def _log_summary(tracker: Tracker, params: StageParams, result: TrainResult, summary: dict[str, Any]) -> None:
+    """The end of training in MLflow: the headline numbers as metrics, everything as
+    ``train/summary.json``, and the curves as ``plots/training.png``."""
+    if not tracker.enabled:
+        return
     tracker.log_metrics(
-        {f"train/{k}": float(v) for k, v in {**metrics, **timing}.items() if isinstance(v, (int, float))},
+        {name: float(summary[k]) for k, name in SUMMARY_METRICS.items() if isinstance(summary.get(k), (int, float))},
         step=result.summary.steps,
     )
+    tracker.log_text(json.dumps(summary, indent=2, sort_keys=True), "train/summary.json")
+    with tempfile.TemporaryDirectory(prefix="cgpt-plot-") as tmp:
+        title = f"{params.train.run_name} ({params.model.preset}): {result.summary.steps:,} steps"
+        png = training_curves_png(result.history, result.speed, Path(tmp) / "training.png", title)
+        if png is not None:
+            tracker.log_artifact(png, "plots")
 
 
 if __name__ == "__main__":

@@ -12,9 +12,11 @@ what is recorded on them.
   MLflow's ``mlflow.parentRunId`` tag and tagged ``cgpt.family.member``. The ``scaling`` stage
   re-adopts every member, so a member trained for an earlier version of the family moves under
   the current parent.
-* On each child the same names, so the compare view lines the members up: ``family/params``,
-  ``family/compute``, ``family/forecast``, ``family/forecast_low``, ``family/forecast_high``,
-  ``family/actual``, ``family/inside`` and the tag ``cgpt.family.flag`` (``none`` or the flags).
+* On each child the same names, so the compare view lines the members up: ``family.params``,
+  ``family.compute``, ``family.forecast``, ``family.forecast_low``, ``family.forecast_high``,
+  ``family.actual``, ``family.inside`` and the tag ``cgpt.family.flag`` (``none`` or the flags).
+  Dots, not ``/``: MLflow would make a ``family`` chart section of them, drawn before the member's
+  ``train/...`` curves (see :mod:`cgpt.tracking.runs`, "Names").
 * One point per metric: a value already logged with the same number is not sent again, so a
   resumed flow or a re-run stage does not double the record (and the first timestamp of a
   forecast stays the time it was made).
@@ -131,15 +133,15 @@ def record_outcome(root: Path, parent: Tracker, params: Params, outcome: Any, de
             parent,
             child,
             {
-                "family/params": float(describe["params"]),
-                "family/compute": float(describe["compute"]),
-                "family/tokens": float(describe["tokens"]),
-                "family/actual": outcome.loss,
-                "family/forecast": c.predicted if c else None,
-                "family/forecast_low": c.low if c else None,
-                "family/forecast_high": c.high if c else None,
-                "family/inside": (1.0 if c.inside else 0.0) if c and c.inside is not None else None,
-                "family/accuracy_mae": outcome.accuracy.mae if outcome.accuracy else None,
+                "family.params": float(describe["params"]),
+                "family.compute": float(describe["compute"]),
+                "family.tokens": float(describe["tokens"]),
+                "family.actual": outcome.loss,
+                "family.forecast": c.predicted if c else None,
+                "family.forecast_low": c.low if c else None,
+                "family.forecast_high": c.high if c else None,
+                "family.inside": (1.0 if c.inside else 0.0) if c and c.inside is not None else None,
+                "family.accuracy_mae": outcome.accuracy.mae if outcome.accuracy else None,
             },
         )
     log_new(parent, parent.run_id, {f"actual/{outcome.name}/{metric}_xent": outcome.loss})

@@ -122,6 +122,7 @@ def launch(
         try:
             elastic_launch(config, sys.executable)("-u", "-m", module, *args)
         except ChildFailedError as exc:
+            end_ranks_line()
             raise job_failure(exc.failures, world) from None
         except RendezvousError as exc:
             raise TrainingError(
@@ -201,6 +202,15 @@ def _forward_signals() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def end_ranks_line() -> None:
+    """End the line a rank may have left unfinished on the shared terminal (rank 0's progress bar,
+    redrawn in place with ``\\r`` until the rank died), so the job's ``error:`` line starts a line of
+    its own. (The launcher's own tqdm bars, none, are not the ones to close: the ranks drew them.)"""
+    with suppress(OSError, ValueError):
+        sys.stderr.write("\n")
+        sys.stderr.flush()
 
 
 def _kind(failure: Any) -> tuple[str, str, int]:

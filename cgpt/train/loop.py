@@ -26,7 +26,7 @@ from cgpt.core.errors import TrainingError
 from cgpt.data.tokens import open_split
 from cgpt.faults import fault_point
 from cgpt.model.gpt import GPT
-from cgpt.tracking.runs import CurveLogger, Tracker, disabled
+from cgpt.tracking.runs import CURVE_METRICS, CurveLogger, Tracker, disabled
 from cgpt.train.checkpoint import save_checkpoint
 from cgpt.train.checkpoint.sharded import save_sharded_checkpoint
 from cgpt.train.distributed import (
@@ -38,7 +38,7 @@ from cgpt.train.distributed import (
     gradient_sync,
     sharded_cross_entropy,
 )
-from cgpt.train.metering import CURVE_KEYS, Window, merge_rows, peak_total
+from cgpt.train.metering import Window, merge_rows, peak_total
 from cgpt.train.optim import build_optimizer, set_lr
 from cgpt.train.params import check_batches_divide_world
 from cgpt.train.resume import resume_from_checkpoints, set_aside_incompatible
@@ -195,7 +195,7 @@ def train(
     )
     resumed = resume_from_checkpoints(ckpt_dir, total_steps, model, optimizer, device, ctx)
     start_step, history, speed = resumed.step, resumed.history, resumed.speed
-    curves = CurveLogger(tracker, CURVE_KEYS)
+    curves = CurveLogger(tracker, CURVE_METRICS)
     for row in merge_rows(history, speed):  # what the MLflow run lost (or a new run never had)
         curves.log(row["step"], {k: v for k, v in row.items() if k != "step"})
 
@@ -210,6 +210,8 @@ def train(
     def checkpoint(step: int) -> None:
         nonlocal last_checkpoint
         extra = {**state_extra, "tokens_seen": tokens_seen(recipe, step)}
+        if window.steps:  # a stop between logged steps: the next curve row averages over these too
+            extra["loss_window"] = {"loss": window.loss, "steps": window.steps}
         if ctx.sharded:
             save_sharded_checkpoint(
                 ckpt_dir,
@@ -258,6 +260,8 @@ def train(
         total=total_steps, initial=start_step, desc="train", unit="step", disable=not progress, dynamic_ncols=True
     )
     window = Window(flops_per_token, peak)
+    if resumed.loss_window:  # stopped between two logged steps: their loss so far, so the next row is exact
+        window.loss, window.steps = float(resumed.loss_window["loss"]), int(resumed.loss_window["steps"])
     last_loss = last_val = float("nan")
     diverged_at: int | None = None
     for step in range(start_step, total_steps):

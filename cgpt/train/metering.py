@@ -1,5 +1,11 @@
 """What the training loop measures: the curve and speed rows of each logged window of steps
 (loss, tokens/s, FLOP/s, MFU against the job's peak), and the speed over a whole training.
+
+MFU is at most 1 by construction: the peak is never below a rate the training itself reached. A CPU
+peak is measured (:func:`cgpt.train.perf.cpu_matmul_probe`), and a probe on a machine busy with other
+work reads low; when a window of steps then runs faster than that "peak", the peak is raised to the
+window's rate for the rest of the session (:meth:`Window.close`, said once in the log), and the
+whole-run MFU (:func:`run_speed`) takes each window against the larger of its peak and its rate.
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ from cgpt.train.perf import mfu, peak_flops
 log = logging.getLogger("cgpt.train")
 
 SPEED_KEYS = ("tokens_per_s", "flops_per_s", "mfu", "peak_flops_per_s", "tokens", "compute_seconds", "seconds")
-CURVE_KEYS = ("loss", "lr", "grad_norm", "val_loss", "tokens_per_s", "flops_per_s", "mfu")
 
 
 def peak_total(device: str, precision: str, ctx: DistContext) -> float | None:
@@ -45,6 +50,7 @@ class Window:
     steps: int = 0
     compute_seconds: float = 0.0
     start: float = field(default_factory=time.perf_counter)
+    peak_raised: bool = False  # the peak was raised to a rate training reached (said once in the log)
 
     def add(self, loss: float, tokens: int, seconds: float) -> None:
         """One step: its loss, the tokens of its global batch, its compute time."""
@@ -59,11 +65,20 @@ class Window:
         loss = self.loss / self.steps
         tps = self.tokens / max(self.compute_seconds, 1e-9)
         row = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm}
+        achieved = tps * self.flops_per_token
+        if self.peak_total is not None and achieved > self.peak_total:
+            (log.debug if self.peak_raised else log.info)(
+                "training reached %.3g TFLOP/s, above the peak of %.3g measured at the start (a busy machine "
+                "reads low): that rate is the peak from now on, so MFU stays at most 1",
+                achieved / 1e12,
+                self.peak_total / 1e12,
+            )
+            self.peak_total, self.peak_raised = achieved, True
         now = time.perf_counter()
         pace = {
             "step": step,
             "tokens_per_s": tps,
-            "flops_per_s": tps * self.flops_per_token,
+            "flops_per_s": achieved,
             "tokens": self.tokens,
             "compute_seconds": self.compute_seconds,
             "seconds": now - self.start,
@@ -95,7 +110,8 @@ def run_speed(speed: list[dict[str, Any]]) -> dict[str, float]:
         "seconds": sum(r.get("seconds", 0.0) for r in speed),
     }
     measured = [r for r in speed if r.get("peak_flops_per_s") and r.get("compute_seconds")]
-    available = sum(r["peak_flops_per_s"] * r["compute_seconds"] for r in measured)
+    # a window's peak is never below its own rate (rows of an older cgpt may say otherwise): MFU <= 1
+    available = sum(max(r["peak_flops_per_s"], r["flops_per_s"]) * r["compute_seconds"] for r in measured)
     if available:
         out["mfu"] = sum(r["flops_per_s"] * r["compute_seconds"] for r in measured) / available
     return out

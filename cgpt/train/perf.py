@@ -5,7 +5,9 @@ x tokens/s / the peak FLOP/s of every device that trains. Peaks are the vendors'
 (half the "with sparsity" ones) for the precision the matmuls run in: bf16 under autocast, TF32
 when fp32 matmuls may use it (``torch.backends.cuda.matmul.allow_tf32``), plain fp32 otherwise.
 On a CPU there is no datasheet to trust, so each rank measures what a plain ``torch.mm`` reaches
-with its threads (:func:`cpu_matmul_probe`, a fraction of a second) and that is its peak: CPU MFU
+with its threads (:func:`cpu_matmul_probe`, a fraction of a second: the fastest of many products)
+and that is its peak, raised to the rate training itself reaches when that is higher (a probe on a
+busy machine reads low; :mod:`cgpt.train.metering`), so MFU is at most 1 by construction: CPU MFU
 says how much of the attainable GEMM speed the training step gets. ``CGPT_PEAK_TFLOPS`` overrides
 the peak of one device (an accelerator missing from :data:`PEAKS`).
 
@@ -131,10 +133,11 @@ def peak_flops(device: str, precision: str) -> tuple[float | None, str]:
 
 
 def mfu(flops_per_token: float, tokens_per_s: float, peak_total: float | None) -> float | None:
-    """Model FLOPs utilisation: the recipe's FLOP/s over the peak of all devices together."""
+    """Model FLOPs utilisation: the recipe's FLOP/s over the peak of all devices together, at most 1
+    (a rate above the peak means the peak was wrong, see :mod:`cgpt.train.metering`)."""
     if not peak_total or peak_total <= 0:
         return None
-    return flops_per_token * tokens_per_s / peak_total
+    return min(1.0, flops_per_token * tokens_per_s / peak_total)
 
 
 @dataclass(frozen=True)

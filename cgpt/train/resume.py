@@ -4,8 +4,10 @@ damaged ones moved aside, and checkpoints this run cannot continue set aside (ne
 The newest checkpoint in ``<run_dir>/checkpoints`` whose step does not exceed the run's total
 steps is loaded (model, optimizer, RNG, step); because the data order is a function of the step
 (:mod:`cgpt.train.sampler`), the resumed run continues exactly where it stopped. Checkpoints of a
-different model, tokenizer, seed or batch shape cannot continue this run; they are moved to
-``checkpoints/superseded-<time>/`` and training starts over.
+different model, tokenizer, token data, seed or batch shape cannot continue this run; they are
+moved to ``checkpoints/superseded-<time>/`` and training starts over, unless an earlier set-aside
+folder holds this very configuration's checkpoints (change the data, change it back): those are
+moved back and training continues from them (with nothing left to do when they are complete).
 """
 
 from __future__ import annotations
@@ -63,10 +65,53 @@ def same_architecture(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(a.get(k, defaults.get(k)) == b.get(k, defaults.get(k)) for k in _ARCHITECTURE_KEYS)
 
 
+SET_ASIDE_PREFIX = "superseded-"
+
+
+def matches(state: dict[str, Any], fp: dict[str, Any]) -> bool:
+    """Whether a checkpoint's recorded fingerprint is this run's (a checkpoint of an older cgpt,
+    which did not record the token data's version, matches on the rest, as it always did)."""
+    return all(state.get(k) == v for k, v in fp.items() if not (k == "tokens_digest" and k not in state))
+
+
 def set_aside_incompatible(ckpt_dir: Path, setup: RunSetup) -> bool:
-    """Move checkpoints this run cannot continue into ``superseded-<time>/`` (never delete them);
-    True when something was moved. (The MLflow run marker stays: it is keyed by
-    :meth:`RunSetup.fingerprint_key`, so a different configuration gets its own run anyway.)"""
+    """Move checkpoints this run cannot continue into ``superseded-<time>/`` (never delete them),
+    then take back the newest set-aside checkpoints of this very configuration, if any; True when
+    something was moved. (The MLflow run is found by the configuration's key, so each configuration
+    keeps its own run too: :func:`cgpt.tracking.runs.open_model_run`.)"""
+    moved = _set_aside(ckpt_dir, setup)
+    return _take_back(ckpt_dir, setup) or moved
+
+
+def _take_back(ckpt_dir: Path, setup: RunSetup) -> bool:
+    """With no checkpoint in ``ckpt_dir``, move back the set-aside folder whose checkpoints are this
+    configuration's (the most advanced one); True when one was."""
+    if list_checkpoints(ckpt_dir) or not ckpt_dir.is_dir():
+        return False
+    fp = setup.fingerprint()
+    best: tuple[int, Path] | None = None
+    for folder in sorted(ckpt_dir.glob(f"{SET_ASIDE_PREFIX}*")):
+        states = [(p, s) for p in list_checkpoints(folder) if (s := _state_or_none(p)) is not None]
+        if states and "imported_from" not in states[-1][1] and matches(states[-1][1], fp):
+            step = checkpoint_step(states[-1][0])
+            if best is None or step > best[0]:
+                best = (step, folder)
+    if best is None:
+        return False
+    folder = best[1]
+    for p in list_checkpoints(folder):
+        shutil.move(str(p), ckpt_dir / p.name)
+    if (folder / LEGACY_HISTORY).exists():
+        shutil.move(str(folder / LEGACY_HISTORY), ckpt_dir / LEGACY_HISTORY)
+    if not any(folder.iterdir()):
+        folder.rmdir()
+    log.warning(
+        "this configuration's checkpoints were set aside in %s; moved them back (up to step %d)", folder, best[0]
+    )
+    return True
+
+
+def _set_aside(ckpt_dir: Path, setup: RunSetup) -> bool:
     found = list_checkpoints(ckpt_dir)
     states = [(p, s) for p in found if (s := _state_or_none(p)) is not None]
     if not states:
@@ -80,9 +125,11 @@ def set_aside_incompatible(ckpt_dir: Path, setup: RunSetup) -> bool:
                 f"{fp['model_config']}; set model.* in params.yaml to the imported shape"
             )
         return False
-    if all(state.get(k) == v for k, v in fp.items()):
+    if matches(state, fp):
         return False
-    dest = ckpt_dir / time.strftime("superseded-%Y%m%dT%H%M%S")
+    dest = ckpt_dir / time.strftime(f"{SET_ASIDE_PREFIX}%Y%m%dT%H%M%S")
+    while dest.exists():  # two configurations set aside within a second
+        dest = dest.with_name(dest.name + "x")
     dest.mkdir(parents=True)
     for p in found:
         shutil.move(str(p), dest / p.name)
@@ -119,11 +166,13 @@ def _legacy_history(ckpt_dir: Path, upto_step: int) -> tuple[list[dict[str, Any]
 
 @dataclass
 class Resumed:
-    """Where a run resumes: the step, and the curve and speed rows up to it."""
+    """Where a run resumes: the step, the curve and speed rows up to it, and the loss of the steps
+    since the last logged one (a checkpoint between two logged steps, by Ctrl-C or SIGTERM)."""
 
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     speed: list[dict[str, Any]] = field(default_factory=list)
+    loss_window: dict[str, Any] | None = None
 
 
 def resume_from_checkpoints(
@@ -164,7 +213,8 @@ def resume_from_checkpoints(
             history, speed = _legacy_history(ckpt_dir, ckpt.step)
         if ctx.is_main:
             log.info("resuming from %s (step %d of %d)", ckpt.path, ckpt.step, total_steps)
-        return Resumed(ckpt.step, history, speed)
+        window = ckpt.state.get("loss_window")
+        return Resumed(ckpt.step, history, speed, window if isinstance(window, dict) else None)
     return Resumed()
 
 

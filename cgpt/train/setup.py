@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import torch
 
 from cgpt.core.errors import TrainingError
+from cgpt.core.fsutil import sha256_file
 from cgpt.data.tokens import read_index
 from cgpt.devices import resolve_device
 from cgpt.presets import ModelConfig, TrainRecipe
@@ -59,17 +60,20 @@ class RunSetup:
     tokenizer_sha256: str
     preset: str = ""
     device: str = "cpu"
+    tokens_digest: str = ""  # the token data's version (its index.json): other data, other weights
 
     def fingerprint(self) -> dict[str, Any]:
         """What a checkpoint must share with this run to be resumed by it: the model, the data, and
         every setting of the optimization except its length. So raising ``train.max_steps``
         continues from the last checkpoint (the schedule is recomputed for the new length), while a
-        changed learning rate, warm-up, decay, seed, batch or precision starts over (the old
-        checkpoints are set aside) instead of quietly returning a model trained otherwise."""
+        changed learning rate, warm-up, decay, seed, batch, precision or token data starts over (the
+        old checkpoints are set aside, and taken back when the configuration returns) instead of
+        quietly returning a model trained otherwise."""
         t = self.train
         return {
             "model_config": model_config_to_dict(self.model_config),
             "tokenizer_sha256": self.tokenizer_sha256,
+            **({"tokens_digest": self.tokens_digest} if self.tokens_digest else {}),
             "seed": t.seed,
             "seq_len": self.recipe.seq_len,
             "batch_size": self.recipe.batch_size,
@@ -77,6 +81,31 @@ class RunSetup:
                 "preset": self.preset,
                 **t.model_dump(include={*SCHEDULE_KEYS, "optimizer", "precision"}),
             },  # fmt: skip
+        }
+
+    def resolved_train(self, world_size: int = 1) -> dict[str, Any]:
+        """The ``train:`` section as it runs: every ``null`` (the preset's value) and ``auto`` replaced
+        by what is used, e.g. ``device: cpu``, ``precision: fp32``, ``lr: 0.0006``, ``max_steps: 60``
+        (the MLflow run's ``train.*`` params say what ran, not what params.yaml left open). The
+        run's name and parallel layout are left out (the run's name and tags say those)."""
+        t, r = self.train, self.recipe
+        share = r.batch_size // max(world_size, 1)
+        return {
+            **t.model_dump(exclude={"run_name", "distributed"}),
+            "max_steps": r.optimizer_steps(),
+            "batch_size": r.batch_size,
+            "micro_batch_size": min(t.micro_batch_size or share, share),
+            "seq_len": r.seq_len,
+            "lr": r.peak_lr,
+            "end_lr_ratio": float(f"{r.end_lr / r.peak_lr:.12g}") if r.peak_lr else 0.0,  # 0.1, not 0.0999...
+            "warmup_steps": r.warmup_steps,
+            "decay": r.decay,
+            "weight_decay": r.weight_decay,
+            "grad_clip": r.grad_clip,
+            "adam_eps": r.eps,
+            "precision": resolve_precision(t.precision, self.device),
+            "device": self.device,
+            "threads": t.threads or torch.get_num_threads(),
         }
 
     def fingerprint_key(self) -> str:
@@ -99,6 +128,7 @@ def setup_from_params(params: RunParams, tokens_dir: Path, device: str | None = 
         tokenizer_sha256=str(index.get("tokenizer_sha256", "")),
         preset=params.model.preset,
         device=device or resolve_device(t.device),
+        tokens_digest=sha256_file(tokens_dir / "index.json")[:16],
     )
 
 

@@ -40,14 +40,19 @@ def test_two_experiments_are_two_mlflow_runs_with_their_own_params(built_project
     by_exp = {r.data.tags.get("dvc.exp_name"): r for r in runs}
     assert {"lr-low", "lr-high"} <= set(by_exp)
     assert len(runs) == 3  # the baseline's run and one per experiment
+    # told apart in the runs list: the workspace's run by its name, each experiment's with the experiment's
+    assert sorted(r.info.run_name for r in runs) == ["default", "default · lr-high", "default · lr-low"]
     for name, lr in (("lr-low", "0.001"), ("lr-high", "0.005")):
         r = by_exp[name]
         assert r.data.params["train.lr"] == lr and r.data.params["recipe.peak_lr"] == lr
         assert r.data.tags["mlflow.source.git.commit"] and r.info.status == "FINISHED"
+        assert r.data.tags["mlflow.source.name"] == "stages/train.py"  # the run page's Source box
         # a new learning rate trained from scratch (the baseline's checkpoints were set aside)
-        steps = [m.step for m in client.get_metric_history(r.info.run_id, "loss")]
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "train/loss")]
         assert steps == list(range(10, 61, 10))
-    low, high = (client.get_metric_history(by_exp[n].info.run_id, "loss")[-1].value for n in ("lr-low", "lr-high"))
+    low, high = (
+        client.get_metric_history(by_exp[n].info.run_id, "train/loss")[-1].value for n in ("lr-low", "lr-high")
+    )
     assert low != high
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import torch
 from e2e_project import cgpt, copy_project, dvc, metrics, read_params, run, stages_run, write_params
 from paths import EVAL_FIXTURES
 
+from cgpt.tracking.runs import CURVE_METRICS
 from flows.pipeline import pipeline as pipeline_flow
 
 pytestmark = pytest.mark.slow
@@ -110,17 +112,36 @@ def test_mlflow_run_holds_curves_metrics_and_export(project):
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     run_id = json.loads((project / "runs/default/mlflow_run.json").read_text())["run_id"]
     mlrun = client.get_run(run_id)
-    curves = {"loss", "lr", "grad_norm", "tokens_per_s", "val_loss"}
-    summary = {"eval/val.loss", "eval/test.loss", "export/max_abs_logit_diff", "train/tokens_seen"}
-    summary |= {"eval/downstream.hellaswag.0shot.acc_norm", "eval/downstream.lambada_openai.5shot.perplexity"}
-    assert curves | summary <= set(mlrun.data.metrics)
-    logged_steps = [m.step for m in client.get_metric_history(run_id, "loss")]
+    assert mlrun.info.run_name == "default"  # the workspace's run (an experiment's: "default · <exp>")
+    curves = {"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s", "train/mfu", "val/loss"}
+    summary = {"val_xent", "test_xent", "max_abs_logit_diff", "tokens_seen", "train_loss", "train_mfu"}
+    summary |= {"hellaswag.0shot.acc_norm", "lambada_openai.5shot.acc", "avg.0shot.acc", "avg.5shot.acc"}
+    metrics = mlrun.data.metrics
+    assert curves | summary <= set(metrics)
+    # curves first: MLflow draws prefixed sections (train, val) before the unprefixed one-off numbers,
+    # and no stderr, count or perplexity makes a chart of its own (they are in the tables)
+    assert {k for k in metrics if "/" in k and not k.startswith("system/")} <= set(CURVE_METRICS.values())
+    assert not [k for k in metrics if "stderr" in k or "n_docs" in k or "perplexity" in k]
+    logged_steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
     assert logged_steps == list(range(10, 61, 10))  # one point per logged step (train.log_interval: 10)
-    # resolved values, never an unset override
-    assert mlrun.data.params["recipe.total_steps"] == "60" and "None" not in mlrun.data.params.values()
-    assert mlrun.data.params["model.vocab_size"] == str(json.loads((project / "data/tokens/index.json").read_text())[
+    assert all(0 < m.value <= 1 for m in client.get_metric_history(run_id, "train/mfu")) and metrics["train_mfu"] <= 1
+    # resolved values, never an unset override or "auto": what ran
+    params = mlrun.data.params
+    assert params["recipe.total_steps"] == "60" and "None" not in params.values() and "auto" not in params.values()
+    assert params["model.vocab_size"] == str(json.loads((project / "data/tokens/index.json").read_text())[
         "vocab_size"])  # fmt: skip
+    assert params["train.device"] == "cpu" and params["train.precision"] == "fp32"
+    assert params["train.lr"] == params["recipe.peak_lr"] and params["train.max_steps"] == "60"
+    artifacts = {a.path for folder in ("", "eval", "plots", "train", "export")
+                 for a in client.list_artifacts(run_id, folder) if not a.is_dir}  # fmt: skip
+    tables = {"eval/downstream.json", "eval/upstream.json", "eval/results.json", "eval/results.md"}
+    assert {"plots/training.png", "train/summary.json", "export/export_metrics.json", "sample.txt"} | tables <= (
+        artifacts
+    )
     tags = mlrun.data.tags
+    # the run page's Source box: the stage's command (the project's git repo has no commit yet: no commit tag;
+    # test_dvc_team checks the commit of a committed project)
+    assert tags["mlflow.source.name"] == "stages/train.py" and tags["mlflow.source.type"] == "LOCAL"
     assert tags["cgpt.preset"] == "cpu-tiny" and len(tags["cgpt.data.tokens"]) == 16
     data_runs = client.search_runs([client.get_experiment_by_name("cgpt-data").experiment_id])
     assert {r.info.run_name for r in data_runs} == {"download", "clean", "tokenize"}
@@ -143,10 +164,20 @@ def test_the_export_is_a_registered_mlflow_model_that_loads_and_generates(projec
     text = generator("The king", max_new_tokens=8, do_sample=False)[0]["generated_text"]
     assert text.startswith("The king") and len(text) > len("The king")
     model = client.get_logged_model(version.source.removeprefix("models:/"))  # the version's source: the logged model
-    assert {m.key for m in model.metrics} >= {"eval/val_xent", "eval/0shot_acc.avg", "export/max_abs_logit_diff"}
+    assert {m.key for m in model.metrics} >= {"val_xent", "avg.0shot.acc", "max_abs_logit_diff"}
     card = (project / "runs/default/hf/README.md").read_text()
     assert card.startswith("---\nlanguage:") and "## Training data and procedure" in card
     assert "60 optimizer steps of 8 sequences x 64 tokens" in card and "| val |" in card
+    assert "\n# cgpt/default: a " in card and "preset cpu-tiny)" in card and "https://github.com/)" not in card
+    assert "| training precision | fp32 |" in card and "`<\\|endoftext\\|>`" in card
+    # the registration policy: the first version is the champion, with its score as a tag
+    assert str(client.get_model_version_by_alias("cgpt", "champion").version) == str(version.version)
+    assert float(version.tags["cgpt.val_xent"]) > 0
+    # the export's licence, in the folder and (not MLflow's boilerplate) in the logged model
+    licence = (project / "runs/default/hf/LICENSE").read_text()
+    assert licence.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in licence
+    logged = Path(mlflow.artifacts.download_artifacts(f"models:/cgpt/{version.version}"))
+    assert (logged / "LICENSE.txt").read_text() == licence
 
 
 def test_summary_reports_the_run(project):
@@ -194,6 +225,44 @@ def test_prefect_flow_runs_one_task_per_stage(project, harness):
     assert result["stages"].pop("sources") == "ran"  # the fingerprint of the local corpus is always taken
     assert set(result["stages"].values()) == {"up to date"}, result["stages"]
     assert "| model |" in result["summary_markdown"] and "| loss |" in result["summary_markdown"]
+
+
+def test_prefect_experiment_has_a_task_per_stage_and_a_named_mlflow_run(project, harness):
+    """The experiment deployment's flow: one DVC experiment, one Prefect task per stage as DVC reaches
+    it (the data stages Up to date, train on Completed), and an MLflow run named after the experiment."""
+    from mlflow.tracking import MlflowClient
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
+
+    git = ["git", "-c", "user.name=cgpt", "-c", "user.email=cgpt@localhost"]
+    run(["git", "add", "-A"], cwd=project)
+    run([*git, "commit", "-q", "-m", "baseline"], cwd=project)
+    state = pipeline_flow(project=str(project), set_params=["train.lr=0.002"], exp_name="lr-2e-3", return_state=True)
+    result = state.result()
+    assert result["experiment"] == "lr-2e-3" and result["stages"]["train"] == "ran"
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(state.state_details.flow_run_id)
+        for _ in range(600):  # Prefect 3 records task runs from events, a moment after the flow returns
+            tasks = client.read_task_runs(
+                task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run.id]))
+            )
+            if len(tasks) >= len(STAGES) and all(t.state is not None and t.state.is_final() for t in tasks):
+                break
+            time.sleep(0.1)
+    assert flow_run.name == "experiment lr-2e-3"
+    states = {t.name: t.state.name for t in tasks}
+    assert {f"dvc exp run · {s}" for s in STAGES} <= set(states), states
+    assert states["dvc exp run · download"] == "Up to date" and states["dvc exp run · tokenize"] == "Up to date"
+    assert {states[f"dvc exp run · {s}"] for s in ("train", "evaluate", "export")} == {"Completed"}
+    mlflow = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    [exp_run] = mlflow.search_runs(
+        [mlflow.get_experiment_by_name("cgpt").experiment_id], "tags.`dvc.exp_name` = 'lr-2e-3'"
+    )
+    assert exp_run.info.run_name == "default · lr-2e-3" and exp_run.data.params["train.lr"] == "0.002"
+    tags = exp_run.data.tags
+    assert tags["mlflow.source.name"] == "stages/train.py" and len(tags["mlflow.source.git.commit"]) == 40
+    assert tags["mlflow.source.git.commit"] == tags["dvc.baseline_rev"]  # DVC runs it on its baseline commit
+    assert "val_xent" in exp_run.data.metrics
 
 
 def test_prefect_flow_fans_stale_data_stages_out_over_shards(project, harness):

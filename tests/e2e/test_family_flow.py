@@ -89,8 +89,8 @@ def test_family_flow_forecasts_before_training_and_flags_the_broken_member(famil
     # graded after it trained: f32 is outside its interval, tagged on its run and on the parent
     f32 = next(m for m in result["members"] if m["name"] == "f32")
     assert f32["flags"] and f32_run.data.tags["cgpt.family.flag"] != "none"
-    assert f32_run.data.metrics["family/actual"] == pytest.approx(f32["loss"])
-    assert "family/forecast" in f32_run.data.metrics  # the compare view lines members up by these names
+    assert f32_run.data.metrics["family.actual"] == pytest.approx(f32["loss"])
+    assert "family.forecast" in f32_run.data.metrics  # the compare view lines members up by these names
     parent = client.get_run(pid)
     assert "f32" in parent.data.tags["cgpt.family.flagged"].split(",")
     assert parent.data.tags["cgpt.family.flag"] not in ("", "none")

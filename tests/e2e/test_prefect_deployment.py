@@ -166,7 +166,7 @@ def test_deploy_worker_and_runs_on_a_real_server(tmp_path: Path) -> None:
             client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
             run_id = json.loads((project / "runs/default/mlflow_run.json").read_text())["run_id"]
             mlrun = client.get_run(run_id)
-            assert mlrun.info.status == "FINISHED" and "eval/val.loss" in mlrun.data.metrics
+            assert mlrun.info.status == "FINISHED" and "val_xent" in mlrun.data.metrics
 
             # 2. one experiment: commit the pipeline's results first, so the experiment reuses its data stages
             _run([*git, "add", "-A"], project, env, logs)
@@ -197,7 +197,7 @@ def test_deploy_worker_and_runs_on_a_real_server(tmp_path: Path) -> None:
                 [client.get_experiment_by_name("cgpt").experiment_id], "tags.`dvc.exp_name` = 'lr-1e-3'"
             )
             assert [(r.info.run_name, r.info.status, r.data.params["train.lr"]) for r in tagged] == [
-                ("default", "FINISHED", "0.001")
+                ("default · lr-1e-3", "FINISHED", "0.001")  # named after the experiment too
             ]
             logs_of_run = _run([prefect, "flow-run", "logs", _flow_run_id(out)], project, env, logs)
             assert "Stage 'download' didn't change, skipping" in logs_of_run, logs_of_run[-4000:]

@@ -94,9 +94,9 @@ def test_kills_at_every_stage_resume_to_the_results_of_an_uninterrupted_run(buil
 
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     run_id = json.loads((project / "runs/default/mlflow_run.json").read_text())["run_id"]
-    for key, steps in (("loss", range(10, 61, 10)), ("lr", range(10, 61, 10)), ("val_loss", (30, 60))):
+    for key, steps in (("train/loss", range(10, 61, 10)), ("train/lr", range(10, 61, 10)), ("val/loss", (30, 60))):
         assert [m.step for m in client.get_metric_history(run_id, key)] == list(steps), key
-    losses = {m.step: m.value for m in client.get_metric_history(run_id, "loss")}
+    losses = {m.step: m.value for m in client.get_metric_history(run_id, "train/loss")}
     plotted = [line.split(",") for line in (project / "runs/default/plots/train.csv").read_text().splitlines()[1:]]
     assert {int(r[0]): float(r[1]) for r in plotted} == losses  # MLflow and the plot agree point for point
     assert client.get_run(run_id).info.status == "FINISHED"
@@ -301,4 +301,4 @@ def test_ctrl_c_stops_at_a_step_with_a_checkpoint_and_a_killed_mlflow_run(built_
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     run_id = json.loads((ckpts / "mlflow_run.json").read_text())["run_id"]
     assert client.get_run(run_id).info.status == "KILLED"
-    assert [m.step for m in client.get_metric_history(run_id, "loss")] == list(range(1, stopped_at + 1))
+    assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == list(range(1, stopped_at + 1))

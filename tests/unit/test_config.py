@@ -101,6 +101,8 @@ def test_check_prints_the_resolved_run(tmp_path):
     assert "10 layers x 768 (12 heads of 64)" in rows["model"]
     assert "100 steps x 120 seqs x 2048 tokens" in rows["schedule"] and "warm-up 17 steps" in rows["schedule"]
     assert set(rows) >= {"run", "optimizer", "data", "tokenizer", "training", "evaluate", "export", "tracking"}
+    # what "auto" will be on this machine (what the MLflow run's train.device/precision params will say)
+    assert "device auto (here: " in rows["training"] and "precision auto (here: " in rows["training"]
 
 
 # ---- set_params: dvc exp run -S overrides ------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import sys
 import threading
 import time
 from collections import deque
@@ -32,8 +33,8 @@ from cgpt.data.clean.fix_text import clean_text
 from cgpt.data.clean.params import CleanParams, ShardParams
 from cgpt.data.clean.parts import MANIFEST, MANIFEST_VERSION, PartWriter, params_fingerprint
 from cgpt.data.clean.stats import SourceStats, nonzero_drops, stats_json
-from cgpt.data.download.raw import RawFileEntry, raw_manifest_sha256, read_raw_manifest
-from cgpt.data.formats import iter_records
+from cgpt.data.download.raw import RawFileEntry, corrupt_file_remedy, raw_manifest_sha256, read_raw_manifest
+from cgpt.data.formats import LONG_UNBROKEN_CHARS, CorruptFile, iter_records
 
 CHUNK_DOCS = 256
 CHUNK_CHARS = 4_000_000
@@ -56,6 +57,13 @@ class DocResult(NamedTuple):
 # per-document work (runs in the worker processes)
 
 _WORKER_PARAMS: CleanParams | None = None
+
+
+def rate(value: float, decimals: int) -> float:
+    """``value`` rounded to ``decimals``, but a positive rate never shown as 0.0: a small input on a
+    slow or loaded machine (a few hundred bytes in half a second) keeps 3 significant digits instead."""
+    rounded = round(value, decimals)
+    return rounded if rounded or value <= 0 else float(f"{value:.3g}")
 
 
 def _init_worker(params_json: str) -> None:
@@ -99,16 +107,16 @@ def clean_chunk(docs: list[tuple[str, dict]], params: CleanParams | None = None)
 def _chunks(
     files: list[RawFileEntry], raw_dir: Path, params: CleanParams, file_counters: list[dict[str, int]]
 ) -> Iterator[tuple[tuple[int, int], list[tuple[str, dict]]]]:
-    """Yield ((file_index, block), docs) for this shard's blocks, chunks of a block consecutive."""
+    """Yield ((file_index, block), docs) for this shard's blocks, chunks of a block consecutive.
+
+    After each file, a warning line for what its reader counted (:func:`warn_about_file`); a corrupt
+    file stops the stage with the remedy its origin calls for (:func:`corrupt_file_remedy`)."""
     shard = params.shard
     for fi, entry in enumerate(files):
         if shard.by == "file" and fi % shard.count != shard.index:
             continue
         default_meta = {"pile_set_name": entry.get("pile_set_name") or entry.get("source") or "unknown"}
         counters = file_counters[fi]
-        buf: list[tuple[str, dict]] = []
-        chars = 0
-        key = None
         records = iter_records(
             raw_dir / entry["path"],
             entry.get("format"),
@@ -116,24 +124,66 @@ def _chunks(
             default_meta=default_meta,
             counters=counters,
         )
-        for ri, rec in enumerate(records):
-            block = ri // params.part_docs
-            if shard.by == "block" and (fi + block) % shard.count != shard.index:
-                continue
-            if key is not None and (fi, block) != key and buf:
-                yield key, buf
-                buf, chars = [], 0
-            key = (fi, block)
-            text = rec.get("text", "")
-            meta = dict(rec.get("meta") or {})
-            meta.setdefault("pile_set_name", default_meta["pile_set_name"])
-            buf.append((text, meta))
-            chars += len(text)
-            if len(buf) >= CHUNK_DOCS or chars >= CHUNK_CHARS:
-                yield key, buf
-                buf, chars = [], 0
-        if buf and key is not None:
+        try:
+            yield from _file_chunks(fi, records, params, default_meta)
+        except CorruptFile as exc:
+            raise exc.with_remedy(corrupt_file_remedy(raw_dir, entry)) from None
+        warn_about_file(raw_dir / entry["path"], counters)
+
+
+def _file_chunks(
+    fi: int, records: Iterable[dict[str, Any]], params: CleanParams, default_meta: dict[str, Any]
+) -> Iterator[tuple[tuple[int, int], list[tuple[str, dict]]]]:
+    """The chunks of this shard's blocks of one file (index ``fi``)."""
+    shard = params.shard
+    buf: list[tuple[str, dict]] = []
+    chars = 0
+    key = None
+    for ri, rec in enumerate(records):
+        block = ri // params.part_docs
+        if shard.by == "block" and (fi + block) % shard.count != shard.index:
+            continue
+        if key is not None and (fi, block) != key and buf:
             yield key, buf
+            buf, chars = [], 0
+        key = (fi, block)
+        text = rec.get("text", "")
+        meta = dict(rec.get("meta") or {})
+        meta.setdefault("pile_set_name", default_meta["pile_set_name"])
+        buf.append((text, meta))
+        chars += len(text)
+        if len(buf) >= CHUNK_DOCS or chars >= CHUNK_CHARS:
+            yield key, buf
+            buf, chars = [], 0
+    if buf and key is not None:
+        yield key, buf
+
+
+def warn_about_file(path: Path, counters: dict[str, int]) -> None:
+    """One warning line per kind of damage the reader repaired or accepted in ``path`` (the counts
+    also go to the stage's statistics): invalid UTF-8 replaced by U+FFFD, and very long documents
+    without a line break (several documents run together, or a file that lost its line ends)."""
+    invalid = counters.get("invalid_utf8_records", 0)
+    if invalid:
+        _warn(
+            f"warning: {path}: {invalid} record(s) held bytes that are not UTF-8; each was replaced by U+FFFD "
+            "(re-encode the file as UTF-8 to keep those characters)"
+        )
+    long_docs = counters.get("long_unbroken_records", 0)
+    if long_docs:
+        size = counters.get("long_unbroken_max_bytes", 0) / 1e6
+        _warn(
+            f"warning: {path}: {long_docs} document(s) of {LONG_UNBROKEN_CHARS:,}+ characters without a line break "
+            f"(the largest {size:.1f} MB), each kept as one document; if that is several documents run together, "
+            "give them line ends (a .txt file is one document; .jsonl holds one JSON record per line)"
+        )
+
+
+def _warn(line: str) -> None:
+    """A warning on its own line, also while a progress bar is drawn (tqdm.write)."""
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stderr)
 
 
 def _ordered_results(params: CleanParams, workers: int, chunks: Iterable) -> Iterator[tuple[Any, list[DocResult]]]:
@@ -275,7 +325,7 @@ def clean(params: CleanParams, raw_dir: Path, out_dir: Path, *, progress: bool =
         "timing": {
             "workers": workers,
             "seconds": round(elapsed, 3),
-            "docs_per_s": round(tot["documents_in"] / elapsed, 1),
-            "mb_per_s": round(bytes_in / 1e6 / elapsed, 3),
+            "docs_per_s": rate(tot["documents_in"] / elapsed, 1),
+            "mb_per_s": rate(bytes_in / 1e6 / elapsed, 3),
         },
     }

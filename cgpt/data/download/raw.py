@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cgpt.core.errors import DataError
-from cgpt.core.fsutil import atomic_dir, read_json, write_json_atomic
+from cgpt.core.fsutil import atomic_dir, read_json, read_json_if_valid, write_json_atomic
 from cgpt.data.download.params import DownloadParams
 from cgpt.data.download.sources import (
     HashCache,
@@ -133,3 +133,42 @@ def read_raw_manifest(raw_dir: Path) -> list[RawFileEntry]:
 def raw_manifest_sha256(raw_dir: Path) -> str:
     """What downstream outputs record to say which raw data they were made from."""
     return hashlib.sha256((Path(raw_dir) / MANIFEST).read_bytes()).hexdigest()
+
+
+def corrupt_file_remedy(raw_dir: Path, entry: RawFileEntry) -> str:
+    """What to do about a corrupt file of ``raw_dir`` (an entry of its manifest), by where it came
+    from (the manifest's ``sources``): rerunning download copies a *local* source's file as it is,
+    so that file itself must be repaired; a *url* file is linked from the download cache, so its
+    cached copy must go too. (Only the default cache location, beside ``raw_dir``, can be named:
+    the clean stage does not read ``download.cache_dir``.)"""
+    raw_dir = Path(raw_dir)
+    manifest = read_json_if_valid(raw_dir / MANIFEST)
+    sources = manifest.get("sources") if isinstance(manifest, dict) else None
+    name = str(entry.get("source", ""))
+    kind = (sources or {}).get(name, {}).get("kind") if isinstance(sources, dict) else None
+    rel = entry["path"].split("/", 1)[1] if "/" in entry["path"] else entry["path"]
+    cache = raw_dir.parent / ".download-cache"
+    if kind == "local":
+        original = _local_original(cache, str(entry.get("sha256", "")))
+        where = str(original) if original else f"{rel} of source {name!r} (download.sources)"
+        return (
+            f"it is a copy of the local file {where}, which is itself corrupt (download copies local files as "
+            "they are, so rerunning it copies the same damage): repair or replace that file, then rerun"
+        )
+    if kind == "url":
+        cached = cache / "url" / name / rel
+        copy = str(cached) if cached.exists() else "its copy in the download cache (download.cache_dir)"
+        return f"delete it and {copy} (or the rerun links the same file again), then rerun the download stage"
+    return "delete it and rerun the download stage"
+
+
+def _local_original(cache: Path, sha256: str) -> Path | None:
+    """The local file with this sha256 that download hashed (its hash cache, keyed by path)."""
+    data = read_json_if_valid(cache / "local-sha256.json")
+    if not sha256 or not isinstance(data, dict):
+        return None
+    for key, digest in sorted(data.items()):
+        path = Path(str(key).rsplit("|", 3)[0])
+        if digest == sha256 and path.is_file():
+            return path
+    return None

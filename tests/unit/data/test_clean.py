@@ -13,7 +13,7 @@ from corpus_helpers import random_text, synthetic_raw, write_raw
 from pydantic import ValidationError
 
 from cgpt.core.errors import DataError
-from cgpt.data.clean.cleaner import clean
+from cgpt.data.clean.cleaner import clean, rate
 from cgpt.data.clean.merge import merge_clean_shards
 from cgpt.data.clean.params import CleanParams
 from cgpt.data.clean.parts import iter_clean_documents, read_clean_manifest
@@ -277,3 +277,57 @@ def test_bad_lines_and_invalid_utf8_counted_once_across_shards(tmp_path):
     merged = merge_clean_shards(dirs, tmp_path / "merged", progress=False)
     assert merged["total"] == single["total"]
     assert dir_bytes(tmp_path / "merged") == dir_bytes(tmp_path / "single")
+
+
+# ---------------------------------------------------------------------------------------------- bad input: what you get
+
+
+def _download_local(tmp_path: Path, name: str, data: bytes) -> tuple[Path, Path]:
+    """``data`` as a local corpus file, through the real download stage into data/raw: (raw dir, the file)."""
+    from cgpt.data.download.params import DownloadParams
+    from cgpt.data.download.raw import download
+
+    src = tmp_path / "corpus" / name
+    src.parent.mkdir(parents=True)
+    src.write_bytes(data)
+    params = DownloadParams.model_validate({"sources": [{"name": "mine", "kind": "local", "paths": [str(src)]}]})
+    download(params, tmp_path / "data" / "raw", progress=False)
+    return tmp_path / "data" / "raw", src
+
+
+def test_a_corrupt_local_file_is_named_as_the_source_itself(tmp_path):
+    whole = zstandard.ZstdCompressor().compress(b"".join(b'{"text": "doc %d"}\n' % i for i in range(2000)))
+    raw, src = _download_local(tmp_path, "part.jsonl.zst", whole[: len(whole) // 2])  # truncated
+    with pytest.raises(DataError) as info:
+        clean(CleanParams(workers=1), raw, tmp_path / "data" / "clean", progress=False)
+    message = str(info.value)
+    assert "\n" not in message and "truncated or corrupt jsonl.zst file" in message
+    assert f"it is a copy of the local file {src}, which is itself corrupt" in message
+    assert "rerun the download stage" not in message  # which would copy the same damage again
+
+
+def test_non_utf8_bytes_and_a_huge_unbroken_line_are_one_warning_line_each(tmp_path, capsys):
+    huge = b"word " * 260_000  # 1.3 MB without a line break
+    raw = write_raw(tmp_path / "raw", [("a.jsonl", None, "S", [{"text": "fine"}])])
+    (raw / "a.jsonl").write_bytes(b'{"text": "caf\xe9"}\n{"text": "ok \xff\xfe"}\n{"text": "fine"}\n')
+    (raw / "b.txt").write_bytes(huge)
+    manifest = json.loads((raw / "manifest.json").read_text())
+    manifest["files"].append({**manifest["files"][0], "path": "b.txt", "format": "txt"})
+    (raw / "manifest.json").write_text(json.dumps(manifest))
+    stats = clean(CleanParams(workers=1), raw, tmp_path / "clean", progress=False)
+    assert stats["total"]["invalid_utf8"] == 2 and stats["total"]["documents_out"] == 4
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        f"warning: {raw / 'a.jsonl'}: 2 record(s) held bytes that are not UTF-8; each was replaced by U+FFFD "
+        "(re-encode the file as UTF-8 to keep those characters)",
+        f"warning: {raw / 'b.txt'}: 1 document(s) of 1,000,000+ characters without a line break (the largest "
+        "1.3 MB), each kept as one document; if that is several documents run together, give them line ends "
+        "(a .txt file is one document; .jsonl holds one JSON record per line)",
+    ]
+
+
+def test_a_positive_rate_is_never_rounded_to_zero():
+    # a few hundred bytes cleaned in half a second on a loaded machine: 0.0004 MB/s, not 0.0
+    assert rate(0.000437, 3) == 0.000437
+    assert rate(12.3456, 3) == 12.346 and rate(7.0, 1) == 7.0
+    assert rate(0.0, 3) == 0.0

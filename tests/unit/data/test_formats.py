@@ -116,7 +116,7 @@ def test_malformed_line_in_zst_names_line(tmp_path):
 
 def test_record_without_text(tmp_path):
     path = write(tmp_path / "notext.jsonl", [{"meta": {}}, {"text": 5}, RECS[0], {"text": None}])
-    with pytest.raises(DataError, match=r"notext\.jsonl:1: record has no 'text' key"):
+    with pytest.raises(DataError, match=r"notext\.jsonl:1: the record has no 'text' key; set"):
         list(iter_records(path))
     counters: dict = {}
     assert len(list(iter_records(path, on_bad_line="skip", counters=counters))) == 1
@@ -125,7 +125,7 @@ def test_record_without_text(tmp_path):
 
 def test_bad_meta(tmp_path):
     path = write(tmp_path / "meta.jsonl", [{"text": "a", "meta": [1]}, {"text": "b", "meta": '{"k": 1}'}])
-    with pytest.raises(DataError, match=r"meta\.jsonl:1: 'meta' is list"):
+    with pytest.raises(DataError, match=r"meta\.jsonl:1: the record's 'meta' is a list, not an object; set"):
         list(iter_records(path))
     counters: dict = {}
     got = list(iter_records(path, on_bad_line="skip", counters=counters))
@@ -179,7 +179,7 @@ def test_parquet_without_text_column_and_null_text(tmp_path):
         list(iter_records(path))
     path2 = tmp_path / "null.parquet"
     pq.write_table(pa.table({"text": ["a", None]}), path2)
-    with pytest.raises(DataError, match=r"null\.parquet: row 2: record has"):
+    with pytest.raises(DataError, match=r"null\.parquet: row 2: the record's 'text' is null, not a string"):
         list(iter_records(path2))
     counters: dict = {}
     assert len(list(iter_records(path2, on_bad_line="skip", counters=counters))) == 1
@@ -244,3 +244,27 @@ def test_binary_file_as_txt_is_an_error(tmp_path):
     blob.write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)))
     with pytest.raises(DataError, match=r"blob.txt: binary content \(a NUL byte at offset"):
         list(iter_records(blob))
+
+
+@pytest.mark.parametrize(
+    "record, problem",
+    [
+        ({"text": 5}, "the record's 'text' is a number (5), not a string"),
+        ({"text": ["a"]}, "the record's 'text' is a list, not a string"),
+        ({"text": None}, "the record's 'text' is null, not a string"),
+        ({"body": "x"}, "the record has no 'text' key"),
+        ({"text": "x", "meta": True}, "the record's 'meta' is a boolean (true), not an object"),
+    ],
+)
+def test_a_bad_record_is_one_grammatical_line_naming_file_and_line(tmp_path, record, problem):
+    path = write(tmp_path / "r.jsonl", [RECS[0], record])
+    with pytest.raises(DataError) as info:
+        list(iter_records(path))
+    assert str(info.value) == f"{path}:2: {problem}; set clean.on_bad_line: skip to skip such lines"
+
+
+def test_a_huge_record_without_a_line_break_is_counted(tmp_path):
+    path = write(tmp_path / "long.jsonl", [{"text": "x" * 1_000_000}, {"text": "y\n" * 600_000}, {"text": "z"}])
+    counters: dict = {}
+    assert len(list(iter_records(path, counters=counters))) == 3
+    assert counters == {"long_unbroken_records": 1, "long_unbroken_max_bytes": 1_000_000}

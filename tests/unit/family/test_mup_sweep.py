@@ -52,12 +52,16 @@ def _params_text() -> str:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny project with data/tokens (download, clean, tokenize run in-process), no trials yet."""
+    """A tiny project with family/tokens (download, clean, the family's tokenize run in-process: the
+    sweep trains on the family's tokens), no trials yet."""
+    import cgpt.stages.family_tokenize
+
     root = new_project(tmp_path_factory.mktemp("mup") / "proj")
     (root / "params.yaml").write_text(_params_text(), encoding="utf-8")
     project = Project.at(root)
-    for stage in ("sources", "download", "clean", "tokenize"):
+    for stage in ("sources", "download", "clean"):
         stage_function(stage)(project)
+    cgpt.stages.family_tokenize.run(project)
     return root
 
 

@@ -174,3 +174,18 @@ def test_a_key_dvc_yaml_reads_but_params_yaml_leaves_out_is_one_line(tmp_path):
     line = str(err.value)
     assert "clean.fix_text is missing" in line and "export stage" in line and "`fix_text: true`" in line
     assert "\n" not in line
+
+
+def test_every_stage_output_persists():
+    """`persist: true` on every output: DVC then never deletes one before its stage runs, so a stage
+    that fails (a params mistake, a damaged file) leaves the previous results — data/sources.json
+    included — in place, and each stage replaces its outputs atomically only when it succeeds."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    missing = []
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        for out in body.get("outs", []) + body.get("metrics", []) + body.get("plots", []):
+            path, opts = next(iter(out.items())) if isinstance(out, dict) else (out, {})
+            if not (opts or {}).get("persist"):
+                missing.append(f"{name}: {path}")
+    assert missing == []

@@ -84,3 +84,35 @@ def test_two_projects_in_one_process_keep_their_own_stores(tmp_path, monkeypatch
         run.finish()
         assert MlflowClient(f"sqlite:///{root / 'mlflow.db'}").get_run(run.run_id).info.run_name == "r"
     assert tracking_uri(b).endswith(f"{b}/mlflow.db")
+
+
+def test_returning_to_an_earlier_configuration_reopens_its_run(tmp_path, monkeypatch):
+    """The marker names the latest configuration's run; the earlier one is found by its key."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    marker = tmp_path / "runs" / "r" / RUN_FILE
+    a = open_model_run(tmp_path, EXP, "r", marker, key="config-a")
+    a.finish()
+    b = open_model_run(tmp_path, EXP, "r", marker, key="config-b")
+    b.finish()
+    back = open_model_run(tmp_path, EXP, "r", marker, key="config-a")
+    assert back.run_id == a.run_id and not back.fresh
+    assert json.loads(marker.read_text())["run_id"] == a.run_id
+    # evaluate/export pass no key: the marker's key, so a lost marker run is found by it too
+    marker.write_text(json.dumps({"run_id": "gone", "key": "config-b", "tracking_uri": tracking_uri(tmp_path)}))
+    assert open_model_run(tmp_path, EXP, "r", marker).run_id == b.run_id
+    other_name = open_model_run(tmp_path, EXP, "s", tmp_path / "s" / RUN_FILE, key="config-a")
+    assert other_name.fresh  # another run folder with the same configuration is its own run
+
+
+def test_a_run_with_the_weights_of_an_evaluated_run_shows_its_evaluation(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    evaluated = open_model_run(tmp_path, EXP, "r", tmp_path / "a.json", key="config-a")
+    evaluated.record_weights("w1")
+    evaluated.log_metrics({"val_xent": 2.5, "train/loss": 3.0}, step=60)
+    evaluated.finish()
+    same = open_model_run(tmp_path, EXP, "r", tmp_path / "b.json", key="config-b")
+    same.record_weights("w1")  # DVC skips evaluate for it: the model did not change
+    same.finish()
+    run = MlflowClient(tracking_uri(tmp_path)).get_run(same.run_id)
+    assert run.data.metrics == {"val_xent": 2.5} and run.data.tags["cgpt.evaluation_run"] == evaluated.run_id
+    assert run.data.tags["cgpt.weights_sha256"] == "w1"

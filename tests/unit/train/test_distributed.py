@@ -244,6 +244,20 @@ def test_a_user_mistake_in_the_ranks_is_one_line_with_the_exit_status(tmp_path):
     assert "Traceback" not in err and " E" not in err.replace("error:", "")  # no agent log lines either
 
 
+@pytest.mark.slow
+def test_kill_9_of_rank_0_reports_on_a_line_of_its_own_not_after_its_progress_bar(tmp_path):
+    project = _mini(tmp_path / "p", strategy="ddp", nproc_per_node=2)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cgpt.cli", "train", "--project", str(project)], cwd=REPO, capture_output=True,
+        text=True, env={**env, "CGPT_FAULT": "rank0:train.step@3"},
+    )  # fmt: skip
+    lines = proc.stderr.split("\n")  # not splitlines(): a bar redrawn with \r must not count as a line end
+    errors = [line for line in lines if "error:" in line]
+    assert proc.returncode != 0 and len(errors) == 1, proc.stderr[-3000:]
+    assert errors[0].startswith("error: rank 0 of 2 (pid ") and "SIGKILL" in errors[0], proc.stderr[-3000:]
+
+
 # ---- the real pipeline ------------------------------------------------------------------------
 
 
@@ -286,8 +300,8 @@ def test_dvc_repro_with_two_ranks_gives_the_one_process_curve_and_one_mlflow_run
     run = runs[0]
     assert run.info.status == "FINISHED" and run.data.tags["cgpt.world_size"] == "2"
     assert run.data.params["distributed.strategy"] == strategy
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(10, 61, 10))
-    assert {"eval/val.loss", "export/max_abs_logit_diff", "mfu"} <= set(run.data.metrics)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == list(range(10, 61, 10))
+    assert {"val_xent", "max_abs_logit_diff", "train/mfu"} <= set(run.data.metrics)
     timing = json.loads((project / "runs/default/timing.json").read_text())
     assert timing["world_size"] == 2 and timing["strategy"] == strategy and timing["mfu"] > 0
 
@@ -316,7 +330,7 @@ def test_kill_9_of_one_rank_then_dvc_repro_with_one_process_finishes_like_an_uni
     assert max(abs(got[k] - ref[k]) for k in ref) <= LOSS_TOL
     client, runs = _mlflow_model_runs(project)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss")] == list(range(10, 61, 10))
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "train/loss")] == list(range(10, 61, 10))
     assert files_bytes(project, "runs/default/hf")  # evaluate and export ran on the result
 
 

@@ -119,3 +119,25 @@ def test_a_preset_that_cannot_fit_stops_before_training_with_one_line(monkeypatc
     msg = str(exc.value)
     assert "\n" not in msg and msg.startswith("cerebras-6.7b does not fit: ~") and "40.0 GiB" in msg
     assert "strategy fsdp" in msg and "activation_checkpointing" in msg
+
+
+def test_mfu_is_at_most_one_when_training_outruns_the_measured_peak(caplog):
+    """A CPU peak probed on a busy machine reads low (the experiment's MFU once reached 1.47): the
+    first window faster than the peak raises it to that window's rate, so no window's MFU and not
+    the whole run's can pass 1, and slower windows are measured against the raised peak."""
+    from cgpt.train.metering import Window, run_speed
+
+    window = Window(flops_per_token=1e6, peak_total=1e9)  # 1 GFLOP/s "peak"
+    window.add(3.0, tokens=2_000, seconds=1.0)  # 2 GFLOP/s reached
+    with caplog.at_level("INFO", logger="cgpt.train"):
+        _, fast, util = window.close(10, 1e-3, 1.0)
+    assert util == 1.0 and fast["mfu"] == 1.0 and fast["peak_flops_per_s"] == 2e9
+    assert "above the peak" in caplog.text
+    window.add(3.0, tokens=1_000, seconds=1.0)  # back to 1 GFLOP/s: half of the raised peak
+    _, slow, util = window.close(20, 1e-3, 1.0)
+    assert util == pytest.approx(0.5) and slow["peak_flops_per_s"] == 2e9
+    assert run_speed([fast, slow])["mfu"] == pytest.approx(3e9 / 4e9)
+    # rows from before the rule (peak below the rate) still give a whole-run MFU of at most 1
+    old = {"tokens": 1_000, "compute_seconds": 1.0, "flops_per_s": 3e9, "peak_flops_per_s": 1e9, "mfu": 3.0}
+    assert run_speed([old])["mfu"] == 1.0
+    assert mfu(1e6, 5_000, 1e9) == 1.0  # never above 1, whatever the caller's peak

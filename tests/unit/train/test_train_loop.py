@@ -81,6 +81,23 @@ def test_resume_is_exact(tmp_path):
     assert [r["step"] for r in full.history if "loss" in r] == [3, 6, 9, 12]
 
 
+def test_a_stop_between_logged_steps_resumes_to_the_same_curve(tmp_path):
+    """Ctrl-C / SIGTERM (or an orphaned stage stopping itself) checkpoints at any step, e.g. 4 of a
+    log interval of 3: the loss of step 4 is in the checkpoint, so the row at step 6 is the mean of
+    steps 4-6 as in an uninterrupted run (not of 5-6 alone), byte for byte."""
+    tokens = write_tokens(tmp_path / "tok", {"train": pattern(5_000, 1), "val": pattern(500, 1)})
+    full = train(setup(), tokens, tmp_path / "a", progress=False)
+    steps = iter(range(1, 100))
+    with pytest.raises(KeyboardInterrupt, match="stopped after step 4"):
+        train(setup(), tokens, tmp_path / "b", progress=False, stop_requested=lambda: next(steps) >= 4)
+    assert [c.name for c in list_checkpoints(tmp_path / "b" / "checkpoints")] == ["step-00000004"]
+    resumed = train(setup(), tokens, tmp_path / "b", progress=False)
+    assert resumed.resumed_from_step == 4
+    assert resumed.history == full.history
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+
 def test_finished_run_is_not_retrained(tmp_path):
     tokens = write_tokens(tmp_path / "tok", {"train": pattern(5_000, 2), "val": pattern(500, 2)})
     train(setup(), tokens, tmp_path / "a", progress=False)
@@ -96,6 +113,32 @@ def test_checkpoints_of_another_model_are_set_aside_not_deleted(tmp_path):
     assert out.resumed_from_step == 0
     superseded = list((tmp_path / "a" / "checkpoints").glob("superseded-*"))
     assert len(superseded) == 1 and list_checkpoints(superseded[0])
+
+
+def test_returning_to_an_earlier_configuration_takes_its_checkpoints_back(tmp_path):
+    """Change the data, change it back: the first data's checkpoints come back, nothing is retrained."""
+    tokens = write_tokens(tmp_path / "tok", {"train": pattern(5_000, 5), "val": pattern(500, 5)})
+    first = train(setup(tokens_digest="data-a"), tokens, tmp_path / "a", progress=False)
+    other = train(setup(tokens_digest="data-b"), tokens, tmp_path / "a", progress=False)  # other data: starts over
+    assert other.resumed_from_step == 0
+    back = train(setup(tokens_digest="data-a"), tokens, tmp_path / "a", progress=False)
+    assert back.resumed_from_step == 12  # complete: no step trained again
+    for k, v in first.model.state_dict().items():
+        assert torch.equal(v, back.model.state_dict()[k]), k
+    ckpt = tmp_path / "a" / "checkpoints"
+    # data-b's checkpoints are set aside in turn; data-a's folder is gone, its checkpoints back in place
+    (aside,) = ckpt.glob("superseded-*")
+    assert list_checkpoints(aside) and list_checkpoints(ckpt)[-1].name == "step-00000012"
+
+
+def test_a_checkpoint_without_the_data_version_still_resumes(tmp_path):
+    """Checkpoints of an older cgpt did not record the token data's version: they resume as before."""
+    from cgpt.train.resume import matches
+
+    fp = setup(tokens_digest="d").fingerprint()
+    older = {k: v for k, v in fp.items() if k != "tokens_digest"}
+    assert matches(older, fp) and matches(fp, fp)
+    assert not matches({**fp, "tokens_digest": "other"}, fp)
 
 
 def test_continues_from_an_imported_hugging_face_folder(tmp_path):
