@@ -109,10 +109,12 @@ def write_plot_csv(
 
 #: ``train:`` keys that cannot change the weights: how often the loop logs, validates and
 #: checkpoints, what it keeps, where and in how many pieces it computes (the same math; a run
-#: resumes across any of them). They are recorded on the run, but are not what the run is.
+#: resumes across any of them), and what happens if the loss stops being finite (a run that never
+#: diverges trains the same either way). They are recorded on the run, but are not what the run is.
 LOOP_KEYS = frozenset(
     {"run_name", "distributed", "log_interval", "eval_interval", "eval_tokens", "checkpoint_interval",
-     "keep_checkpoints", "device", "threads", "compile", "activation_checkpointing", "micro_batch_size"}
+     "keep_checkpoints", "device", "threads", "compile", "activation_checkpointing", "micro_batch_size",
+     "on_divergence"}
 )  # fmt: skip
 
 

@@ -338,14 +338,15 @@ def test_arc_labels_are_rebuilt_by_the_regents_rule():
     "data, message",
     [
         (b"not gzip", "not a readable gzip"),
-        (gzip.compress(b'{"doc_id": 1, "doc": {}}\n'), "doc_ids are not 0..0"),
+        (gzip.compress(b'{"doc_id": 1, "doc": {}}\n', mtime=0), "doc_ids are not 0..0"),
         (
-            gzip.compress(b'{"doc_id": 0, "doc": {"a": 1}}\n{"doc_id": 0, "doc": {"a": 2}}\n'),
+            gzip.compress(b'{"doc_id": 0, "doc": {"a": 1}}\n{"doc_id": 0, "doc": {"a": 2}}\n', mtime=0),
             ":2: doc_id 0 carries two",
         ),
-        (gzip.compress(b'{"request": 1}\n'), ":1: not an OLMES request"),
+        (gzip.compress(b'{"request": 1}\n', mtime=0), ":1: not an OLMES request"),
         (olmes_requests("piqa", _rows("piqa", "train"))[:-20], "not a readable gzip"),
     ],
+    ids=["not-gzip", "doc-ids-gap", "doc-id-twice", "not-olmes", "truncated"],  # stable ids: xdist workers must agree
 )
 def test_bad_requests_files_are_one_line(data, message):
     with pytest.raises(DataError, match=message) as ei:
