@@ -3,7 +3,7 @@ project's store and a Prefect server, both on 127.0.0.1 (free ports), and ask th
 would show.
 
 * MLflow: the index page loads; the experiment (``tracking.experiment``, default ``cgpt``) lists a run
-  named ``--run-name``; that run's curves (``loss``, ``val_loss``, ``lr``) have more than one point.
+  named ``--run-name``; that run's curves (``train/loss``, ``val/loss``, ``train/lr``) have more than one point.
 * Prefect: the UI's index page and a flow run's page load; the API lists the flow runs with their
   state names, and each one's task runs with theirs.
 
@@ -29,13 +29,14 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-CURVES = ("loss", "val_loss", "lr")  # what the run page's charts must draw as lines, not dots
+CURVES = ("train/loss", "val/loss", "train/lr")  # what the run page's charts must draw as lines, not dots
 BIN = Path(sys.executable).parent
 
 
@@ -112,13 +113,13 @@ def check_mlflow(base: str, experiment: str, run_name: str, check: Checks) -> st
     run = next((r for r in named if r["data"].get("metrics")), named[0])
     run_id = run["info"]["run_id"]
     for key in CURVES:
-        status, text = http(f"{api}/metrics/get-history?run_id={run_id}&metric_key={key}")
+        status, text = http(f"{api}/metrics/get-history?run_id={run_id}&metric_key={urllib.parse.quote(key, safe='')}")
         points = json.loads(text).get("metrics", []) if status == 200 else []
         check(len(points) > 1, f"run {run_id[:8]}'s metric {key!r} is a curve ({len(points)} points)")
     # the run's curves on one chart by step (MLflow's metric page; the run page's chart tab renders
     # its charts lazily, as they scroll into view, so a screenshot of it holds spinners)
-    keys = json.dumps(["loss", "val_loss"]).replace(" ", "")
-    return f'{base}/#/metric?runs=["{run_id}"]&metric="loss"&experiments=["{exp_id}"]&plot_metric_keys={keys}&x_axis=step&show_point=true'  # noqa: E501
+    keys = json.dumps(["train/loss", "val/loss"]).replace(" ", "")
+    return f'{base}/#/metric?runs=["{run_id}"]&metric="train/loss"&experiments=["{exp_id}"]&plot_metric_keys={keys}&x_axis=step&show_point=true'  # noqa: E501
 
 
 def check_prefect(base: str, check: Checks) -> str | None:

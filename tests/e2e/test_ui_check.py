@@ -37,7 +37,7 @@ def test_the_ui_check_passes_on_a_project_that_ran(built_project, tmp_path):
     assert "FAIL" not in out
     assert "ok   the pipeline flow ran against the server (exit 0)" in out
     assert "ok   the runs list of 'cgpt' has a run named 'default'" in out
-    for curve in ("loss", "val_loss", "lr"):
+    for curve in ("train/loss", "val/loss", "train/lr"):
         assert f"metric '{curve}' is a curve" in out
     assert "ok   the Prefect API lists flow runs (1)" in out
     assert "has a state name (Completed)" in out
