@@ -65,3 +65,4 @@ bench: setup
 	$(BIN)/python benchmarks/tokenize_throughput.py
 	$(BIN)/python benchmarks/clean_throughput.py
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/family_threads.py

@@ -6,28 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
+from cgpt.data.tokenize.tokenizer import EOS_TOKEN as EOS
+from cgpt.data.tokenize.tokenizer import save_tokenizer, train_tokenizer
 from cgpt.export.hf import export_hf
 from cgpt.model.gpt import GPT
 from cgpt.presets import ModelConfig
 
-EOS = "<|endoftext|>"
 TEXT = ["Generative AI is a field of machine learning. Hello world, hello there, general kenobi."] * 20
 
 
 def tiny_export(tmp: Path, n_positions: int = 32) -> Path:
     """``tmp/hf``: an exported folder whose model has ``n_positions`` positions."""
     tmp.mkdir(parents=True, exist_ok=True)
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    tok.train_from_iterator(TEXT, trainer=trainer)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    tok.save(str(tmp / "tokenizer.json"))
+    tok = train_tokenizer(TEXT, vocab_size=300, min_frequency=1)  # the tokenize stage's own trainer
+    save_tokenizer(tok, tmp)
     cfg = ModelConfig(
         n_layer=2, d_model=32, n_head=2, d_ffn=64, vocab_size=tok.get_vocab_size(), n_positions=n_positions
     )

@@ -11,11 +11,9 @@ runs). Server and worker are stopped in ``finally``, whatever happened.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -23,22 +21,16 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
-import psutil
 import pytest
 from e2e_project import env as project_env
 from e2e_project import new_project, read_params
+from processes import free_port, stop_tree
 
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 STARTUP_WAIT_S = 120  # the server's start-up (about 25 s on 2 busy cores)
 RUN_WAIT_S = 900  # a guard against a run nobody picks up, far above a run's ~2 min: not a speed check
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _tail(path: Path, chars: int = 4000) -> str:
@@ -59,22 +51,6 @@ def _start(cmd: list[str], cwd: Path, env: dict[str, str], log: IO[str]) -> subp
     return subprocess.Popen(
         cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    """Terminate ``proc`` and every process under it (the server's uvicorn, the worker's flow runs)."""
-    try:
-        tree = psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]
-    except psutil.NoSuchProcess:
-        tree = []
-    for p in tree:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.terminate()
-    _, alive = psutil.wait_procs(tree, timeout=15)
-    for p in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
-    proc.wait()
 
 
 def _wait_healthy(url: str, server: subprocess.Popen[str], log: Path) -> None:
@@ -119,7 +95,7 @@ def test_deploy_worker_and_runs_on_a_real_server(tmp_path: Path) -> None:
     _run([*git, "add", "-A"], project, env, [])
     _run([*git, "commit", "-qm", "a tiny cgpt project"], project, env, [])
 
-    api = f"http://127.0.0.1:{_free_port()}/api"
+    api = f"http://127.0.0.1:{free_port()}/api"
     env.update(
         PREFECT_HOME=str(tmp_path / "prefect-home"),
         PREFECT_API_URL=api,
@@ -224,6 +200,6 @@ def test_deploy_worker_and_runs_on_a_real_server(tmp_path: Path) -> None:
             assert "Running stage" not in logs_of_run and set(_experiments(project, env)) == {"lr-1e-3"}
         finally:
             for proc in reversed(procs):
-                _stop(proc)
+                stop_tree(proc)
     assert all(proc.returncode is not None for proc in procs)
     assert os.listdir(elsewhere) == []  # the worker ran nothing in its own folder

@@ -5,10 +5,8 @@ tokens than fit: generated text comes back (before, every request failed with ``
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,20 +14,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import psutil
 import pytest
+from processes import free_port, stop_tree
 from tiny_export import log_tiny_model, tiny_export
 
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 STARTUP_WAIT_S = 300  # a guard against a server that never comes up (it starts in ~20 s): not a speed check
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _post(url: str, body: dict) -> tuple[int, dict]:
@@ -49,7 +41,7 @@ def test_mlflow_models_serve_answers_a_prompt_with_params(tmp_path: Path) -> Non
     # the export stage's path: logged, registered, and (the first version) made @champion
     uri = log_tiny_model(tmp_path / "store", tiny_export(tmp_path / "export", n_positions=32))
     assert str(MlflowClient(tracking_uri=uri).get_model_version_by_alias("cgpt", CHAMPION).version) == "1"
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     log = tmp_path / "serve.log"
     cmd = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/cgpt@{CHAMPION}", "--env-manager", "local",
@@ -86,20 +78,4 @@ def test_mlflow_models_serve_answers_a_prompt_with_params(tmp_path: Path) -> Non
         status, answer = _post(f"{base}/invocations", {"inputs": ["x"], "params": {"max_new_tokens": "many"}})
         assert status == 400 and "max_new_tokens" in answer["message"]
     finally:
-        _stop(server)
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    """Terminate the server and every process under it (its uvicorn workers)."""
-    try:
-        tree = psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]
-    except psutil.NoSuchProcess:
-        tree = []
-    for p in tree:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.terminate()
-    _, alive = psutil.wait_procs(tree, timeout=15)
-    for p in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
-    proc.wait()
+        stop_tree(server)
