@@ -30,8 +30,14 @@ def fault_point(name: str) -> None:
         return
     who, sep, rest = spec.partition(":")
     target = os.getpid()
+    pairs: list[tuple[int, int]] = []
     if sep and who == "parent":
-        target, spec = os.getppid(), rest
+        from cgpt.core.orphan import watched
+
+        # the dvc process itself: the parent, or the shell's parent when dvc ran the command
+        # through a shell that did not exec it (as some /bin/sh do)
+        pairs = watched()
+        target, spec = pairs[-1][1], rest
     elif sep and who.startswith("rank"):
         if os.environ.get("RANK", "0") != who.removeprefix("rank"):
             return
@@ -45,6 +51,8 @@ def fault_point(name: str) -> None:
         if target != os.getpid():
             from cgpt.core.orphan import POLL_S
 
-            while os.getppid() == target:  # until this process is re-parented
+            from cgpt.core.orphan import orphaned
+
+            while orphaned(pairs) is None:  # until this process (or its shell) is re-parented
                 time.sleep(0.01)
             time.sleep(3 * POLL_S)  # the watcher notices and sends SIGTERM (handled at once, in this thread)
