@@ -138,7 +138,11 @@ def _interval_text(p: LossPrediction) -> str:
 
 def format_fit(fit: PowerLawFit) -> str:
     """The form, how it was chosen, the coefficients with standard errors and the residual scale."""
-    head = {"saturating": "saturating L(C) = a·C^b + c", "power": "pure power law L(C) = a·C^b"}[fit.form]
+    head = {
+        "saturating": "saturating L(C) = a·C^b + c",
+        "power": "pure power law L(C) = a·C^b",
+        "loglinear": "log-linear L(C) = a + b·ln C",
+    }[fit.form]
     se = fit.stderr or {}
 
     def pm(key: str, value: float, spec: str) -> str:
@@ -151,7 +155,8 @@ def format_fit(fit: PowerLawFit) -> str:
     lines.append("  " + ", ".join(f"{k} = {v}" for k, v in zip("abc", coeffs)))
     f0_se = f" (×/÷ 10^{se['log10_f0']:.2f})" if "log10_f0" in se else ""
     tail = f" + {fit.c:.4f}" if fit.form == "saturating" else ""
-    lines.append(f"  as the paper writes it: L = (C / {fit.f0:.4g})^-{fit.beta:.5f}{tail}{f0_se}")
+    if fit.form != "loglinear":  # the paper's (f0, β) exist for the power forms only
+        lines.append(f"  as the paper writes it: L = (C / {fit.f0:.4g})^-{fit.beta:.5f}{tail}{f0_se}")
     scale = f"{fit.sigma:.4f} nats" if fit.sigma is not None else "none"
     lines.append(f"  residual scale {scale}, max |residual| {max(map(abs, fit.residuals)):.4f} nats")
     lines += [f"  note: {n}" for n in fit.notes]

@@ -37,9 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--form",
-        choices=["auto", "saturating", "power"],
+        choices=["auto", "saturating", "power", "loglinear"],
         default="auto",
-        help=f"loss law (auto: pure power law below {MIN_POINTS_SATURATING} points, else saturating)",
+        help=f"loss law (auto: pure power law below {MIN_POINTS_SATURATING} points, else saturating; "
+        "log-linear a + b·ln C when its c lands on 0)",
     )
     p.add_argument(
         "--floor",

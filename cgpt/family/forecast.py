@@ -6,8 +6,9 @@ the flow's forecast of a member and the stage's ``predictions.json`` are the sam
 resumed flow recomputes exactly the forecast it made the first time.
 
 * The loss law is :func:`cgpt.scaling.forecast_member`'s: ``form: auto`` uses the pure power law
-  ``a·C^b`` below 5 points and the saturating ``a·C^b + c`` from 5 on (``docs/scaling.md``), and
-  every forecast says which it used.
+  ``a·C^b`` below 5 points and the saturating ``a·C^b + c`` from 5 on, or the log-linear
+  ``a + b·ln C`` when that fit puts ``c`` on 0 (``docs/scaling.md``), and every forecast says which
+  it used.
 * Task accuracy (when the members have downstream results): the two-step method of the OLMo
   ladders — the forecast loss through a sigmoid Acc(loss) fitted across the smaller members.
 * A member is flagged ``outside_interval`` when its loss lands outside the forecast's prediction

@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # the whole file's schema, or any stage's view of it with the
     from cgpt.config import Params
 FORM_RULE = (
     f"form auto: the pure power law L = a*C^b below {MIN_POINTS_SATURATING} points, "
-    f"the saturating law L = a*C^b + c from {MIN_POINTS_SATURATING} on (power when c lands on 0)"
+    f"the saturating law L = a*C^b + c from {MIN_POINTS_SATURATING} on (log-linear L = a + b*ln C when c lands on 0: the points bend away from a floor)"
 )
 
 

@@ -1,13 +1,25 @@
-"""Loss-vs-compute laws: the saturating ``L(C) = a·C^b + c`` and the pure power law ``L(C) = a·C^b``.
+"""Loss-vs-compute laws: the saturating ``L(C) = a·C^b + c``, the pure power law ``L(C) = a·C^b`` and
+the log-linear law ``L(C) = a + b·ln C``.
 
-Why these two and when each (the rule :func:`choose_form` applies, recorded in every result):
+Why these three and when each (the rule :func:`choose_form` and :func:`fit_power_law` apply, recorded
+in every result):
 
-* ``saturating`` (b < 0, 0 ≤ c < min L): the Cerebras-GPT paper's form, ``L = (C/f0)^-β + c`` with
+* ``saturating`` (b < 0, c < min L): the Cerebras-GPT paper's form, ``L = (C/f0)^-β + c`` with
   ``a = f0^β, b = -β``; ``c`` is the irreducible loss. Three parameters: ``form="auto"`` uses it from
   :data:`~cgpt.scaling.rules.MIN_POINTS_SATURATING` = 5 points on (2 residual dof).
-* ``power`` (c = 0): a straight line in log-log, two parameters; ``auto`` uses it for 2–4 points, and
-  also when a saturating fit puts ``c`` on its lower bound 0 (the data show no curvature, and a
-  parameter on a bound has no meaningful standard error).
+  ``c`` may be negative. Points that bend *toward* a floor (convex in log-log, as the card's do)
+  give ``c > 0``; points that bend *away* from any floor (concave in log-log: the loss falls faster
+  than a power law as compute grows, as a family far above its irreducible loss does — the CPU
+  family of docs/family.md, local log-log slopes -0.09 at its small end and -0.15 at its large end)
+  give ``c < 0``. Then ``c`` is no irreducible loss, only the law's curvature, and the fit is a local
+  description good for the next member's forecast, not for the asymptote. Holding ``c ≥ 0`` on such
+  points (as cgpt did before) puts ``c`` on 0, the pure power law, which forecasts every larger
+  member too high (the CPU family's largest: +0.064 nats; with ``c`` free +0.028).
+* ``power`` (c = 0): a straight line in log-log, two parameters; ``auto`` uses it for 2–4 points.
+* ``loglinear`` (``L = a + b·ln C``; ``b`` is nats per e-fold of compute, ``a`` the loss at 1 FLOP):
+  the saturating law's limit as ``c -> -inf`` (``b -> 0`` with ``a·b`` fixed). ``auto`` uses it when the
+  saturating fit's ``c`` runs to its lower bound (:data:`NEG_C_SCALE` × the largest loss below zero),
+  where the three-parameter fit is that limit up to rounding but its covariance is not usable.
 
 Why 5 and not 4: at 4 points the saturating law has 1 residual dof, so its t quantile is 12.7 and
 its 95% interval for the next member is about 4× wider than the power law's, with no better
@@ -51,9 +63,12 @@ from scipy.optimize import least_squares
 from cgpt.core.errors import ScalingError
 from cgpt.scaling.rules import MIN_POINTS_SATURATING
 
-Form = Literal["saturating", "power"]
-FormChoice = Literal["auto", "saturating", "power"]
+Form = Literal["saturating", "power", "loglinear"]
+FormChoice = Literal["auto", "saturating", "power", "loglinear"]
 
+#: The saturating law's ``c`` is bounded below by ``-NEG_C_SCALE * max(L)``: a fit that runs there is
+#: the log-linear limit (``auto`` refits it as such).
+NEG_C_SCALE = 100.0
 #: Exponent bounds: b < 0 (loss falls with compute); -3 is far steeper than any LM loss law.
 B_BOUNDS = (-3.0, 0.0)
 #: ``JᵀJ`` with a larger condition number is treated as singular (parameters not identifiable).
@@ -74,7 +89,8 @@ def choose_form(n_points: int, requested: FormChoice = "auto") -> Form:
 class PowerLawFit:
     """A fitted law with everything needed to predict, check and serialise (``to_dict`` is plain JSON).
 
-    ``a, b, c`` are the law's coefficients (``c = 0`` for ``power``); ``stderr`` holds their standard
+    ``a, b, c`` are the law's coefficients (``c = 0`` for ``power`` and ``loglinear``, whose ``a`` is the
+    loss at C = 1 FLOP and ``b`` the change per e-fold of compute); ``stderr`` holds their standard
     errors, or is None when they cannot be estimated (``notes`` says why). ``theta`` (α, b[, c]),
     ``log_c_ref`` and ``inv_jtj`` are the internal parameterisation the intervals need.
     """
@@ -111,10 +127,11 @@ class PowerLawFit:
 
     @property
     def f0(self) -> float:
-        """The paper's scale ``f0 = a^(1/β)`` (compute at which the reducible term is 1 nat); inf when b = 0."""
-        if self.b == 0.0:
+        """The paper's scale ``f0 = a^(1/β)`` (compute at which the reducible term is 1 nat); inf when b = 0
+        or for the log-linear law, which has no such scale."""
+        if self.b == 0.0 or self.form == "loglinear":
             return math.inf
-        return math.exp(self.log_c_ref - self.theta[0] / self.b)
+        return _exp_or_inf(self.log_c_ref - self.theta[0] / self.b)
 
     @property
     def sigma_used(self) -> float | None:
@@ -128,17 +145,17 @@ class PowerLawFit:
     def predict(self, compute: float | np.ndarray) -> float | np.ndarray:
         """Fitted loss at ``compute`` (FLOPs, the same convention as the fitted points)."""
         u = np.log(np.asarray(compute, dtype=float)) - self.log_c_ref
-        out = np.exp(self.theta[0] + self.theta[1] * u) + (self.theta[2] if self.form == "saturating" else 0.0)
+        out = _model(np.asarray(self.theta), u, self.form)
         return float(out) if np.ndim(out) == 0 else out
 
     def gradient(self, compute: float) -> np.ndarray:
         """d(loss)/d(theta) at ``compute`` (delta method)."""
         u = math.log(compute) - self.log_c_ref
-        e = math.exp(self.theta[0] + self.theta[1] * u)
-        grad = [e, e * u] + ([1.0] if self.form == "saturating" else [])
-        return np.array(grad)
+        return _jacobian(np.asarray(self.theta), np.array([u]), self.form)[0]
 
     def equation(self) -> str:
+        if self.form == "loglinear":
+            return f"L(C) = {self.a:.4g} {'-' if self.b < 0 else '+'} {abs(self.b):.5g}·ln C"
         tail = f" + {self.c:.4g}" if self.form == "saturating" else ""
         return f"L(C) = {self.a:.4g}·C^{self.b:.5g}{tail}"
 
@@ -159,6 +176,11 @@ class PowerLawFit:
         """Inverse of :meth:`to_dict` (derived keys are ignored), e.g. to reload a fit from metrics."""
         names = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _exp_or_inf(x: float) -> float:
+    """exp that saturates to inf (a nearly flat law's f0 is astronomically large) instead of raising."""
+    return math.exp(x) if x < 709.0 else math.inf
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -185,11 +207,15 @@ def _line(u: np.ndarray, z: np.ndarray) -> tuple[float, float]:
 
 
 def _model(theta: np.ndarray, u: np.ndarray, form: Form) -> np.ndarray:
+    if form == "loglinear":
+        return theta[0] + theta[1] * u
     out = np.exp(theta[0] + theta[1] * u)
     return out + theta[2] if form == "saturating" else out
 
 
 def _jacobian(theta: np.ndarray, u: np.ndarray, form: Form) -> np.ndarray:
+    if form == "loglinear":
+        return np.stack([np.ones_like(u), u], axis=1)
     e = np.exp(theta[0] + theta[1] * u)
     cols = [e, e * u] + ([np.ones_like(u)] if form == "saturating" else [])
     return np.stack(cols, axis=1)
@@ -202,7 +228,8 @@ def _starts(u: np.ndarray, y: np.ndarray, form: Form) -> list[np.ndarray]:
     if form == "power":
         return [np.array([alpha0, b0])]
     best, best_sse = None, math.inf
-    for c in np.linspace(0.0, y.min(), _PROFILE_GRID, endpoint=False):
+    negative = -np.geomspace(1e-3, NEG_C_SCALE, _PROFILE_GRID // 2) * y.max()
+    for c in np.concatenate([negative, np.linspace(0.0, y.min(), _PROFILE_GRID, endpoint=False)]):
         alpha, b = _line(u, np.log(y - c))
         if not B_BOUNDS[0] < b < 0:
             continue
@@ -216,9 +243,14 @@ def _starts(u: np.ndarray, y: np.ndarray, form: Form) -> list[np.ndarray]:
 
 
 def _solve(u: np.ndarray, y: np.ndarray, form: Form) -> tuple[np.ndarray, list[str]]:
-    """Bounded least squares from every seed; the lowest cost wins. Returns theta and the names at bounds."""
+    """Bounded least squares from every seed; the lowest cost wins. Returns theta and the names at bounds.
+    The log-linear law is ordinary least squares (closed form, no bounds: a rising loss is reported as
+    fitted, b > 0, not hidden on a bound)."""
+    if form == "loglinear":
+        alpha, b = _line(u, y)
+        return np.array([alpha, b]), []
     c_max = float(y.min())
-    lo = [-np.inf, B_BOUNDS[0]] + ([0.0] if form == "saturating" else [])
+    lo = [-np.inf, B_BOUNDS[0]] + ([-NEG_C_SCALE * float(y.max())] if form == "saturating" else [])
     hi = [np.inf, B_BOUNDS[1]] + ([c_max] if form == "saturating" else [])
     best = None
     for x0 in _starts(u, y, form):
@@ -263,8 +295,12 @@ def _inv_jtj(jac: np.ndarray, free: list[bool]) -> np.ndarray | None:
 
 
 def _reported_stderr(theta: np.ndarray, cov: np.ndarray, log_c_ref: float, form: Form) -> dict[str, float]:
-    """Delta method from (α, b[, c]) to (a, b[, c]) and to the paper's (f0, β): a = exp(α - b·ln C_ref)."""
+    """Delta method from (α, b[, c]) to (a, b[, c]) and to the paper's (f0, β): a = exp(α - b·ln C_ref);
+    for the log-linear law a = α - b·ln C_ref (no f0)."""
     alpha, b = theta[0], theta[1]
+    if form == "loglinear":
+        g = np.array([1.0, -log_c_ref])
+        return {"a": float(math.sqrt(max(g @ cov @ g, 0.0))), "b": float(math.sqrt(max(cov[1, 1], 0.0)))}
     a = math.exp(alpha - b * log_c_ref)
     p = theta.size
     g_a = np.zeros(p)
@@ -275,7 +311,7 @@ def _reported_stderr(theta: np.ndarray, cov: np.ndarray, log_c_ref: float, form:
     if b != 0.0:  # ln f0 = ln C_ref - α/b
         g_lf0 = np.zeros(p)
         g_lf0[0], g_lf0[1] = -1.0 / b, alpha / b**2
-        f0 = math.exp(log_c_ref - alpha / b)
+        f0 = _exp_or_inf(log_c_ref - alpha / b)
         se_lf0 = math.sqrt(max(g_lf0 @ cov @ g_lf0, 0.0))
         out["f0"] = f0 * se_lf0 if math.isfinite(f0) else math.nan
         out["log10_f0"] = se_lf0 / math.log(10)
@@ -316,7 +352,7 @@ def _fit_form(
         stderr = _reported_stderr(theta, s_used**2 * inv, log_c_ref, form)
     if at_bounds:
         notes.append(f"at a bound: {', '.join(at_bounds)}; held fixed there for the standard errors and intervals")
-    a = math.exp(theta[0] - theta[1] * log_c_ref)
+    a = theta[0] - theta[1] * log_c_ref if form == "loglinear" else math.exp(theta[0] - theta[1] * log_c_ref)
     return PowerLawFit(
         form=form,
         a=a,
@@ -351,8 +387,9 @@ def fit_power_law(
 ) -> PowerLawFit:
     """Fit loss (nats) against training compute (FLOPs).
 
-    ``form``: ``auto`` (power below :data:`MIN_POINTS_SATURATING` points, else saturating, falling back
-    to power when ``c`` lands on 0), ``saturating`` or ``power``.
+    ``form``: ``auto`` (power below :data:`MIN_POINTS_SATURATING` points, else saturating with ``c``
+    free below min L — negative when the points bend away from a floor — and its log-linear limit
+    when ``c`` runs to its lower bound), ``saturating``, ``power`` or ``loglinear``.
 
     ``sigma_known`` (nats): the scatter of one member around the law, when you know it from elsewhere
     (repeated runs, a previous family's residuals). The fitted scale from 3–5 points is so uncertain
@@ -372,13 +409,16 @@ def fit_power_law(
     if form == "auto" and chosen == "power":
         notes.append(f"{c_arr.size} points < {MIN_POINTS_SATURATING}: pure power law (rule of form=auto)")
     fit = _fit_form(c_arr, y, chosen, names, sigma_known, notes)
-    if form == "auto" and chosen == "saturating" and "c" in fit.at_bounds and fit.c < 1e-6:
+    if form == "auto" and chosen == "saturating" and "c" in fit.at_bounds and fit.c < 0:
         fit = _fit_form(
             c_arr,
             y,
-            "power",
+            "loglinear",
             names,
             sigma_known,
-            ["saturating fit put the irreducible loss c on 0: pure power law (rule of form=auto)"],
+            [
+                f"saturating fit ran c to its lower bound ({fit.c:.4g}; the points bend away from any floor "
+                "as far as a log-linear law does): the log-linear law, its limit (rule of form=auto)"
+            ],
         )
     return fit

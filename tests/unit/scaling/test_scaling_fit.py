@@ -59,13 +59,78 @@ def test_form_rule_pure_power_below_five_points():
     assert enough.form == "saturating"
 
 
-def test_auto_falls_back_to_power_when_c_hits_zero():
-    # Points on a pure power law with noise that bends them upward: the best saturating c is 0.
+def test_points_that_bend_away_from_a_floor_get_a_negative_c():
+    # Points concave in log-log (the loss falls faster than a power law): c < 0 fits them better than
+    # the pure power law (the c = 0 edge, where the old c >= 0 bound held them).
     loss = law(COMPUTE, a=26.5, b=-0.055, c=0.0) * np.array([1, 1.002, 1.003, 1.003, 1.002, 1.0, 0.997])
-    forced = fit_power_law(COMPUTE, loss, form="saturating")
-    assert forced.c == 0.0 and "c" in forced.at_bounds
     fit = fit_power_law(COMPUTE, loss)
-    assert fit.form == "power" and any("put the irreducible loss c on 0" in n for n in fit.notes)
+    assert fit.form == "saturating" and fit.c < 0 and "c" not in fit.at_bounds
+    power = fit_power_law(COMPUTE, loss, form="power")
+    assert np.sum(np.square(fit.residuals)) < np.sum(np.square(power.residuals))
+
+
+def test_auto_takes_the_log_linear_limit_when_c_runs_to_its_bound():
+    # points exactly on L = A + B ln C: the saturating c runs to -100 x max L, the log-linear limit
+    compute = np.geomspace(3e11, 3e13, 6)
+    loss = 6.6 - 0.2 * np.log(compute)
+    forced = fit_power_law(compute, loss, form="saturating")
+    assert "c" in forced.at_bounds and forced.c == pytest.approx(-100 * loss.max())
+    fit = fit_power_law(compute, loss)
+    assert fit.form == "loglinear" and any("ran c to its lower bound" in n for n in fit.notes)
+    assert fit.b == pytest.approx(-0.2, rel=1e-9)
+
+
+def test_log_linear_recovers_exact_coefficients_and_round_trips():
+    compute = np.geomspace(3e11, 3e13, 6)
+    loss = 6.6 - 0.2 * np.log(compute)
+    fit = fit_power_law(compute, loss, form="loglinear", names=list("abcdef"))
+    assert fit.form == "loglinear" and fit.c == 0.0 and fit.dof == 4 and fit.f0 == math.inf
+    assert fit.a == pytest.approx(6.6, rel=1e-9) and fit.b == pytest.approx(-0.2, rel=1e-9)
+    assert fit.predict(1e14) == pytest.approx(6.6 - 0.2 * math.log(1e14))
+    assert fit.equation() == "L(C) = 6.6 - 0.2·ln C"
+    d = json.loads(json.dumps(fit.to_dict()))
+    assert d["form"] == "loglinear" and d["f0"] is None
+    assert PowerLawFit.from_dict(d).predict(1e14) == pytest.approx(fit.predict(1e14))
+
+
+def test_log_linear_intervals_are_the_exact_regression_intervals():
+    # ordinary least squares on (ln C, L): the prediction interval is the textbook one, t on n - 2 dof
+    from scipy import stats
+
+    from cgpt.scaling import predict_loss
+
+    rng = np.random.default_rng(3)
+    compute = np.geomspace(3e11, 3e13, 6)
+    loss = 6.6 - 0.2 * np.log(compute) + rng.normal(0, 0.02, 6)
+    fit = fit_power_law(compute, loss, form="loglinear")
+    x = np.log(compute)
+    X = np.stack([np.ones(6), x], axis=1)
+    beta, rss, *_ = np.linalg.lstsq(X, loss, rcond=None)
+    s = math.sqrt(rss[0] / 4)
+    x0 = np.array([1.0, math.log(6e13)])
+    half = stats.t.ppf(0.975, 4) * s * math.sqrt(1 + x0 @ np.linalg.inv(X.T @ X) @ x0)
+    p = predict_loss(fit, 6e13)
+    assert p.loss == pytest.approx(x0 @ beta, rel=1e-9)
+    assert (p.low, p.high) == (pytest.approx(p.loss - half, rel=1e-6), pytest.approx(p.loss + half, rel=1e-6))
+    assert fit.stderr is not None and fit.stderr["b"] > 0
+
+
+def test_a_log_linear_family_is_forecast_within_its_interval():
+    # a synthetic family on L = A + B ln C (concave in log-log) with 0.01-nat noise: auto (5 smaller
+    # members: c free, negative here) puts the next member inside its 95% interval in 80%+ of draws
+    from cgpt.scaling import predict_loss
+
+    rng = np.random.default_rng(11)
+    compute = np.geomspace(3e11, 3.4e13, 6)
+    truth = 6.6 - 0.2 * np.log(compute)
+    inside = 0
+    for _ in range(50):
+        loss = truth + rng.normal(0, 0.01, 6)
+        p = predict_loss(fit_power_law(compute[:5], loss[:5]), compute[5])
+        inside += p.has_interval and p.low <= loss[5] <= p.high
+    # measured over 200 draws: 86% (the log-linear limit 93%, a finite negative c 78%: the linearised
+    # interval of a three-parameter fit on 2 dof under-covers; docs/scaling.md says so)
+    assert inside >= 40, inside
 
 
 def test_exact_fit_has_no_standard_errors_and_says_so():
