@@ -49,9 +49,7 @@ def fault_point(name: str) -> None:
     if _hits[name] == int(nth or 1):
         os.kill(target, signal.SIGKILL)
         if target != os.getpid():
-            from cgpt.core.orphan import POLL_S
-
-            from cgpt.core.orphan import orphaned
+            from cgpt.core.orphan import POLL_S, orphaned
 
             while orphaned(pairs) is None:  # until this process (or its shell) is re-parented
                 time.sleep(0.01)

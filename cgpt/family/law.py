@@ -45,7 +45,8 @@ if TYPE_CHECKING:  # the whole file's schema, or any stage's view of it with the
     from cgpt.config import Params
 FORM_RULE = (
     f"form auto: the pure power law L = a*C^b below {MIN_POINTS_SATURATING} points, "
-    f"the saturating law L = a*C^b + c from {MIN_POINTS_SATURATING} on (log-linear L = a + b*ln C when c lands on 0: the points bend away from a floor)"
+    f"the saturating law L = a*C^b + c from {MIN_POINTS_SATURATING} on, c free below min L (negative when the "
+    "points bend away from a floor; the log-linear limit L = a + b*ln C when c runs to its bound)"
 )
 
 
