@@ -154,7 +154,7 @@ def format_fit(fit: PowerLawFit) -> str:
         coeffs.append(pm("c", fit.c, ".4f"))
     lines.append("  " + ", ".join(f"{k} = {v}" for k, v in zip("abc", coeffs)))
     f0_se = f" (×/÷ 10^{se['log10_f0']:.2f})" if "log10_f0" in se else ""
-    tail = f" + {fit.c:.4f}" if fit.form == "saturating" else ""
+    tail = f" {'-' if fit.c < 0 else '+'} {abs(fit.c):.4f}" if fit.form == "saturating" else ""
     if fit.form != "loglinear":  # the paper's (f0, β) exist for the power forms only
         lines.append(f"  as the paper writes it: L = (C / {fit.f0:.4g})^-{fit.beta:.5f}{tail}{f0_se}")
     scale = f"{fit.sigma:.4f} nats" if fit.sigma is not None else "none"

@@ -14,7 +14,7 @@ in every result):
   give ``c < 0``. Then ``c`` is no irreducible loss, only the law's curvature, and the fit is a local
   description good for the next member's forecast, not for the asymptote. Holding ``c ≥ 0`` on such
   points (as cgpt did before) puts ``c`` on 0, the pure power law, which forecasts every larger
-  member too high (the CPU family's largest: +0.064 nats; with ``c`` free +0.028).
+  member too high (the CPU family's largest: +0.068 nats; with ``c`` free +0.028).
 * ``power`` (c = 0): a straight line in log-log, two parameters; ``auto`` uses it for 2–4 points.
 * ``loglinear`` (``L = a + b·ln C``; ``b`` is nats per e-fold of compute, ``a`` the loss at 1 FLOP):
   the saturating law's limit as ``c -> -inf`` (``b -> 0`` with ``a·b`` fixed). ``auto`` uses it when the
@@ -156,7 +156,7 @@ class PowerLawFit:
     def equation(self) -> str:
         if self.form == "loglinear":
             return f"L(C) = {self.a:.4g} {'-' if self.b < 0 else '+'} {abs(self.b):.5g}·ln C"
-        tail = f" + {self.c:.4g}" if self.form == "saturating" else ""
+        tail = f" {'-' if self.c < 0 else '+'} {abs(self.c):.4g}" if self.form == "saturating" else ""
         return f"L(C) = {self.a:.4g}·C^{self.b:.5g}{tail}"
 
     def to_dict(self) -> dict[str, Any]:
