@@ -409,6 +409,11 @@ def fit_power_law(
     if form == "auto" and chosen == "power":
         notes.append(f"{c_arr.size} points < {MIN_POINTS_SATURATING}: pure power law (rule of form=auto)")
     fit = _fit_form(c_arr, y, chosen, names, sigma_known, notes)
+    if fit.form == "saturating" and fit.c < 0 and "c" not in fit.at_bounds:
+        fit.notes.append(
+            f"c = {fit.c:.4g} < 0: the points bend away from any floor (the loss falls faster than a power law); "
+            "c is the law's curvature here, not an irreducible loss"
+        )
     if form == "auto" and chosen == "saturating" and "c" in fit.at_bounds and fit.c < 0:
         fit = _fit_form(
             c_arr,

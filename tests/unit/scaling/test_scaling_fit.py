@@ -65,6 +65,7 @@ def test_points_that_bend_away_from_a_floor_get_a_negative_c():
     loss = law(COMPUTE, a=26.5, b=-0.055, c=0.0) * np.array([1, 1.002, 1.003, 1.003, 1.002, 1.0, 0.997])
     fit = fit_power_law(COMPUTE, loss)
     assert fit.form == "saturating" and fit.c < 0 and "c" not in fit.at_bounds
+    assert any("not an irreducible loss" in n for n in fit.notes)
     power = fit_power_law(COMPUTE, loss, form="power")
     assert np.sum(np.square(fit.residuals)) < np.sum(np.square(power.residuals))
 
