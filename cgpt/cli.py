@@ -96,6 +96,7 @@ def _promote(args: argparse.Namespace) -> None:
     from cgpt.tracking.aliases import promote
     from cgpt.tracking.params import TrackingParams
     from cgpt.tracking.runs import client_for
+    from cgpt.tracking.store import resolve_store
 
     class Tracking(Sections):
         tracking: TrackingParams = TrackingParams()
@@ -104,6 +105,7 @@ def _promote(args: argparse.Namespace) -> None:
     name = args.model or project.load(Tracking).tracking.registered_model
     if not name:
         raise CgptError("params.yaml: tracking.registered_model is null (no registered model); pass --model NAME")
+    resolve_store(project.root, "error")  # never promote in the fallback store: the alias users load is on the server
     move = promote(client_for(project.root), name, args.version)
     print(f"{name} {move}; load it as models:/{name}@champion")
 

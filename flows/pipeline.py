@@ -55,9 +55,10 @@ from prefect.states import Completed, State  # noqa: E402
 
 from cgpt.config import dvc_overrides, load_params  # noqa: E402
 from cgpt.core.errors import CgptError, ConfigError  # noqa: E402
+from cgpt.core.locks import writing  # noqa: E402
 from cgpt.core.project import PARAMS_FILE, Project  # noqa: E402
 from cgpt.core.runtime import fail  # noqa: E402
-from cgpt.stages.data_stats import publish_data_stats  # noqa: E402
+from cgpt.stages.data_stats import output_record, publish_data_stats  # noqa: E402
 from cgpt.summary import summary_markdown, summary_rows  # noqa: E402
 from cgpt.tracking.runs import tracking_uri  # noqa: E402
 from flows.console import ConsoleLines  # noqa: E402
@@ -67,16 +68,10 @@ from flows.experiment_report import baseline_commit, exp_diff, experiment_artifa
 RETRIED_STAGES = {"download": 3}
 
 
-#: dvc.yaml's model-family stages (``member-*`` foreach groups and ``scaling``): flows/family.py runs
-#: them, member by member; this flow is the single model's pipeline
-FAMILY_STAGES = ("member-train", "member-evaluate", "member-export", "scaling")
-
-
 def stage_names(project: Path) -> list[str]:
     """The single model's stage names in dvc.yaml order (written in dependency order); the family's
-    stages are left to flows/family.py."""
-    spec = yaml.safe_load((project / "dvc.yaml").read_text())
-    return [name for name in spec["stages"] if name not in FAMILY_STAGES]
+    are in family/dvc.yaml, which flows/family.py runs."""
+    return list(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
 
 
 def dvc(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -306,10 +301,11 @@ def _sharded_stage(project: Path, stage: str, n_shards: int, run_flow) -> str:
     if not stage_is_stale(project, stage):
         return "up to date"
     proj = Project.at(project)
-    started = time.time()
-    stats = run_flow(str(proj.params_file))
-    publish_data_stats(proj, load_params(proj.params_file), stage, stats, started=started)
-    commit_stage(stage, str(project))
+    with writing(output_record(proj, stage).parent):  # the lock the stage itself takes (run_data_stage)
+        started = time.time()
+        stats = run_flow(str(proj.params_file))
+        publish_data_stats(proj, load_params(proj.params_file), stage, stats, started=started)
+        commit_stage(stage, str(project))
     return f"ran in {n_shards} shards"
 
 

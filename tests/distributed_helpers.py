@@ -6,23 +6,17 @@ Kept outside the test module so the spawned ranks import it without pytest's col
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.multiprocessing as mp
 import yaml
+from processes import free_port
 
 from cgpt.train.distributed import start_rank
 from cgpt.train.loop import train
 from cgpt.train.setup import RunSetup
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _rank(rank: int, world: int, port: int, strategy: str, setup: RunSetup, tokens: Path, run: Path, out: Path) -> None:

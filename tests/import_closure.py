@@ -85,6 +85,29 @@ def covering_deps(closure: set[Path], root: Path = REPO) -> list[str]:
     return sorted([str(p) for p in chosen] + [str(f) for f in closure - covered])
 
 
+def file_deps(closure: set[Path], root: Path = REPO) -> list[str]:
+    """:func:`covering_deps` without folders of code: the files themselves, and a data folder the code
+    reads (no ``*.py`` in it, e.g. cgpt/export/licenses/). For family/dvc.yaml, whose code deps are
+    ``../`` paths: the root's .dvcignore (``__pycache__/``) does not apply to a DVC subrepo, so a
+    folder dep there would hash Python's bytecode and stale every member whenever it changes."""
+    out: list[str] = []
+    for dep in covering_deps(closure, root):
+        path = root / dep
+        if path.is_file():
+            out.append(dep)
+            continue
+        out += [str(f.relative_to(root)) for f in sorted(path.rglob("*.py")) if "__pycache__" not in f.parts]
+        out += [
+            str(d.relative_to(root))
+            for d in sorted(path.rglob("*"))
+            if d.is_dir()
+            and d.name != "__pycache__"
+            and not any(d.glob("*.py"))
+            and not any(x.name == "__pycache__" for x in [d, *d.parents])
+        ]
+    return sorted(out)
+
+
 if __name__ == "__main__":  # the code deps dvc.yaml should list for each stage
     import re
     import sys

@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["auto", "saturating", "power", "loglinear"],
         default="auto",
         help=f"loss law (auto: pure power law below {MIN_POINTS_SATURATING} points, else saturating; "
-        "log-linear a + b·ln C when its c lands on 0)",
+        "its log-linear limit a + b·ln C when c runs to its lower bound)",
     )
     p.add_argument(
         "--floor",

@@ -155,6 +155,15 @@ def holder(path: Path) -> dict[str, Any] | None:
         os.close(fd)
 
 
+def _try_lock(fd: int) -> bool:
+    """Take the exclusive lock on ``fd`` if it is free (never waits)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 def _acquire(path: Path) -> str:
     """Take ``path``'s lock (or count one more use of it); its key, "" when it cannot be locked."""
     lock = lock_file_for(path)
@@ -166,16 +175,19 @@ def _acquire(path: Path) -> str:
         lock.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o664)  # never O_TRUNC: the holder's record is in it
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            record = _read_record(fd)
-            for _ in range(20):  # the holder writes its record right after taking the lock
+            got = _try_lock(fd)
+            record: dict[str, Any] = {}
+            # Held: a writer writes its record right after taking the lock, so wait a moment for it,
+            # trying the lock again meanwhile: a holder() check holds it for microseconds only, and
+            # a writer that just ended has let it go; neither may turn this writer away.
+            for _ in range(20 if not got else 0):
+                record = _read_record(fd)
                 if record.get("pid"):
                     break
                 time.sleep(0.05)
-                record = _read_record(fd)
-            os.close(fd)
-            raise LockHeld(held_message(path, record), record) from None
+                got = _try_lock(fd)
+                if got:
+                    break
         except OSError as exc:  # a filesystem without locks (some FUSE mounts): go on, and say so
             os.close(fd)
             log.warning("%s: cannot be locked (%s); going on without cgpt's lock on %s", lock, exc, _shown(path))
@@ -183,6 +195,9 @@ def _acquire(path: Path) -> str:
         except BaseException:
             os.close(fd)
             raise
+        if not got:
+            os.close(fd)
+            raise LockHeld(held_message(path, record), record)
         data = json.dumps(_record(path), sort_keys=True).encode("utf-8")
         os.ftruncate(fd, 0)
         os.pwrite(fd, data, 0)

@@ -89,7 +89,7 @@ class FitParams(_Strict):
     training FLOPs, (6N + 12·L·T·d) x tokens (:func:`cgpt.scaling.training_flops`)."""
 
     metric: Literal["val", "test"] = "val"
-    # auto: power below 5 points, else saturating (log-linear when its c lands on 0; docs/family.md)
+    # auto: power below 5 points, else saturating with c free (its log-linear limit when c runs to its bound)
     form: Literal["auto", "saturating", "power", "loglinear"] = "auto"
     level: float = Field(0.95, gt=0, lt=1)  # prediction-interval level
     sigma_known: float | None = Field(None, gt=0)  # known member scatter (nats): intervals from 2 points on

@@ -34,7 +34,7 @@ How the fit works (stable on 3–7 points):
 * Work in log-compute, centred: ``u = ln C - ln C_ref`` with ``ln C_ref`` the mean of ``ln C``, and fit
   ``L = exp(α + b·u) + c``. Centring makes α and b nearly uncorrelated, so the 3×3 normal matrix is
   well conditioned even though C spans 4 decades; ``a = exp(α - b·ln C_ref)``.
-* Start values from a profile over ``c``: for each ``c`` on a grid in ``[0, min L)`` the model is a
+* Start values from a profile over ``c``: for each ``c`` on a grid in ``[-100·max L, min L)`` the model is a
   straight line ``ln(L - c) = α + b·u`` (closed form); the best line seeds a bounded trust-region
   least squares (scipy ``least_squares``) from there and from ``c = 0``; the lower cost wins.
 * Residuals are in nats (observed minus fitted) for both forms, so one error model (independent,
@@ -122,8 +122,9 @@ class PowerLawFit:
 
     @property
     def beta(self) -> float:
-        """The paper's exponent β = -b in ``L = (C/f0)^-β + c``."""
-        return -self.b
+        """The paper's exponent β = -b in ``L = (C/f0)^-β + c``; NaN for the log-linear law, whose b is
+        nats per e-fold of compute, not an exponent."""
+        return math.nan if self.form == "loglinear" else -self.b
 
     @property
     def f0(self) -> float:
@@ -164,7 +165,7 @@ class PowerLawFit:
         d = asdict(self)
         d.update(
             f0=_finite_or_none(self.f0),
-            beta=self.beta,
+            beta=_finite_or_none(self.beta),
             rms_residual=self.rms_residual,
             sigma_used=self.sigma_used,
             equation=self.equation(),

@@ -116,7 +116,7 @@ def card_facts(
     run_dir = project.run_dir(params.train.run_name)
     read = lambda path: read_json_if_valid(path) or {}  # noqa: E731
     clean, tok, train = (
-        read(project.metrics / "clean.json"),
+        read(project.root / "metrics" / "clean.json"),  # one corpus: the clean stage's (a family member's too)
         read(project.metrics / "tokenize.json"),
         read(run_dir / "train_metrics.json"),
     )
@@ -133,6 +133,8 @@ def card_facts(
         if tp.kind == "train"
         else "GPT-2's byte-level BPE (OpenAI's vocab.json + merges.txt), vocabulary 50,257"
         if tp.kind == "gpt2"
+        else "bytes: a byte-level BPE without merges (256 bytes + <|endoftext|>), vocabulary 257"
+        if tp.kind == "bytes"
         else f"byte-level BPE loaded from {Path(tp.path or '').name or tp.path}"
     )
     c = params.clean
@@ -158,7 +160,8 @@ def card_facts(
         },
         precision=trained_precision(info or {}, params.train.precision),
         license=params.export.license,
-        folder=f"runs/{params.train.run_name}/hf",  # relative: the card must not name this machine
+        # relative: the card must not name this machine (a member's is family/runs/<name>/hf)
+        folder=(project.run_dir(params.train.run_name) / "hf").relative_to(project.root).as_posix(),
         upstream=upstream,
         downstream=downstream,
         downstream_average=average,

@@ -34,13 +34,12 @@ class StageParams(DataStageParams):
     tokenize: TokenizeParams = TokenizeParams()
     family: FamilyTokenizer = FamilyTokenizer()
 
-    @model_validator(mode="before")
-    @classmethod
-    def _family_tokenizer(cls, data: Any) -> Any:
-        own = (data.get("family") or {}).get("tokenizer") if isinstance(data, dict) else None
-        if own is None:
-            return data
-        return {**data, "tokenize": {**(data.get("tokenize") or {}), "tokenizer": own}}
+    @model_validator(mode="after")
+    def _family_tokenizer(self) -> StageParams:
+        # after validation, so a mistake in family.tokenizer is named as such, not as tokenize.tokenizer
+        if self.family.tokenizer is not None:
+            self.tokenize = self.tokenize.model_copy(update={"tokenizer": self.family.tokenizer})
+        return self
 
 
 def run(project: Project) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from cgpt.core.project import Project
 from cgpt.core.runtime import graceful_stop, run_main
 from cgpt.data.tokenize.params import TokensSpec
 from cgpt.data.tokens import read_index
-from cgpt.stages.data_stats import file_digest
+from cgpt.stages.data_stats import file_digest, output_record
 from cgpt.tracking.params import TrackingParams
 from cgpt.tracking.plots import training_curves_png
 from cgpt.tracking.runs import (
@@ -261,11 +261,12 @@ def _open_tracker(
         }
     )
     index = read_index(project.tokens)
+    records = [output_record(project, stage) for stage in ("tokenize", "clean", "download")]  # this layout's tokens
     data_runs = [
         run_id
-        for record in ("tokens/index.json", "clean/manifest.json", "raw/manifest.json")
-        if (project.data / record).is_file()
-        for run_id in data_runs_for(project.root, params.tracking, file_digest(project.data / record))[:1]
+        for record in records
+        if record.is_file()
+        for run_id in data_runs_for(project.root, params.tracking, file_digest(record))[:1]
     ]
     tracker.set_tags(
         {
@@ -281,7 +282,11 @@ def _open_tracker(
         }
     )
     tracker.log_dataset(
-        "data/tokens", digest, project.tokens, {s: v["tokens"] for s, v in index["splits"].items()}, "training"
+        project.tokens.relative_to(project.root).as_posix(),
+        digest,
+        project.tokens,
+        {s: v["tokens"] for s, v in index["splits"].items()},
+        "training",
     )
     if params.tracking.system_metrics:
         tracker.start_system_metrics(resume=not tracker.fresh)

@@ -8,8 +8,8 @@ often a throw-away experiment that is worse than what came before. cgpt therefor
   than the champion **on the same validation data** (same token-data digest ``cgpt.data.tokens``: a score on
   other data, e.g. another tokenizer, is not comparable, so it never moves the champion by itself). The first
   version registered under this policy becomes the champion.
-* ``@latest-exp`` — the newest version registered by a DVC experiment (``dvc exp run``; version tag
-  ``dvc.exp_name``), to try an experiment's model without making it the champion.
+* ``@latest-exp`` — the version the newest DVC experiment (``dvc exp run``) exported, to try an
+  experiment's model without making it the champion.
 
 Each version also carries its score (``cgpt.val_xent``), its DVC experiment (``dvc.exp_name``) and its
 commit (``mlflow.source.git.commit``) as tags (the latter two set by the export stage).
@@ -18,6 +18,7 @@ commit (``mlflow.source.git.commit``) as tags (the latter two set by the export 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,8 @@ CHAMPION = "champion"
 LATEST_EXP = "latest-exp"
 SCORE_TAG = "cgpt.val_xent"  # the version's validation cross-entropy (nats/token): lower is better
 DATA_TAG = "cgpt.data.tokens"  # digest of the token data it was scored on
-EXP_TAG = "dvc.exp_name"
+#: MLflow's answers for "that alias or version does not exist" (any other error is a real one)
+_MISSING = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,10 @@ def _alias_version(client: Any, name: str, alias: str) -> Any | None:
 
     try:
         return client.get_model_version_by_alias(name, alias)
-    except MlflowException:  # no such alias (yet)
-        return None
+    except MlflowException as exc:
+        if exc.error_code in _MISSING:  # no such alias (yet)
+            return None
+        raise  # a store that failed must not make the new version the champion
 
 
 def _score(version: Any) -> float | None:
@@ -85,14 +89,17 @@ def champion_decision(new: Any, champion: Any | None) -> tuple[bool, str]:
 
 def apply_registration_policy(client: Any, name: str, version: str, *, score: float | None) -> list[AliasMove]:
     """After registering ``version`` of ``name``: record its ``score`` (val xent) as a tag, point
-    ``@latest-exp`` at it when a DVC experiment registered it, and move ``@champion`` when it is better."""
+    ``@latest-exp`` at it when this process runs a DVC experiment (``DVC_EXP_NAME``: a plain ``dvc repro``
+    re-exporting weights an experiment once registered leaves the alias alone), and move ``@champion``
+    when it is better."""
     if score is not None and math.isfinite(score):
         client.set_model_version_tag(name, version, SCORE_TAG, f"{score:.6f}")
     new = client.get_model_version(name, version)
     moves = []
-    if new.tags.get(EXP_TAG):
+    exp_name = os.environ.get("DVC_EXP_NAME", "").strip()
+    if exp_name:
         client.set_registered_model_alias(name, LATEST_EXP, version)
-        moves.append(AliasMove(LATEST_EXP, version, True, f"registered by DVC experiment {new.tags[EXP_TAG]}"))
+        moves.append(AliasMove(LATEST_EXP, version, True, f"registered by DVC experiment {exp_name}"))
     champion = _alias_version(client, name, CHAMPION)
     better, reason = champion_decision(new, champion)
     if better:
@@ -107,7 +114,9 @@ def promote(client: Any, name: str, version: str) -> AliasMove:
 
     try:
         client.get_model_version(name, version)
-    except MlflowException:
+    except MlflowException as exc:
+        if exc.error_code not in _MISSING:
+            raise
         raise CgptError(
             f"registered model {name!r} has no version {version!r} (see the MLflow UI's Models tab)"
         ) from None

@@ -35,8 +35,10 @@ LOADER_MODULE = LOADER_FILE.stem
 
 def generation_signature(n_positions: int) -> Any:
     """Input: a prompt (string; a list of them is a batch). Output: the generated text. Params: the usual
-    generation arguments, with the defaults the served model uses (transformers' text-generation defaults;
-    ``max_new_tokens`` 64, or a quarter of a small context); ``None`` means transformers' own default."""
+    generation arguments with the defaults a request gets when it leaves them out (MLflow fills every
+    missing param from here): sampling at temperature 0.7 with top-k 50 (not transformers' 1.0: a
+    sampled small model at 1.0 rambles), ``max_new_tokens`` 64 or a quarter of a small context, and
+    ``seed`` None (unseeded; the only param without a value)."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 

@@ -332,10 +332,16 @@ def train(
 
     steps_done = total_steps
     if diverged_at is not None:  # on_divergence: stop: the weights of the newest checkpoint (or the init) stand
-        steps_done = resume_from_checkpoints(ckpt_dir, total_steps, model, optimizer, device, ctx).step
+        kept = resume_from_checkpoints(ckpt_dir, total_steps, model, optimizer, device, ctx)
+        steps_done = kept.step
+        # the summary describes the weights that stand (the curves keep the whole run, divergence included)
+        losses = [r["loss"] for r in kept.history if "loss" in r]
+        vals = [r["val_loss"] for r in kept.history if "val_loss" in r]
+        last_loss = losses[-1] if losses else float("nan")
+        last_val = vals[-1] if vals else float("nan")
         if steps_done == 0:
             with _INIT_LOCK:
-                model, train_model = build_model(
+                model, _ = build_model(
                     cfg, tp.seed, device, ctx, compile=tp.compile, activation_checkpointing=tp.activation_checkpointing
                 )
         if ctx.is_main:

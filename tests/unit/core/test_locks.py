@@ -107,3 +107,21 @@ def test_a_stage_refuses_a_run_folder_another_process_writes(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert lines[-1].startswith("error: ") and "runs/default is being written by another cgpt process" in lines[-1]
     assert f"pid {proc.pid}" in lines[-1]
+
+
+def test_a_momentary_check_does_not_turn_a_writer_away(tmp_path):
+    # holder() (a status check, the tests' polling) takes the lock for an instant and writes no record;
+    # a writer arriving in that instant waits it out instead of failing against nobody
+    import fcntl
+    import threading
+
+    target = tmp_path / "runs"
+    lock = lock_file_for(target)
+    lock.parent.mkdir(parents=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held with no record, as holder() holds it
+    release = threading.Timer(0.2, lambda: (fcntl.flock(fd, fcntl.LOCK_UN), os.close(fd)))
+    release.start()
+    with writing(target):
+        assert holder(target)["pid"] == os.getpid()
+    release.join()

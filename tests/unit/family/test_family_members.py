@@ -250,3 +250,15 @@ def test_members_get_on_divergence_stop_the_single_model_keeps_error(tmp_path):
     params = params_with(tmp_path, {"members": FIVE})
     assert params.train.on_divergence == "error"
     assert member_params(params, "d8", VOCAB).train.on_divergence == "stop"
+
+
+def test_a_mistake_in_family_tokenizer_is_named_as_such(tmp_path):
+    from cgpt.stages.family_tokenize import StageParams
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert Project.at(tmp_path).load(StageParams).tokenize.tokenizer.kind == "bytes"  # the family's own
+    raw["family"]["tokenizer"] = {"kind": "bytes", "vocab_size": 300}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"family\.tokenizer\.vocab_size = 300: only used with kind: train"):
+        Project.at(tmp_path).load(StageParams)

@@ -90,7 +90,7 @@ def test_log_linear_recovers_exact_coefficients_and_round_trips():
     assert fit.predict(1e14) == pytest.approx(6.6 - 0.2 * math.log(1e14))
     assert fit.equation() == "L(C) = 6.6 - 0.2·ln C"
     d = json.loads(json.dumps(fit.to_dict()))
-    assert d["form"] == "loglinear" and d["f0"] is None
+    assert d["form"] == "loglinear" and d["f0"] is None and d["beta"] is None  # b is no exponent here
     assert PowerLawFit.from_dict(d).predict(1e14) == pytest.approx(fit.predict(1e14))
 
 

@@ -66,6 +66,20 @@ def test_deps_cover_the_import_closure(name):
     assert missing == [], f"dvc.yaml stage {name} misses code deps: {missing}"
 
 
+def test_the_family_lists_code_files_not_code_folders():
+    """family/dvc.yaml's code deps are ``../`` paths, which the root's .dvcignore (``__pycache__/``) does
+    not cover in a DVC subrepo: a folder there would hash Python's bytecode, and every new .pyc
+    would retrain every member. Files only (a data folder without code, e.g. the licences, is fine)."""
+    folders = [
+        f"{name}: {d}"
+        for name, stage in load_stages().items()
+        if name.startswith("family/")
+        for d in map(Path, code_deps(stage))
+        if (REPO / d).is_dir() and any((REPO / d).rglob("*.py"))
+    ]
+    assert folders == []
+
+
 def test_every_stage_dep_exists():
     for name, stage in load_stages().items():
         for d in stage.get("deps", []):
@@ -180,10 +194,8 @@ def test_every_stage_output_persists():
     """`persist: true` on every output: DVC then never deletes one before its stage runs, so a stage
     that fails (a params mistake, a damaged file) leaves the previous results — data/sources.json
     included — in place, and each stage replaces its outputs atomically only when it succeeds."""
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     missing = []
-    for name, stage in stages.items():
-        body = stage.get("do", stage)
+    for name, body in load_stages().items():  # both projects' (a foreach group as its template)
         for out in body.get("outs", []) + body.get("metrics", []) + body.get("plots", []):
             path, opts = next(iter(out.items())) if isinstance(out, dict) else (out, {})
             if not (opts or {}).get("persist"):

@@ -21,9 +21,43 @@ def client(tmp_path: Path) -> MlflowClient:
 
 
 def _register(client: MlflowClient, tmp_path: Path, score: float | None, data: str = "d1", exp: str | None = None):
+    """Register a version as the export stage does: inside `dvc exp run` (DVC_EXP_NAME set) when ``exp``."""
     tags = {"cgpt.data.tokens": data, **({"dvc.exp_name": exp} if exp else {})}
     version = str(client.create_model_version("cgpt", str(tmp_path), tags=tags).version)
-    return version, apply_registration_policy(client, "cgpt", version, score=score)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("DVC_EXP_NAME", raising=False)
+        if exp:
+            mp.setenv("DVC_EXP_NAME", exp)
+        return version, apply_registration_policy(client, "cgpt", version, score=score)
+
+
+def test_a_plain_repro_of_an_experiments_weights_leaves_latest_exp_alone(client, tmp_path):
+    v1, _ = _register(client, tmp_path, 5.3, exp="exp-a")
+    v2, _ = _register(client, tmp_path, 5.4, exp="exp-b")
+    assert str(client.get_model_version_by_alias("cgpt", LATEST_EXP).version) == v2
+    # a `dvc repro` (no experiment) that re-exports exp-a's weights meets version v1 again
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("DVC_EXP_NAME", raising=False)
+        moves = apply_registration_policy(client, "cgpt", v1, score=5.3)
+    assert str(client.get_model_version_by_alias("cgpt", LATEST_EXP).version) == v2
+    assert [m.alias for m in moves] == [CHAMPION]
+
+
+def test_a_store_error_is_not_taken_for_no_champion(client, tmp_path):
+    from mlflow.exceptions import MlflowException
+
+    v1, _ = _register(client, tmp_path, 5.3)
+
+    class Failing:
+        def __getattr__(self, name):
+            return getattr(client, name)
+
+        def get_model_version_by_alias(self, *a):
+            raise MlflowException("the store answered 503", error_code="TEMPORARILY_UNAVAILABLE")
+
+    with pytest.raises(MlflowException, match="503"):
+        apply_registration_policy(Failing(), "cgpt", v1, score=5.0)
+    assert _champion(client) == v1
 
 
 def _champion(client: MlflowClient) -> str:
@@ -79,3 +113,16 @@ def test_cgpt_promote_command(tmp_path, capsys):
         .err.strip()
         .endswith("registered model 'cgpt' has no version '7' (see the MLflow UI's Models tab)")
     )
+
+
+def test_cgpt_promote_never_promotes_in_the_fallback_store(tmp_path, capsys, monkeypatch):
+    # the server users load @champion from is down: one line naming it, nothing written locally
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "params.yaml").write_text("tracking:\n  registered_model: cgpt\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    with pytest.raises(SystemExit):
+        main(["promote", "2", "--project", str(project)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "http://127.0.0.1:9" in err[0], err
+    assert not (project / "mlflow.db").exists()

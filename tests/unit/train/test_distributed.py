@@ -24,8 +24,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from distributed_helpers import free_port, losses, max_weight_diff, mini_project, train_ranks
+from distributed_helpers import losses, max_weight_diff, mini_project, train_ranks
 from e2e_project import REPO, copy_project, dvc, files_bytes, read_params, write_params
+from processes import free_port
 from test_train_loop import pattern, setup, write_tokens
 
 from cgpt.config import parse_params

@@ -207,6 +207,9 @@ def test_on_divergence_stop_ends_the_run_with_the_newest_checkpoint(tmp_path, mo
     stopping = replace(base, train=base.train.model_copy(update={"on_divergence": "stop"}))
     out = train(stopping, tokens, tmp_path / "stop", progress=False)
     assert out.summary.diverged_at_step == 8 and out.summary.steps == 6
+    # its losses are the kept weights' (the last logged at or before step 6)
+    kept = [r for r in out.history if r["step"] <= 6]
+    assert out.summary.train_loss == [r["loss"] for r in kept if "loss" in r][-1]
     assert out.summary.metrics_file()["diverged_at_step"] == 8
     calls["n"] = -100  # an undisturbed run of the same setup, for its step-6 checkpoint
     train(setup(steps=12), tokens, tmp_path / "ref", progress=False)
