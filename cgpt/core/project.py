@@ -87,7 +87,8 @@ class Project:
 
     @property
     def family(self) -> Path:
-        """The model family's files: ``points/``, ``scaling/``, ``plots/``, ``mup/`` (the µP sweep)."""
+        """The model family's DVC project (family/dvc.yaml): ``tokens/``, ``runs/``, ``metrics/`` (the
+        ``family`` layout's), ``points/``, ``scaling/``, ``plots/``, ``mup/`` (the µP sweep)."""
         return self.root / "family"
 
     @property

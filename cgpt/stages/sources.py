@@ -84,7 +84,7 @@ def _declared_params(root: Path) -> list[tuple[str, list[str]]]:
 
 
 def check_stage_params(root: Path) -> None:
-    """One line for the first key dvc.yaml names as a stage's param that params.yaml leaves out.
+    """One line for the first key dvc.yaml (or family/dvc.yaml) names as a stage's param that params.yaml leaves out.
 
     cgpt gives every key a default, but DVC refuses to run a stage whose declared params are not in
     the file (``Parameters '...' are missing``, for every later stage): say which key, which stage,

@@ -160,8 +160,8 @@ def _file_chunks(
 
 
 def warn_about_file(path: Path, counters: dict[str, int]) -> None:
-    """One warning line per kind of damage the reader repaired or accepted in ``path`` (the counts
-    also go to the stage's statistics): invalid UTF-8 replaced by U+FFFD, and very long documents
+    """One warning line per kind of damage the reader repaired or accepted in ``path`` (the invalid
+    UTF-8 count also goes to the stage's statistics): invalid UTF-8 replaced by U+FFFD, and very long documents
     without a line break (several documents run together, or a file that lost its line ends)."""
     invalid = counters.get("invalid_utf8_records", 0)
     if invalid:
